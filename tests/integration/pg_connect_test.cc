@@ -11,23 +11,14 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "shared/pg.h"
-#include "tests/fixtures/postgres_cluster.h"
-#include "tests/fixtures/test_env.h"
+#include "tests/fixtures/postgres_test.h"
 
 namespace hoist::testing {
 namespace {
 
 using ::testing::HasSubstr;
 
-class PgConnectTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto c = PostgresCluster::Start();
-    HOIST_REQUIRE_REAL_PART(c.status());
-    cluster_ = std::move(*c);
-  }
-  std::unique_ptr<PostgresCluster> cluster_;
-};
+using PgConnectTest = PostgresTest;
 
 TEST_F(PgConnectTest, ConnectsWithApplicationNameAndKeepalives) {
   auto conn = PgConnect(cluster_->ConnectionString(), {.application_name = "hoist-test"});

@@ -1,0 +1,17 @@
+#include "controller/store/pg_fence.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace hoist {
+
+absl::Status CheckEpoch(pqxx::transaction_base& tx, uint64_t epoch) {
+  uint64_t current = tx.exec1("SELECT epoch FROM hoist_leader WHERE id = 1 FOR SHARE")[0].as<uint64_t>();
+  if (current != epoch || epoch == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "fenced: this replica acted for leader epoch ", epoch, " but the current epoch is ", current,
+        "; it no longer leads"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace hoist
