@@ -189,8 +189,12 @@ void LeaderElector::Run() {
       continue;
     }
     // Leading: heartbeat, and demote on a missed lease or a changed epoch.
-    clock_->SleepFor(options_.heartbeat_interval);
-    if (stopping()) break;
+    // Sleep until the next heartbeat, waking at once for a graceful stop.
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.heartbeat_interval);
+      if (stop_) break;
+    }
     if (clock_->Now() - last_ok >= options_.lease) {
       drop(absl::StrCat("no heartbeat succeeded for ", absl::FormatDuration(clock_->Now() - last_ok)));
       continue;
