@@ -64,8 +64,11 @@ if [ "v${have_buf#v}" != "$BUF_VERSION" ]; then
     exit 1
   fi
   echo "install-deps: building buf $BUF_VERSION"
+  # Keep Go's module and build caches beside the tools, so that the build works
+  # without a HOME and does not litter one.
+  export GOPATH="${GOPATH:-/opt/hoist-tools/go}" GOCACHE="${GOCACHE:-/opt/hoist-tools/go-cache}"
   sudo_if_needed mkdir -p "$HOIST_TOOLS_DIR"
-  if ! GOBIN="$HOIST_TOOLS_DIR" GOFLAGS=-mod=mod "$GO" install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION" >"$log" 2>&1; then
+  if ! GOBIN="$HOIST_TOOLS_DIR" "$GO" install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION" >"$log" 2>&1; then
     cat "$log" >&2; echo "install-deps: go install buf failed" >&2; exit 1
   fi
 fi
