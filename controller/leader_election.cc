@@ -12,15 +12,12 @@
 namespace hoist {
 namespace {
 
-// Wakes the follower loop when the leader steps down gracefully.
+// LISTENs for a graceful release: a notification ends the follower's
+// await_notification early, which is all it is for.
 class ReleaseListener final : public pqxx::notification_receiver {
  public:
-  ReleaseListener(pqxx::connection_base& conn, bool* flag)
-      : pqxx::notification_receiver(conn, kLeaderReleasedChannel), flag_(flag) {}
-  void operator()(const std::string&, int) override { *flag_ = true; }
-
- private:
-  bool* flag_;
+  explicit ReleaseListener(pqxx::connection_base& conn) : pqxx::notification_receiver(conn, kLeaderReleasedChannel) {}
+  void operator()(const std::string&, int) override {}
 };
 
 std::string Why(const std::exception& e) { return std::string(absl::StripTrailingAsciiWhitespace(e.what())); }
@@ -85,6 +82,8 @@ void LeaderElector::SetRole(bool leader, uint64_t epoch) {
     if (leader) {
       last_heartbeat_ok_ = clock_->Now();
       known_leader_ = LeaderInfo{options_.replica_id, options_.advertise_address, epoch};
+    } else if (known_leader_.replica_id == options_.replica_id) {
+      known_leader_ = LeaderInfo{};  // unknown until read from Postgres again
     }
   }
   if (changed && on_change_) on_change_(leader ? epoch : 0);
@@ -102,7 +101,6 @@ void LeaderElector::Run() {
                                 .tcp_user_timeout_ms = 2000};
   std::unique_ptr<pqxx::connection> conn;
   std::unique_ptr<ReleaseListener> listener;
-  bool released = false;
   auto drop = [&](const std::string& why) {
     bool was_leader;
     {
@@ -136,11 +134,18 @@ void LeaderElector::Run() {
       try {
         pqxx::nontransaction tx(*conn);
         tx.exec0(absl::StrCat("SET idle_session_timeout = ", absl::ToInt64Milliseconds(options_.idle_session_timeout)));
+        // The server may only drop this session after the leader's lease has
+        // run out: its TCP abort (keepalives, user timeout) and idle timeout
+        // all exceed the lease, counted from the heartbeat's send time.
         tx.exec0("SET tcp_keepalives_idle = 1");
         tx.exec0("SET tcp_keepalives_interval = 1");
-        tx.exec0("SET tcp_keepalives_count = 2");
-        tx.exec0("SET tcp_user_timeout = 2000");
-        listener = std::make_unique<ReleaseListener>(*conn, &released);
+        tx.exec0("SET tcp_keepalives_count = 3");
+        tx.exec0("SET tcp_user_timeout = 3500");
+        // A heartbeat queued behind a long writer must fail, not hang.
+        tx.exec0(absl::StrCat("SET lock_timeout = ", absl::ToInt64Milliseconds(options_.lease / 2)));
+        tx.exec0(absl::StrCat("SET idle_in_transaction_session_timeout = ",
+                              absl::ToInt64Milliseconds(options_.idle_session_timeout)));
+        listener = std::make_unique<ReleaseListener>(*conn);
       } catch (const std::exception& e) {
         drop(Why(e));
         continue;
@@ -178,7 +183,6 @@ void LeaderElector::Run() {
           absl::MutexLock lock(&mu_);
           known_leader_ = info;
         }
-        released = false;
         absl::Duration wait = jittered(options_.poll_interval);
         conn->await_notification(static_cast<long>(absl::ToInt64Seconds(wait)),
                                  static_cast<long>(absl::ToInt64Microseconds(wait) % 1000000));
@@ -199,22 +203,26 @@ void LeaderElector::Run() {
       drop(absl::StrCat("no heartbeat succeeded for ", absl::FormatDuration(clock_->Now() - last_ok)));
       continue;
     }
+    // The lease counts from the send time: the server's timers started no
+    // earlier than that.
+    const absl::Time sent = clock_->Now();
+    std::string failure;
     try {
-      pqxx::work tx(*conn);
+      pqxx::nontransaction tx(*conn);
       pqxx::result r = tx.exec_params(
           "UPDATE hoist_leader SET heartbeat_at = now() WHERE id = 1 AND epoch = $1 AND leader_id = $2 "
           "RETURNING epoch",
           epoch, options_.replica_id);
-      tx.commit();
-      if (r.empty()) {
-        drop(absl::StrCat("epoch ", epoch, " is no longer current (fenced)"));
-        continue;
-      }
-      absl::MutexLock lock(&mu_);
-      last_heartbeat_ok_ = clock_->Now();
+      if (r.empty()) failure = absl::StrCat("epoch ", epoch, " is no longer current (fenced)");
     } catch (const std::exception& e) {
-      drop(Why(e));
+      failure = Why(e);
     }
+    if (!failure.empty()) {
+      drop(failure);  // after the transaction object is gone
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    last_heartbeat_ok_ = sent;
   }
 
   // Graceful stop: free the lock and wake the followers.

@@ -122,6 +122,9 @@ absl::StatusOr<std::vector<Migration>> PendingMigrations(
           "Run that newer hoistd, or restore the database from before it ran"));
     }
     const Migration& m = *it->second;
+    // A no-transaction migration left running lost its runner mid-statement;
+    // its one statement is idempotent by contract, so it simply runs again.
+    if (a.state == MigrationState::kRunning && m.no_transaction && a.checksum == m.checksum) continue;
     if (a.state == MigrationState::kFailed || a.state == MigrationState::kRunning) {
       return absl::FailedPreconditionError(absl::StrCat(
           "migration ", m.file_name, " was left ", MigrationStateName(a.state),

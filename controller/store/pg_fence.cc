@@ -4,7 +4,7 @@
 
 namespace hoist {
 
-absl::Status CheckEpoch(pqxx::transaction_base& tx, uint64_t epoch) {
+absl::Status CheckEpoch(pqxx::dbtransaction& tx, uint64_t epoch) {
   uint64_t current = tx.exec1("SELECT epoch FROM hoist_leader WHERE id = 1 FOR SHARE")[0].as<uint64_t>();
   if (current != epoch || epoch == 0) {
     return absl::FailedPreconditionError(absl::StrCat(

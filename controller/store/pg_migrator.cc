@@ -195,7 +195,9 @@ absl::StatusOr<MigrateReport> PgMigrator::Migrate() {
         pqxx::nontransaction tx(conn);
         tx.exec_params0(
             "INSERT INTO hoist_schema_migrations (version, name, checksum, state, started_at, applied_by) "
-            "VALUES ($1, $2, $3, 'running', now(), $4)",
+            "VALUES ($1, $2, $3, 'running', now(), $4) "
+            "ON CONFLICT (version) DO UPDATE SET state = 'running', started_at = now(), "
+            "applied_by = EXCLUDED.applied_by",
             m.version, m.name, m.checksum, options_.applied_by);
         tx.exec(m.sql);
         tx.exec_params0(
@@ -213,10 +215,15 @@ absl::StatusOr<MigrateReport> PgMigrator::Migrate() {
             options_.applied_by);
         tx.commit();
       }
+    } catch (const pqxx::in_doubt_error& e) {
+      return absl::UnavailableError(absl::StrCat(
+          "migration ", m.file_name, ": the connection was lost during COMMIT, so whether it applied is unknown; "
+          "`hoistd migrate status` tells once the database is reachable: ", PgError(e)));
     } catch (const pqxx::broken_connection& e) {
-      // The transaction died with the connection: nothing of it is applied,
-      // and the next start runs it again.
-      return absl::UnavailableError(absl::StrCat("migration ", m.file_name, ": connection lost: ", PgError(e)));
+      // A transactional migration died with its transaction and runs again at
+      // the next start; a no-transaction one left "running" is run again too.
+      return absl::UnavailableError(absl::StrCat("migration ", m.file_name, ": connection lost: ", PgError(e),
+                                                 "; the next start runs it again"));
     } catch (const std::exception& e) {
       failure = PgError(e);
     }

@@ -106,6 +106,15 @@ TEST(PendingMigrationsTest, RefusesFailedOrRunningWithTheWayOut) {
   }
 }
 
+TEST(PendingMigrationsTest, RerunsAnInterruptedNoTransactionMigration) {
+  auto known = *ParseMigrations({{"0001_a.sql", "SELECT 1;"},
+                                 {"0002_idx.sql", "-- hoist:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);\n"}});
+  auto p = PendingMigrations(known, {Applied(known[0]), Applied(known[1], MigrationState::kRunning)});
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->size(), 1u);
+  EXPECT_EQ((*p)[0].version, 2);
+}
+
 TEST(PendingMigrationsTest, RefusesAGapBelowAnAppliedVersion) {
   auto known = Three();
   auto p = PendingMigrations(known, {Applied(known[0]), Applied(known[2])});
