@@ -17,12 +17,11 @@ absl::StatusOr<absl::Duration> ParseDurationSetting(absl::string_view what, absl
   absl::Duration d;
   std::string s(absl::StripAsciiWhitespace(text));
   if (s.empty() || !absl::ParseDuration(s, &d) || d == absl::InfiniteDuration() ||
-      d < absl::ZeroDuration() || s == "inf") {
+      d < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(
         what, ": invalid duration \"", text,
         "\"; expected a non-negative number with a unit, such as 250ms, 5s or 1m30s"));
   }
-  // A bare "0" is fine; any other number needs a unit, which ParseDuration enforces.
   return d;
 }
 

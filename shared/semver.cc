@@ -198,8 +198,6 @@ Version NextAfter(const Partial& p) {
   return *Version::Parse(v.ToString() + "-0");
 }
 
-Version LowestOf(const Partial& p) { return p.version; }
-
 }  // namespace
 
 absl::Status VersionRange::ParseComparator(absl::string_view token, absl::string_view whole,
@@ -230,27 +228,27 @@ absl::Status VersionRange::ParseComparator(absl::string_view token, absl::string
     if (full) {
       out.push_back({Op::kEq, p->version});
     } else {
-      out.push_back({Op::kGreaterEq, LowestOf(*p)});
+      out.push_back({Op::kGreaterEq, p->version});
       out.push_back({Op::kLess, NextAfter(*p)});
     }
   } else if (op == ">=") {
-    out.push_back({Op::kGreaterEq, LowestOf(*p)});
+    out.push_back({Op::kGreaterEq, p->version});
   } else if (op == ">") {
     if (full) out.push_back({Op::kGreater, p->version});
     else out.push_back({Op::kGreaterEq, NextAfter(*p)});
   } else if (op == "<") {
     if (full) out.push_back({Op::kLess, p->version});
-    else out.push_back({Op::kLess, *Version::Parse(LowestOf(*p).ToString() + "-0")});
+    else out.push_back({Op::kLess, *Version::Parse(p->version.ToString() + "-0")});
   } else if (op == "<=") {
     if (full) out.push_back({Op::kLessEq, p->version});
     else out.push_back({Op::kLess, NextAfter(*p)});
   } else if (op == "~") {
-    out.push_back({Op::kGreaterEq, LowestOf(*p)});
+    out.push_back({Op::kGreaterEq, p->version});
     Partial upper = *p;
     upper.given = p->given == 1 ? 1 : 2;
     out.push_back({Op::kLess, NextAfter(upper)});
   } else if (op == "^") {
-    out.push_back({Op::kGreaterEq, LowestOf(*p)});
+    out.push_back({Op::kGreaterEq, p->version});
     Partial upper = *p;
     const Version& v = p->version;
     if (v.major() > 0 || p->given == 1) upper.given = 1;
