@@ -13,7 +13,19 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <pqxx/pqxx>
 
+#include "controller/agent_hub.h"
+#include "controller/agent_service.h"
 #include "controller/leader_election.h"
+#include "controller/store/pg_agent_store.h"
+#include "controller/store/pg_pool.h"
+#include "controller/store/pg_rollout_store.h"
+#include "controller/operator_service.h"
+#include "controller/rollout/executor.h"
+#include "controller/rollout/rollout_manager.h"
+#include "shared/http_server.h"
+#include "shared/metrics.h"
+#include "shared/tls.h"
+#include <nlohmann/json.hpp>
 #include "hoist/v1/agent.grpc.pb.h"
 #include "hoist/v1/operator.grpc.pb.h"
 #include "controller/migrate_command.h"
@@ -59,6 +71,12 @@ int ControllerMain(int argc, char** argv) {
                   "HOIST_REPLICA_ID");
   flags.AddString("advertise-address", "", "Address agents and the CLI should dial for this replica "
                   "(default: --listen).", "HOIST_ADVERTISE_ADDRESS");
+  flags.AddString("http-listen", "127.0.0.1:7480", "Address of the HTTP /health and /metrics endpoints; "
+                  "empty disables them.", "HOIST_HTTP_LISTEN");
+  flags.AddString("tls-ca", "", "Fleet CA certificate (hoist ca init); with --tls-cert and --tls-key, agents "
+                  "and operators must present certificates it signed.", "HOIST_TLS_CA");
+  flags.AddString("tls-cert", "", "This controller's certificate (hoist ca issue controller NAME).", "HOIST_TLS_CERT");
+  flags.AddString("tls-key", "", "This controller's private key.", "HOIST_TLS_KEY");
   flags.AddString("log-level", "info", "trace, debug, info, warn, error.", "HOIST_LOG_LEVEL");
   flags.AddString("log-format", "text", "text or json.", "HOIST_LOG_FORMAT");
   flags.AddBool("version", "Print the version and exit.");
@@ -131,16 +149,54 @@ int ControllerMain(int argc, char** argv) {
   }
 
   const sigset_t stop_signals = BlockStopSignals();
+  const std::string advertise =
+      flags.Get("advertise-address").empty() ? listen->ToString() : flags.Get("advertise-address");
+  const bool tls = !flags.Get("tls-ca").empty() || !flags.Get("tls-cert").empty() || !flags.Get("tls-key").empty();
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (tls) {
+    auto c = ServerTlsCredentials(flags.Get("tls-ca"), flags.Get("tls-cert"), flags.Get("tls-key"));
+    if (!c.ok()) {
+      std::cerr << "hoistd: " << c.status().message() << "\n";
+      return 2;
+    }
+    credentials = *c;
+  } else {
+    spdlog::warn("serving without TLS: agents and operators are not authenticated (pass --tls-ca, --tls-cert and "
+                 "--tls-key in production)");
+  }
+  auto pooled_url = WithConnectionDefaults(database_url);
+  PgPool pool(*pooled_url, 8);
+  PgAgentStore agent_store(&pool);
+  PgRolloutStore rollout_store(&pool);
+  AgentHub hub(&agent_store, RealClock::Get(), AgentHubOptions{.controller_id = replica_id});
+  rollout::Executor executor(&rollout_store, &hub, RealClock::Get());
+  rollout::RolloutManager manager(&rollout_store, &agent_store, &hub, &executor, RealClock::Get());
+  executor.SetRollbackLauncher([&manager, &hub](const rollout::StoredRollout& failed) {
+    return manager.RollBackFailed(hub.epoch(), failed);
+  });
+  LeaderElectionOptions election{.replica_id = replica_id, .advertise_address = advertise};
+  LeaderElector elector(database_url, election, RealClock::Get());
+  auto current_leader = [&elector] { return elector.CurrentLeader(); };
+  AgentServiceImpl agent_service(&hub, current_leader, /*require_peer_identity=*/tls);
+  OperatorServiceImpl operator_service(&manager, &rollout_store, &agent_store, &hub, current_leader);
+
+  MetricsRegistry metrics;
+  Gauge& is_leader = metrics.AddGauge("hoist_leader", "1 while this replica leads.");
+  Gauge& epoch_gauge = metrics.AddGauge("hoist_leader_epoch", "Epoch this replica leads with (0: following).");
+  Gauge& agents_gauge = metrics.AddGauge("hoist_agents_connected", "Agents with an open session here.");
+  Gauge& in_flight = metrics.AddGauge("hoist_steps_in_flight", "Steps pushed and not yet answered.");
+  Histogram& step_latency =
+      metrics.AddHistogram("hoist_step_duration_seconds", "Time from push to result, per step.", DefaultLatencyBuckets());
+  hub.SetStepObserver([&step_latency](const hoist::v1::Step&, const hoist::v1::StepResult&, absl::Duration took) {
+    step_latency.Observe(absl::ToDoubleSeconds(took));
+  });
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  // The operator API and the agent session answer UNIMPLEMENTED until their
-  // handlers land; registering them keeps the port's surface stable.
-  hoist::v1::OperatorService::Service operator_service;
-  hoist::v1::AgentService::Service agent_service;
   builder.RegisterService(&operator_service);
   builder.RegisterService(&agent_service);
   int bound_port = 0;
-  builder.AddListeningPort(listen->ToString(), grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(listen->ToString(), credentials, &bound_port);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     spdlog::critical("cannot listen on {}: address in use or not available", listen->ToString());
@@ -148,19 +204,55 @@ int ControllerMain(int argc, char** argv) {
   }
   spdlog::info("hoistd {} ({}) serving on {}", HOIST_VERSION, replica_id, listen->ToString());
 
-  LeaderElectionOptions election{.replica_id = replica_id,
-                                 .advertise_address = flags.Get("advertise-address").empty()
-                                                          ? listen->ToString()
-                                                          : flags.Get("advertise-address")};
-  LeaderElector elector(database_url, election, RealClock::Get());
-  elector.Start([](uint64_t epoch) {
+  HttpServer http;
+  http.Handle("/health", [&](const HttpServerRequest&) {
+    const uint64_t epoch = hub.epoch();
+    bool database_ok = pool.Run([](pqxx::connection& c) {
+      pqxx::nontransaction tx(c);
+      tx.exec1("SELECT 1");
+      return absl::OkStatus();
+    }).ok();
+    nlohmann::json body = {{"status", database_ok ? "ok" : "degraded"},
+                           {"version", HOIST_VERSION},
+                           {"role", epoch != 0 ? "leader" : "follower"},
+                           {"epoch", epoch != 0 ? epoch : elector.CurrentLeader().epoch},
+                           {"database", database_ok ? "ok" : "unreachable"},
+                           {"agents_connected", hub.Stats().agents_connected},
+                           {"replica_id", replica_id}};
+    return HttpServerReply{database_ok ? 200 : 503, "application/json", body.dump() + "\n"};
+  });
+  http.Handle("/metrics", [&](const HttpServerRequest&) {
+    const uint64_t epoch = hub.epoch();
+    const AgentHubStats stats = hub.Stats();
+    is_leader.Set(epoch != 0 ? 1 : 0);
+    epoch_gauge.Set(static_cast<double>(epoch));
+    agents_gauge.Set(stats.agents_connected);
+    in_flight.Set(stats.steps_in_flight);
+    return HttpServerReply{200, std::string(kPrometheusContentType), metrics.Render()};
+  });
+  if (!flags.Get("http-listen").empty()) {
+    if (absl::Status s = http.Start(flags.Get("http-listen")); !s.ok()) {
+      spdlog::critical("cannot serve /health on {}: {}", flags.Get("http-listen"), s.message());
+      return 1;
+    }
+    spdlog::info("/health and /metrics on http://{}:{}", flags.Get("http-listen").substr(0, flags.Get("http-listen").rfind(':')), http.port());
+  }
+
+  hub.Start();
+  elector.Start([&hub, &executor](uint64_t epoch) {
     if (epoch != 0) spdlog::info("leading with epoch {}", epoch);
     else spdlog::info("following");
+    hub.OnLeadership(epoch);
+    executor.OnLeadership(epoch);
   });
   int sig = WaitForStopSignal(stop_signals);
   spdlog::info("signal {}: shutting down", sig);
   elector.Stop();
-  server->Shutdown();
+  hub.OnLeadership(0);
+  executor.OnLeadership(0);
+  hub.Stop();
+  http.Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;
 }
 

@@ -1,15 +1,160 @@
 #!/usr/bin/env bash
-# The main job in one command: a demo upgrade of a multi-service app on this
-# machine's Docker, with a throw-away Postgres.
+# The main job in one command: Hoist upgrades a multi-service app on this
+# machine's Docker. It installs what is missing, builds, starts a throw-away
+# Postgres, a local registry, two hoistd replicas (a leader and a standby) and
+# three agents as three hosts, builds the demo app's images at 1.0.0 and
+# 1.1.0, deploys 1.0.0, upgrades to 1.1.0 with live progress, prints the
+# version matrix, and removes everything it started.
 #
-# The controller, agent and rollout pieces the demo drives are not complete
-# yet; until they are, this script builds what exists, says what is missing,
-# and exits 69 so that scripts can tell "not available" from "failed".
+#   bash deploy/demo.sh          # run the demo and clean up
+#   bash deploy/demo.sh --keep   # leave it running and print how to use it
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$PWD"
+BUILD_DIR="${BUILD_DIR:-build}"
+KEEP=0
+for arg in "$@"; do
+  case "$arg" in
+    --keep) KEEP=1 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo: unknown argument $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "installing what is missing and building"
 bash deploy/install-deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j2 --target hoistd hoist-agent hoist
-./build/controller/cli/hoist version
-echo "demo: the upgrade demo needs the rollout executor, which is not in this build yet" >&2
-exit 69
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target hoistd hoist-agent hoist testsvc
+HOISTD="$ROOT/$BUILD_DIR/controller/hoistd"
+AGENT="$ROOT/$BUILD_DIR/agent/hoist-agent"
+HOIST="$ROOT/$BUILD_DIR/controller/cli/hoist"
+TESTSVC="$ROOT/$BUILD_DIR/tests/testsvc"
+
+WORK="$(mktemp -d /tmp/hoist-demo.XXXXXX)"
+chmod 755 "$WORK"
+PIDS=()
+source deploy/lib/postgres.sh
+
+cleanup() {
+  local rc=$?
+  if [[ $KEEP == 1 && $rc == 0 ]]; then return; fi
+  say "cleaning up"
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  docker ps -aq --filter label=hoist.deployment=demo | xargs -r docker rm -f >/dev/null 2>&1 || true
+  docker network ls -q --filter label=hoist.deployment=demo | xargs -r docker network rm >/dev/null 2>&1 || true
+  docker images -q --filter label=hoist.demo="$WORK" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+  pg_throwaway_stop
+  if [[ $rc != 0 ]]; then
+    echo "demo: failed (exit $rc); the last lines of each log:" >&2
+    for log in "$WORK"/*.log "$WORK"/pgrun/*.log; do echo "--- $log" >&2; tail -n 15 "$log" >&2; done
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say "starting a throw-away Postgres"
+pg_throwaway_start "$WORK"
+DB="$PG_URL"
+
+say "starting a local registry"
+REG_PORT="$(free_port)"
+REGISTRY="127.0.0.1:$REG_PORT"
+cat >"$WORK/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $WORK/registry}}
+http: {addr: $REGISTRY}
+EOF
+/usr/bin/docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -fs "http://$REGISTRY/v2/" >/dev/null && break; sleep 0.1; done
+
+say "building the demo app's images (FROM scratch) at 1.0.0 and 1.1.0"
+mkdir -p "$WORK/image" && cp "$TESTSVC" "$WORK/image/testsvc"
+for version in 1.0.0 1.1.0; do
+  for service in api worker scheduler web; do
+    cat >"$WORK/image/Dockerfile" <<EOF
+FROM scratch
+COPY testsvc /testsvc
+ENV TESTSVC_VERSION=$version TESTSVC_ROLE=$service TESTSVC_PORT=8080
+LABEL hoist.demo=$WORK
+EXPOSE 8080
+CMD ["/testsvc"]
+EOF
+    docker build -q -t "$REGISTRY/demo/$service:$version" "$WORK/image" >/dev/null
+    docker push -q "$REGISTRY/demo/$service:$version" >/dev/null
+    docker rmi "$REGISTRY/demo/$service:$version" >/dev/null  # the agents pull it
+  done
+  echo "  $REGISTRY/demo/{api,worker,scheduler,web}:$version"
+done
+
+echo "  building the proxy image (FROM scratch, this host's HAProxy)"
+bash deploy/build-proxy-image.sh "$REGISTRY/demo/haproxy:2.6" "hoist.demo=$WORK" >/dev/null
+docker push -q "$REGISTRY/demo/haproxy:2.6" >/dev/null
+docker rmi "$REGISTRY/demo/haproxy:2.6" >/dev/null
+echo "  $REGISTRY/demo/haproxy:2.6"
+
+say "starting two hoistd replicas and three agents"
+C1="127.0.0.1:$(free_port)"
+C2="127.0.0.1:$(free_port)"
+"$HOISTD" --replica-id hoistd-1 --listen "$C1" --http-listen "127.0.0.1:$(free_port)" --database-url "$DB" \
+  >"$WORK/hoistd-1.log" 2>&1 &
+PIDS+=($!)
+sleep 1  # the first replica applies the schema and takes the lead
+"$HOISTD" --replica-id hoistd-2 --listen "$C2" --http-listen "127.0.0.1:$(free_port)" --database-url "$DB" \
+  >"$WORK/hoistd-2.log" 2>&1 &
+PIDS+=($!)
+for i in 1 2 3; do
+  tier=app; [[ $i == 3 ]] && tier=edge
+  mkdir -p "$WORK/agent-$i"
+  "$AGENT" --controller "$C2,$C1" --insecure --agent-id "host-$i" --labels "tier=$tier" \
+    --host-name "host-$i.demo" --state-dir "$WORK/agent-$i" >"$WORK/agent-$i.log" 2>&1 &
+  PIDS+=($!)
+done
+export HOIST_CONTROLLER="$C1,$C2" HOIST_INSECURE=true HOIST_DEPLOYMENT=demo
+for _ in $(seq 100); do
+  [[ "$("$HOIST" agents --output json 2>/dev/null | grep -o '"connected": *true' | wc -l)" == 3 ]] && break
+  sleep 0.2
+done
+"$HOIST" agents
+
+say "applying the stack and recording releases 1.0.0 and 1.1.0"
+PROXY_PORT="$(free_port)"
+sed "s|REGISTRY|$REGISTRY|g; s|PROXY_PORT|$PROXY_PORT|g" deploy/demo/stack.yaml >"$WORK/stack.yaml"
+"$HOIST" apply "$WORK/stack.yaml"
+for version in 1.0.0 1.1.0; do
+  sed "s|REGISTRY|$REGISTRY|g; s|VERSION|$version|g" deploy/demo/release.yaml >"$WORK/release-$version.yaml"
+  "$HOIST" release create "$WORK/release-$version.yaml"
+done
+
+say "deploying 1.0.0"
+"$HOIST" upgrade 1.0.0 --yes
+"$HOIST" matrix
+
+echo "through the proxy: $(curl -fsS "http://127.0.0.1:$PROXY_PORT/")"
+
+say "the plan for 1.1.0"
+"$HOIST" plan 1.1.0
+
+say "upgrading to 1.1.0"
+"$HOIST" upgrade 1.1.0 --yes
+
+echo "through the proxy: $(curl -fsS "http://127.0.0.1:$PROXY_PORT/")"
+
+say "the version matrix after the upgrade"
+"$HOIST" matrix
+if "$HOIST" matrix --output json | grep -q '"skew": *true'; then
+  echo "demo: the matrix still shows skew after the upgrade" >&2
+  exit 1
+fi
+
+if [[ $KEEP == 1 ]]; then
+  say "left running; try:"
+  echo "  export HOIST_CONTROLLER=$C1,$C2 HOIST_INSECURE=true HOIST_DEPLOYMENT=demo"
+  echo "  $HOIST status; $HOIST matrix; $HOIST audit; $HOIST rollback"
+  echo "  logs: $WORK; stop: kill ${PIDS[*]}"
+fi
+say "done: demo upgraded from 1.0.0 to 1.1.0"

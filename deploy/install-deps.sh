@@ -15,8 +15,10 @@ PACKAGES=(
   libpqxx-dev libpq-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev
   # real parts used by tests, benchmarks and the demo
-  postgresql postgresql-client docker-registry haproxy wrk hyperfine
+  postgresql postgresql-client docker-registry docker-compose haproxy wrk hyperfine
   iproute2 openssl procps curl ca-certificates util-linux
+  # the demo and benchmarks pick free ports with python3
+  python3
 )
 
 log=$(mktemp)

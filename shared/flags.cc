@@ -5,6 +5,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
 #include "shared/config.h"
 
 namespace hoist {
@@ -22,6 +24,13 @@ void FlagSet::AddBool(std::string name, std::string help, std::string env) {
   order_.push_back(name);
   Flag f{name, "false", std::move(help), std::move(env), "false"};
   f.is_bool = true;
+  flags_[std::move(name)] = std::move(f);
+}
+
+void FlagSet::AddList(std::string name, std::string help) {
+  order_.push_back(name);
+  Flag f{name, "", std::move(help), "", ""};
+  f.is_list = true;
   flags_[std::move(name)] = std::move(f);
 }
 
@@ -103,6 +112,11 @@ absl::Status FlagSet::Parse(const std::vector<std::string>& args) {
         value = args[++i];
       }
       f->value = value;
+      if (f->is_list) {
+        for (absl::string_view item : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+          f->values.emplace_back(absl::StripAsciiWhitespace(item));
+        }
+      }
     }
     f->set = true;
   }
@@ -113,6 +127,8 @@ const std::string& FlagSet::Get(absl::string_view name) const { return Lookup(na
 
 bool FlagSet::GetBool(absl::string_view name) const { return Lookup(name).value == "true"; }
 
+const std::vector<std::string>& FlagSet::GetList(absl::string_view name) const { return Lookup(name).values; }
+
 bool FlagSet::IsSet(absl::string_view name) const { return Lookup(name).set; }
 
 std::string FlagSet::Help() const {
@@ -120,7 +136,7 @@ std::string FlagSet::Help() const {
   if (!order_.empty()) out += "\nFlags:\n";
   for (const auto& name : order_) {
     const Flag& f = Lookup(name);
-    std::string left = absl::StrCat("  --", f.name, f.is_bool ? "" : " VALUE");
+    std::string left = absl::StrCat("  --", f.name, f.is_bool ? "" : " VALUE", f.is_list ? "..." : "");
     if (left.size() < 28) left.resize(28, ' ');
     else left += "\n" + std::string(28, ' ');
     absl::StrAppend(&out, left, f.help);

@@ -25,6 +25,9 @@ class FlagSet {
   void AddString(std::string name, std::string def, std::string help, std::string env = "");
   // Declares a boolean flag (--name, --name=true/false).
   void AddBool(std::string name, std::string help, std::string env = "");
+  // Declares a flag that may be given several times (--san a --san b); each
+  // value may also hold a comma-separated list. No env fallback.
+  void AddList(std::string name, std::string help);
   // Adds an example line to the help text.
   void AddExample(std::string example);
 
@@ -38,6 +41,8 @@ class FlagSet {
   // The value of a declared flag (given, from env, or default).
   const std::string& Get(absl::string_view name) const;
   bool GetBool(absl::string_view name) const;
+  // Every value of a list flag, in order, commas split, empty items dropped.
+  const std::vector<std::string>& GetList(absl::string_view name) const;
   // Whether the flag was given on the command line or by env.
   bool IsSet(absl::string_view name) const;
   const std::vector<std::string>& positional() const { return positional_; }
@@ -48,6 +53,8 @@ class FlagSet {
   struct Flag {
     std::string name, def, help, env, value;
     bool is_bool = false;
+    bool is_list = false;
+    std::vector<std::string> values;  // list flags
     bool set = false;
   };
   Flag* Find(absl::string_view name);

@@ -46,7 +46,7 @@ class Bench {
     auto port = PickFreePort();
     if (!port.ok()) return false;
     auto pid = Spawn({HOIST_HOISTD_PATH, "--replica-id", id, "--listen", absl::StrCat("127.0.0.1:", *port),
-                      "--database-url", url_},
+                      "--database-url", url_, "--http-listen", "127.0.0.1:0"},
                      {.log_path = dir_ + "/" + id + ".log"});
     if (!pid.ok()) {
       std::fprintf(stderr, "start %s: %s\n", id.c_str(), std::string(pid.status().message()).c_str());

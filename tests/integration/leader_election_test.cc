@@ -80,7 +80,7 @@ class LeaderElectionTest : public PostgresTest {
     auto port = PickFreePort();
     EXPECT_TRUE(port.ok());
     auto pid = Spawn({HOIST_HOISTD_PATH, "--replica-id", id, "--listen", absl::StrCat("127.0.0.1:", *port),
-                      "--database-url", url_, "--log-level", "debug"},
+                      "--database-url", url_, "--log-level", "debug", "--http-listen", "127.0.0.1:0"},
                      {.log_path = LogPath(id)});
     EXPECT_TRUE(pid.ok()) << pid.status();
     pids_.push_back(*pid);

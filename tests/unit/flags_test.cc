@@ -69,3 +69,22 @@ TEST(FlagSetTest, HelpListsFlagsEnvDefaultsAndExamples) {
 
 }  // namespace
 }  // namespace hoist
+
+namespace hoist {
+namespace {
+
+TEST(FlagSetTest, ListFlagCollectsRepeatsAndCommas) {
+  FlagSet f("tool [flags]", "Does things.");
+  f.AddList("san", "Extra names.");
+  ASSERT_TRUE(f.Parse({"--san", "a.example", "--san=10.0.0.5, 10.0.0.6", "--san", ",b,"}).ok());
+  EXPECT_EQ(f.GetList("san"), (std::vector<std::string>{"a.example", "10.0.0.5", "10.0.0.6", "b"}));
+  EXPECT_TRUE(f.IsSet("san"));
+  FlagSet g("tool [flags]", "Does things.");
+  g.AddList("san", "Extra names.");
+  ASSERT_TRUE(g.Parse({}).ok());
+  EXPECT_TRUE(g.GetList("san").empty());
+  EXPECT_THAT(g.Help(), ::testing::HasSubstr("--san VALUE..."));
+}
+
+}  // namespace
+}  // namespace hoist

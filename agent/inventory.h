@@ -1,0 +1,28 @@
+#pragma once
+
+#include <functional>
+#include <string>
+
+// The agent's report of the managed containers on its host, from which the
+// controller builds the version matrix.
+
+#include "absl/status/statusor.h"
+#include "agent/agent_policy.h"
+#include "agent/docker/docker_api.h"
+#include "hoist/v1/agent.pb.h"
+#include "shared/clock.h"
+
+namespace hoist::agent {
+
+// Lists every container labelled hoist.managed=true for a deployment the
+// policy serves, as ContainerInfo read back from its labels. One-shot job
+// containers (hoist.job) are left out: their outcome is reported by their
+// step. Image digests come from the image's RepoDigests, inspected once per
+// distinct image. Fails only when Docker cannot list containers.
+// observed_health, when set, gives the health of containers Docker has no
+// health status for (the agent's own last probe).
+absl::StatusOr<hoist::v1::Inventory> TakeInventory(
+    docker::DockerApi& docker, const AgentPolicy& policy, Clock* clock = RealClock::Get(),
+    const std::function<hoist::v1::Health(const std::string&)>& observed_health = nullptr);
+
+}  // namespace hoist::agent

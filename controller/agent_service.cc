@@ -1,0 +1,127 @@
+#include "controller/agent_service.h"
+
+#include <deque>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "shared/logging.h"
+#include "shared/tls.h"
+#include "spdlog/spdlog.h"
+
+namespace hoist {
+namespace {
+
+using Stream = grpc::ServerReaderWriter<hoist::v1::SessionResponse, hoist::v1::SessionRequest>;
+
+// One session's connection: Send queues, a writer thread drains the queue.
+class StreamConnection final : public AgentConnection {
+ public:
+  StreamConnection(grpc::ServerContext* context, Stream* stream) : context_(context), stream_(stream) {
+    writer_ = std::thread([this] { WriteLoop(); });
+  }
+  ~StreamConnection() override {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    writer_.join();
+  }
+
+  bool Send(const hoist::v1::SessionResponse& message) override {
+    absl::MutexLock lock(&mu_);
+    if (broken_ || done_) return false;
+    queue_.push_back(message);
+    return true;
+  }
+
+  void Close() override { context_->TryCancel(); }
+
+ private:
+  void WriteLoop() {
+    while (true) {
+      hoist::v1::SessionResponse next;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](StreamConnection* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) { return c->done_ || !c->queue_.empty(); },
+            this));
+        if (queue_.empty()) return;  // done_
+        next = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      if (!stream_->Write(next)) {
+        absl::MutexLock lock(&mu_);
+        broken_ = true;
+        queue_.clear();
+        context_->TryCancel();
+      }
+    }
+  }
+
+  grpc::ServerContext* const context_;
+  Stream* const stream_;
+  absl::Mutex mu_;
+  std::deque<hoist::v1::SessionResponse> queue_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread writer_;
+};
+
+}  // namespace
+
+AgentServiceImpl::AgentServiceImpl(AgentHub* hub, std::function<LeaderInfo()> current_leader,
+                                   bool require_peer_identity)
+    : hub_(hub), current_leader_(std::move(current_leader)), require_peer_identity_(require_peer_identity) {}
+
+grpc::Status AgentServiceImpl::Session(grpc::ServerContext* context, Stream* stream) {
+  hoist::v1::SessionRequest first;
+  if (!stream->Read(&first)) return grpc::Status(grpc::StatusCode::CANCELLED, "the agent closed the stream");
+  if (first.payload_case() != hoist::v1::SessionRequest::kHello) {
+    spdlog::warn("session from {} refused: first message is not a hello", context->peer());
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message of a session must be a Hello");
+  }
+  const hoist::v1::Hello& hello = first.hello();
+  if (require_peer_identity_) {
+    absl::StatusOr<std::string> peer = PeerCommonName(*context);
+    std::string cn = peer.ok() ? *peer : std::string();
+    if (cn.empty() || cn != hello.agent_id()) {
+      spdlog::warn("session from {} refused: certificate name \"{}\" does not match agent id \"{}\"",
+                   context->peer(), cn, hello.agent_id());
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("the client certificate is issued to \"", cn, "\" but the hello names agent \"",
+                                       hello.agent_id(), "\"; issue one with: hoist ca issue agent ",
+                                       hello.agent_id()));
+    }
+  }
+  if (hub_->epoch() == 0) {
+    LeaderInfo leader = current_leader_();
+    hoist::v1::SessionResponse redirect;
+    redirect.mutable_not_leader()->set_leader_address(leader.address);
+    redirect.mutable_not_leader()->set_leader_epoch(leader.epoch);
+    stream->Write(redirect);
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        leader.address.empty() ? std::string("not the leader, and no leader is known yet")
+                                               : absl::StrCat("not the leader; the leader is at ", leader.address));
+  }
+
+  StreamConnection conn(context, stream);
+  absl::StatusOr<hoist::v1::Welcome> welcome = hub_->Open(hello, &conn);
+  if (!welcome.ok()) {
+    spdlog::warn("session of agent \"{}\" from {} refused: {}", hello.agent_id(), context->peer(),
+                 welcome.status().message());
+    return grpc::Status(static_cast<grpc::StatusCode>(welcome.status().code()),
+                        std::string(welcome.status().message()));
+  }
+  hoist::v1::SessionResponse response;
+  *response.mutable_welcome() = *welcome;
+  conn.Send(response);
+  hoist::v1::SessionRequest message;
+  while (stream->Read(&message)) {
+    hub_->OnMessage(hello.agent_id(), &conn, message);
+  }
+  hub_->Closed(hello.agent_id(), &conn);
+  return grpc::Status::OK;
+}
+
+}  // namespace hoist

@@ -1,0 +1,154 @@
+#include "controller/cli/release_file.h"
+
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "shared/semver.h"
+#include "yaml-cpp/yaml.h"
+
+namespace hoist::cli {
+namespace {
+
+constexpr const char* kKnownKeys = "deployment, version, images, notes, required_env, renamed_env";
+
+class ReleaseParser {
+ public:
+  explicit ReleaseParser(absl::string_view file_name) : file_(file_name) {}
+
+  absl::Status Error(const YAML::Node& at, absl::string_view field, absl::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat(file_, ":", at.Mark().line + 1, ": ", field, ": ", what));
+  }
+
+  absl::StatusOr<std::string> Scalar(const YAML::Node& node, absl::string_view field) const {
+    if (!node.IsScalar()) return Error(node, field, "expected a single value, not a list or mapping");
+    return node.Scalar();
+  }
+
+  absl::Status EnvName(const YAML::Node& node, absl::string_view field) const {
+    auto name = Scalar(node, field);
+    if (!name.ok()) return name.status();
+    bool ok = !name->empty() && (absl::ascii_isalpha(static_cast<unsigned char>((*name)[0])) || (*name)[0] == '_');
+    for (char c : *name) ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_');
+    if (!ok) {
+      return Error(node, field,
+                   absl::StrCat("\"", *name, "\" is not an environment variable name; use letters, digits and _, "
+                                             "not starting with a digit"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Checks that a mapping has no key twice (yaml-cpp keeps the last silently).
+  absl::Status NoDuplicates(const YAML::Node& map, absl::string_view field) const {
+    std::set<std::string> seen;
+    for (const auto& kv : map) {
+      if (!kv.first.IsScalar()) return Error(kv.first, field, "keys must be plain names");
+      if (!seen.insert(kv.first.Scalar()).second) {
+        return Error(kv.first, field, absl::StrCat("\"", kv.first.Scalar(), "\" is given twice"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<hoist::v1::Release> Parse(absl::string_view text) {
+    YAML::Node root;
+    try {
+      root = YAML::Load(std::string(text));
+    } catch (const YAML::Exception& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_, ":", e.mark.line + 1, ": not valid YAML (", e.msg, "); see hoist release create --help"));
+    }
+    if (!root.IsMap()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file_, ":", root.IsNull() ? 1 : root.Mark().line + 1,
+          ": expected a mapping with version and images; see hoist release create --help for an example"));
+    }
+    if (auto s = NoDuplicates(root, "release"); !s.ok()) return s;
+    hoist::v1::Release release;
+    bool has_version = false, has_images = false;
+    for (const auto& kv : root) {
+      const std::string key = kv.first.Scalar();
+      const YAML::Node& value = kv.second;
+      if (key == "deployment") {
+        auto v = Scalar(value, key);
+        if (!v.ok()) return v.status();
+        if (v->empty()) return Error(value, key, "is empty; name the deployment or leave the key out");
+        release.set_deployment(*v);
+      } else if (key == "version") {
+        auto v = Scalar(value, key);
+        if (!v.ok()) return v.status();
+        auto parsed = Version::Parse(*v);
+        if (!parsed.ok()) return Error(value, key, parsed.status().message());
+        release.set_version(*v);
+        has_version = true;
+      } else if (key == "images") {
+        if (!value.IsMap() || value.size() == 0) {
+          return Error(value.IsNull() ? kv.first : value, key,
+                       "expected a mapping of service name to image, such as `api: registry.local/shop-api:1.5.0`");
+        }
+        if (auto s = NoDuplicates(value, key); !s.ok()) return s;
+        for (const auto& img : value) {
+          std::string field = absl::StrCat("images.", img.first.Scalar());
+          auto ref = Scalar(img.second, field);
+          if (!ref.ok()) return ref.status();
+          if (ref->empty() || absl::StrContains(*ref, ' ')) {
+            return Error(img.second, field, "expected an image reference such as registry.local/shop-api:1.5.0");
+          }
+          if (!IsPinnedImage(*ref)) {
+            return Error(img.second, field,
+                         absl::StrCat("\"", *ref,
+                                      "\" is not pinned; name a version tag (not latest) such as :1.5.0, or a "
+                                      "digest @sha256:..."));
+          }
+          (*release.mutable_images())[img.first.Scalar()] = *ref;
+        }
+        has_images = true;
+      } else if (key == "notes") {
+        auto v = Scalar(value, key);
+        if (!v.ok()) return v.status();
+        release.set_notes(*v);
+      } else if (key == "required_env") {
+        if (!value.IsSequence()) return Error(value, key, "expected a list of env var names, such as [SHOP_KEY]");
+        for (const auto& item : value) {
+          if (auto s = EnvName(item, key); !s.ok()) return s;
+          release.add_required_env(item.Scalar());
+        }
+      } else if (key == "renamed_env") {
+        if (!value.IsMap()) return Error(value, key, "expected a mapping of old name to new name");
+        if (auto s = NoDuplicates(value, key); !s.ok()) return s;
+        for (const auto& r : value) {
+          std::string field = absl::StrCat("renamed_env.", r.first.Scalar());
+          if (auto s = EnvName(r.first, "renamed_env"); !s.ok()) return s;
+          if (auto s = EnvName(r.second, field); !s.ok()) return s;
+          (*release.mutable_renamed_env())[r.first.Scalar()] = r.second.Scalar();
+        }
+      } else {
+        return Error(kv.first, key, absl::StrCat("unknown key; a release file has ", kKnownKeys));
+      }
+    }
+    if (!has_version) return Error(root, "version", "missing; add `version: 1.5.0` (a semantic version)");
+    if (!has_images) return Error(root, "images", "missing; add `images:` with one `service: image:tag` per service");
+    return release;
+  }
+
+ private:
+  std::string file_;
+};
+
+}  // namespace
+
+bool IsPinnedImage(absl::string_view image) {
+  if (absl::StrContains(image, "@sha256:")) return true;
+  size_t slash = image.rfind('/');
+  size_t colon = image.rfind(':');
+  if (colon == absl::string_view::npos || (slash != absl::string_view::npos && colon < slash)) return false;
+  absl::string_view tag = image.substr(colon + 1);
+  return !tag.empty() && tag != "latest";
+}
+
+absl::StatusOr<hoist::v1::Release> ParseReleaseFile(absl::string_view file_name, absl::string_view text) {
+  return ReleaseParser(file_name).Parse(text);
+}
+
+}  // namespace hoist::cli

@@ -1,0 +1,29 @@
+#pragma once
+
+// Release files: the YAML an operator writes for `hoist release create`.
+//
+//   deployment: shop            # optional when -d or the only deployment says it
+//   version: 1.5.0              # semantic version
+//   images:                     # image per service, pinned (a tag other than latest, or a digest)
+//     api: registry.local/shop-api:1.5.0
+//   notes: |                    # release notes, Markdown (optional)
+//     ...
+//   required_env: [SHOP_KEY]    # env vars the release needs (optional)
+//   renamed_env:                # old name: new name (optional)
+//     SHOP_TOKEN: SHOP_API_TOKEN
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "hoist/v1/operator.pb.h"
+
+namespace hoist::cli {
+
+// Parses and checks a release file. Errors are INVALID_ARGUMENT and read
+// "FILE:LINE: FIELD: what is wrong; what to write instead". Unknown keys,
+// duplicate keys, a bad version, unpinned images and bad env names are errors.
+absl::StatusOr<hoist::v1::Release> ParseReleaseFile(absl::string_view file_name, absl::string_view text);
+
+// True when an image reference names a tag other than "latest" or a digest.
+bool IsPinnedImage(absl::string_view image);
+
+}  // namespace hoist::cli

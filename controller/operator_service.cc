@@ -1,0 +1,241 @@
+#include "controller/operator_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "shared/proto_names.h"
+#include "shared/status_grpc.h"
+#include "shared/tls.h"
+
+namespace hoist {
+namespace {
+
+// Who is asking: the client certificate's name under mTLS, else the peer.
+std::string Actor(const grpc::ServerContext& context) {
+  absl::StatusOr<std::string> cn = PeerCommonName(context);
+  if (cn.ok() && !cn->empty()) return *cn;
+  return absl::StrCat("operator@", context.peer());
+}
+
+template <typename T>
+grpc::Status Done(const absl::StatusOr<T>& s) {
+  return ToGrpcStatus(s.status());
+}
+
+}  // namespace
+
+OperatorServiceImpl::OperatorServiceImpl(rollout::RolloutManager* manager, rollout::RolloutStore* store,
+                                         AgentStore* agents, AgentHub* hub, std::function<LeaderInfo()> current_leader)
+    : manager_(manager), store_(store), agents_(agents), hub_(hub), current_leader_(std::move(current_leader)) {}
+
+grpc::Status OperatorServiceImpl::RequireLeader(grpc::ServerContext* context, uint64_t* epoch) {
+  *epoch = hub_->epoch();
+  if (*epoch != 0) return grpc::Status::OK;
+  LeaderInfo leader = current_leader_();
+  if (!leader.address.empty()) context->AddTrailingMetadata(kLeaderTrailer, leader.address);
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      leader.address.empty() ? std::string("this replica does not lead and no leader is known yet; retry")
+                                             : absl::StrCat("this replica does not lead; send writes to the leader at ",
+                                                            leader.address));
+}
+
+grpc::Status OperatorServiceImpl::ApplyStack(grpc::ServerContext* context, const hoist::v1::ApplyStackRequest* request,
+                                             hoist::v1::ApplyStackResponse* response) {
+  uint64_t epoch;
+  if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
+  auto d = manager_->ApplyStack(epoch, *request, Actor(*context));
+  if (d.ok()) *response->mutable_deployment() = *d;
+  return Done(d);
+}
+
+grpc::Status OperatorServiceImpl::GetDeployment(grpc::ServerContext*, const hoist::v1::GetDeploymentRequest* request,
+                                                hoist::v1::GetDeploymentResponse* response) {
+  auto d = manager_->GetDeployment(request->name());
+  if (d.ok()) *response->mutable_deployment() = *d;
+  return Done(d);
+}
+
+grpc::Status OperatorServiceImpl::ListDeployments(grpc::ServerContext*, const hoist::v1::ListDeploymentsRequest*,
+                                                  hoist::v1::ListDeploymentsResponse* response) {
+  auto ds = store_->ListDeployments();
+  if (!ds.ok()) return ToGrpcStatus(ds.status());
+  for (const auto& d : *ds) {
+    auto p = manager_->GetDeployment(d.name);
+    if (p.ok()) *response->add_deployments() = *p;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorServiceImpl::CreateRelease(grpc::ServerContext* context,
+                                                const hoist::v1::CreateReleaseRequest* request,
+                                                hoist::v1::CreateReleaseResponse* response) {
+  uint64_t epoch;
+  if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
+  auto r = manager_->CreateRelease(epoch, request->release(), Actor(*context));
+  if (r.ok()) *response->mutable_release() = *r;
+  return Done(r);
+}
+
+grpc::Status OperatorServiceImpl::GetRelease(grpc::ServerContext*, const hoist::v1::GetReleaseRequest* request,
+                                             hoist::v1::GetReleaseResponse* response) {
+  auto r = store_->GetRelease(request->deployment(), request->version());
+  if (r.ok()) *response->mutable_release() = *r;
+  return Done(r);
+}
+
+grpc::Status OperatorServiceImpl::ListReleases(grpc::ServerContext*, const hoist::v1::ListReleasesRequest* request,
+                                               hoist::v1::ListReleasesResponse* response) {
+  // An unknown deployment is NOT_FOUND, not an empty list: a typo in -d
+  // must not read as "no releases yet".
+  if (auto d = store_->GetDeployment(request->deployment()); !d.ok()) return ToGrpcStatus(d.status());
+  auto rs = store_->ListReleases(request->deployment());
+  if (!rs.ok()) return ToGrpcStatus(rs.status());
+  std::vector<hoist::v1::Release> sorted = *rs;
+  std::sort(sorted.begin(), sorted.end(), [](const hoist::v1::Release& a, const hoist::v1::Release& b) {
+    auto va = Version::Parse(a.version());
+    auto vb = Version::Parse(b.version());
+    if (va.ok() && vb.ok()) return *va > *vb;
+    return a.version() > b.version();
+  });
+  for (auto& r : sorted) *response->add_releases() = std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorServiceImpl::PlanRollout(grpc::ServerContext*, const hoist::v1::PlanRolloutRequest* request,
+                                              hoist::v1::PlanRolloutResponse* response) {
+  auto plan = manager_->PlanUpgrade(request->deployment(), request->target_version(), request->strategy());
+  if (plan.ok()) *response->mutable_plan() = rollout::ToProto(*plan);
+  return Done(plan);
+}
+
+grpc::Status OperatorServiceImpl::StartRollout(grpc::ServerContext* context,
+                                               const hoist::v1::StartRolloutRequest* request,
+                                               hoist::v1::StartRolloutResponse* response) {
+  uint64_t epoch;
+  if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
+  auto r = manager_->StartRollout(epoch, *request, Actor(*context));
+  if (r.ok()) *response->mutable_rollout() = *r;
+  return Done(r);
+}
+
+grpc::Status OperatorServiceImpl::GetRollout(grpc::ServerContext*, const hoist::v1::GetRolloutRequest* request,
+                                             hoist::v1::GetRolloutResponse* response) {
+  auto r = manager_->GetRollout(request->id());
+  if (r.ok()) *response->mutable_rollout() = *r;
+  return Done(r);
+}
+
+grpc::Status OperatorServiceImpl::ListRollouts(grpc::ServerContext*, const hoist::v1::ListRolloutsRequest* request,
+                                               hoist::v1::ListRolloutsResponse* response) {
+  auto rs = store_->ListRollouts(request->deployment(), request->limit() == 0 ? 20 : static_cast<int>(request->limit()));
+  if (!rs.ok()) return ToGrpcStatus(rs.status());
+  for (const auto& r : *rs) {
+    auto p = manager_->GetRollout(r.id);
+    if (p.ok()) *response->add_rollouts() = *p;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorServiceImpl::WatchRollout(grpc::ServerContext* context,
+                                               const hoist::v1::WatchRolloutRequest* request,
+                                               grpc::ServerWriter<hoist::v1::WatchRolloutResponse>* writer) {
+  auto first = store_->GetRollout(request->id());
+  if (!first.ok()) return ToGrpcStatus(first.status());
+  uint64_t after = request->after_sequence();
+  // Events live in Postgres, so any replica can serve a watch, and a watch
+  // survives a leader failover.
+  while (!context->IsCancelled()) {
+    auto events = store_->EventsAfter(request->id(), after);
+    if (!events.ok()) return ToGrpcStatus(events.status());
+    for (const auto& e : *events) {
+      hoist::v1::WatchRolloutResponse response;
+      *response.mutable_event() = e;
+      if (!writer->Write(response)) return grpc::Status::OK;
+      after = e.sequence();
+    }
+    auto r = store_->GetRollout(request->id());
+    if (r.ok() && IsTerminal(r->state)) {
+      // Drain what was written with the final state, then end the stream.
+      auto rest = store_->EventsAfter(request->id(), after);
+      if (rest.ok()) {
+        for (const auto& e : *rest) {
+          hoist::v1::WatchRolloutResponse response;
+          *response.mutable_event() = e;
+          writer->Write(response);
+        }
+      }
+      return grpc::Status::OK;
+    }
+    absl::SleepFor(absl::Milliseconds(150));
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
+}
+
+grpc::Status OperatorServiceImpl::CancelRollout(grpc::ServerContext* context,
+                                                const hoist::v1::CancelRolloutRequest* request,
+                                                hoist::v1::CancelRolloutResponse* response) {
+  uint64_t epoch;
+  if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
+  auto r = manager_->Cancel(request->id(), request->reason(), Actor(*context));
+  if (r.ok()) *response->mutable_rollout() = *r;
+  return Done(r);
+}
+
+grpc::Status OperatorServiceImpl::Rollback(grpc::ServerContext* context, const hoist::v1::RollbackRequest* request,
+                                           hoist::v1::RollbackResponse* response) {
+  uint64_t epoch;
+  if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
+  auto r = manager_->Rollback(epoch, *request, Actor(*context));
+  if (r.ok()) *response->mutable_rollout() = *r;
+  return Done(r);
+}
+
+grpc::Status OperatorServiceImpl::GetStatus(grpc::ServerContext*, const hoist::v1::GetStatusRequest* request,
+                                            hoist::v1::GetStatusResponse* response) {
+  auto s = manager_->Status(request->deployment());
+  if (s.ok()) *response = *s;
+  return Done(s);
+}
+
+grpc::Status OperatorServiceImpl::GetVersionMatrix(grpc::ServerContext*,
+                                                   const hoist::v1::GetVersionMatrixRequest* request,
+                                                   hoist::v1::GetVersionMatrixResponse* response) {
+  auto m = manager_->Matrix(request->deployment());
+  if (m.ok()) *response = *m;
+  return Done(m);
+}
+
+grpc::Status OperatorServiceImpl::ListAgents(grpc::ServerContext*, const hoist::v1::ListAgentsRequest*,
+                                             hoist::v1::ListAgentsResponse* response) {
+  auto as = agents_->ListAgents();
+  if (!as.ok()) return ToGrpcStatus(as.status());
+  for (auto& a : *as) *response->add_agents() = std::move(a);
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorServiceImpl::ListBackups(grpc::ServerContext*, const hoist::v1::ListBackupsRequest* request,
+                                              hoist::v1::ListBackupsResponse* response) {
+  if (auto d = store_->GetDeployment(request->deployment()); !d.ok()) return ToGrpcStatus(d.status());
+  auto bs = store_->ListBackups(request->deployment());
+  if (!bs.ok()) return ToGrpcStatus(bs.status());
+  for (auto& b : *bs) *response->add_backups() = std::move(b);
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorServiceImpl::ListAuditEvents(grpc::ServerContext*,
+                                                  const hoist::v1::ListAuditEventsRequest* request,
+                                                  hoist::v1::ListAuditEventsResponse* response) {
+  auto es = store_->ListAudit(request->deployment(), request->limit() == 0 ? 100 : static_cast<int>(request->limit()),
+                              request->before_id());
+  if (!es.ok()) return ToGrpcStatus(es.status());
+  for (auto& e : *es) *response->add_events() = std::move(e);
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorServiceImpl::ListLocks(grpc::ServerContext*, const hoist::v1::ListLocksRequest*,
+                                            hoist::v1::ListLocksResponse* response) {
+  auto ls = store_->ListLocks();
+  if (!ls.ok()) return ToGrpcStatus(ls.status());
+  for (auto& l : *ls) *response->add_locks() = std::move(l);
+  return grpc::Status::OK;
+}
+
+}  // namespace hoist

@@ -1,0 +1,353 @@
+#include "controller/rollout/executor.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/util/time_util.h"
+#include "shared/logging.h"
+#include "spdlog/spdlog.h"
+
+namespace hoist::rollout {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+bool Finished(hoist::v1::StepState s) {
+  return s == hoist::v1::STEP_STATE_SUCCEEDED || s == hoist::v1::STEP_STATE_SKIPPED;
+}
+
+}  // namespace
+
+Executor::Executor(RolloutStore* store, StepDispatcher* dispatcher, Clock* clock, ExecutorOptions options)
+    : store_(store), dispatcher_(dispatcher), clock_(clock), options_(options) {}
+
+Executor::~Executor() {
+  {
+    absl::MutexLock lock(&mu_);
+    epoch_ = 0;
+    for (auto& [id, r] : runners_) r->abort = true;
+  }
+  Reap(true);
+}
+
+void Executor::SetRollbackLauncher(RollbackLauncher launcher) {
+  absl::MutexLock lock(&mu_);
+  rollback_ = std::move(launcher);
+}
+
+void Executor::Reap(bool all) {
+  std::vector<std::unique_ptr<Runner>> finished;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = runners_.begin(); it != runners_.end();) {
+      if (all || it->second->done) {
+        finished.push_back(std::move(it->second));
+        it = runners_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& r : finished) r->thread.join();
+}
+
+void Executor::OnLeadership(uint64_t epoch) {
+  {
+    absl::MutexLock lock(&mu_);
+    epoch_ = epoch;
+    if (epoch == 0) {
+      for (auto& [id, r] : runners_) r->abort = true;
+    }
+  }
+  if (epoch == 0) return;
+  Reap(false);
+  auto unfinished = store_->UnfinishedRollouts();
+  if (!unfinished.ok()) {
+    spdlog::error("cannot list unfinished rollouts to resume: {}", unfinished.status().message());
+    return;
+  }
+  for (const std::string& id : *unfinished) {
+    spdlog::info("resuming rollout {} as leader epoch {}", id, epoch);
+    if (absl::Status s = Launch(id); !s.ok()) spdlog::error("cannot resume rollout {}: {}", id, s.message());
+  }
+}
+
+absl::Status Executor::Launch(const std::string& rollout_id) {
+  Reap(false);
+  absl::MutexLock lock(&mu_);
+  if (epoch_ == 0) return absl::FailedPreconditionError("this replica does not lead; it cannot run rollouts");
+  auto it = runners_.find(rollout_id);
+  if (it != runners_.end()) {
+    if (!it->second->done) return absl::OkStatus();  // already running here
+    // A finished runner is reaped by the next Reap; replace it now.
+    it->second->thread.join();
+    runners_.erase(it);
+  }
+  auto runner = std::make_unique<Runner>();
+  Runner* r = runner.get();
+  const uint64_t epoch = epoch_;
+  runners_[rollout_id] = std::move(runner);
+  r->thread = std::thread([this, rollout_id, epoch, r] { Run(rollout_id, epoch, r); });
+  return absl::OkStatus();
+}
+
+void Executor::Cancel(const std::string& rollout_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = runners_.find(rollout_id);
+  if (it != runners_.end()) it->second->cancel = true;
+}
+
+bool Executor::WaitIdle(const std::string& rollout_id, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this, &rollout_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = runners_.find(rollout_id);
+    return it == runners_.end() || it->second->done;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+}
+
+void Executor::Event(uint64_t epoch, const StoredRollout& rollout, const std::string& kind, const std::string& message,
+                     const StoredStep* step, hoist::v1::RolloutState state, hoist::v1::StepState step_state,
+                     const hoist::v1::StepProgress* progress) {
+  hoist::v1::RolloutEvent e;
+  e.set_rollout_id(rollout.id);
+  e.set_kind(kind);
+  e.set_message(message);
+  e.set_rollout_state(state);
+  if (step != nullptr) {
+    e.set_phase(step->phase_name);
+    e.set_step_id(step->step_id);
+    e.set_step_state(step_state);
+    e.set_agent_id(step->agent_id);
+  }
+  if (progress != nullptr && progress->has_pull()) {
+    e.set_bytes_done(progress->pull().bytes_done());
+    e.set_bytes_total(progress->pull().bytes_total());
+  }
+  if (absl::Status s = store_->AppendEvent(epoch, e); !s.ok()) {
+    spdlog::warn("rollout {}: cannot record event {}: {}", rollout.id, kind, s.message());
+  }
+}
+
+absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& rollout, const StoredStep& step,
+                                                       uint64_t epoch, Runner* runner, std::string* error) {
+  if (absl::Status s = store_->MarkStepRunning(epoch, rollout.id, step.seq); !s.ok()) return s;
+  Event(epoch, rollout, "step_started", step.description, &step, hoist::v1::ROLLOUT_STATE_RUNNING,
+        hoist::v1::STEP_STATE_RUNNING);
+  const absl::Time started = clock_->Now();
+  std::optional<hoist::v1::StepResult> result;
+  hoist::v1::StepState state = hoist::v1::STEP_STATE_SUCCEEDED;
+
+  if (step.action.has_value()) {
+    hoist::v1::Step action = *step.action;
+    action.set_step_id(step.step_id);
+    action.set_rollout_id(rollout.id);
+    const absl::Duration timeout = step.timeout > absl::ZeroDuration() ? step.timeout : options_.default_step_timeout;
+    *action.mutable_deadline() = TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(clock_->Now() + timeout));
+    absl::Mutex progress_mu;
+    absl::Time last_progress = absl::InfinitePast();
+    auto on_progress = [&](const hoist::v1::StepProgress& p) {
+      {
+        absl::MutexLock lock(&progress_mu);
+        const absl::Time now = clock_->Now();
+        if (now - last_progress < options_.progress_interval) return;
+        last_progress = now;
+      }
+      Event(epoch, rollout, "step_progress", p.message(), &step, hoist::v1::ROLLOUT_STATE_RUNNING,
+            hoist::v1::STEP_STATE_RUNNING, &p);
+    };
+    auto r = dispatcher_->RunStep(step.agent_id, action, on_progress, &runner->abort);
+    if (!r.ok()) {
+      if (runner->abort.load() || r.status().code() == absl::StatusCode::kFailedPrecondition) {
+        return absl::FailedPreconditionError(absl::StrCat("stopped: ", r.status().message()));
+      }
+      state = hoist::v1::STEP_STATE_FAILED;
+      *error = std::string(r.status().message());
+    } else {
+      result = *r;
+      if (r->outcome() != hoist::v1::STEP_OUTCOME_SUCCEEDED) {
+        state = hoist::v1::STEP_STATE_FAILED;
+        *error = r->message().empty() ? std::string("the agent reported a failure") : r->message();
+        if (r->has_job()) {
+          *error = absl::StrCat(*error, " (exit code ", r->job().exit_code(), ")\n", r->job().log_tail());
+        }
+      } else if (r->has_backup()) {
+        hoist::v1::BackupRecord backup;
+        backup.set_id(action.backup().backup_id());
+        backup.set_deployment(rollout.deployment);
+        backup.set_version(rollout.from_version);
+        backup.set_rollout_id(rollout.id);
+        backup.set_agent_id(step.agent_id);
+        *backup.mutable_artifacts() = r->backup().artifacts();
+        backup.set_verified(true);
+        if (absl::Status s = store_->RecordBackup(epoch, backup); !s.ok()) return s;
+      }
+    }
+  } else if (step.kind == "pin") {
+    if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.to_version); !s.ok()) return s;
+  } else if (step.kind == "pause") {
+    const absl::Time until = started + step.timeout;
+    while (clock_->Now() < until && !runner->cancel.load() && !runner->abort.load()) {
+      clock_->SleepFor(std::min(absl::Milliseconds(100), until - clock_->Now()));
+    }
+    // A pause cut short by losing leadership is not done: the next leader
+    // pauses again.
+    if (runner->abort.load()) return absl::FailedPreconditionError("stopped: leadership lost during the pause");
+  } else if (step.kind == "preflight" || step.kind == "postcheck") {
+    // The agents the plan needs must be connected now (the planner checked
+    // health and disk when it planned; the agents' own steps re-check).
+    absl::StatusOr<std::vector<StoredStep>> steps = store_->GetSteps(rollout.id);
+    if (!steps.ok()) return steps.status();
+    std::vector<std::string> missing;
+    for (const StoredStep& s : *steps) {
+      if (!s.agent_id.empty() && !dispatcher_->IsConnected(s.agent_id) &&
+          std::find(missing.begin(), missing.end(), s.agent_id) == missing.end()) {
+        missing.push_back(s.agent_id);
+      }
+    }
+    if (!missing.empty()) {
+      state = hoist::v1::STEP_STATE_FAILED;
+      *error = absl::StrCat("agents not connected: ", absl::StrJoin(missing, ", "),
+                            "; start them or check their controller address");
+    }
+  } else {
+    state = hoist::v1::STEP_STATE_FAILED;
+    *error = absl::StrCat("step kind \"", step.kind, "\" has no action and this controller cannot run it");
+  }
+
+  if (absl::Status s = store_->FinishStep(epoch, rollout.id, step.seq, state, *error, result); !s.ok()) return s;
+  const std::string took = absl::FormatDuration(absl::Trunc(clock_->Now() - started, absl::Milliseconds(100)));
+  Event(epoch, rollout, state == hoist::v1::STEP_STATE_SUCCEEDED ? "step_done" : "step_failed",
+        state == hoist::v1::STEP_STATE_SUCCEEDED ? absl::StrCat(step.description, " (", took, ")")
+                                                 : absl::StrCat(step.description, ": ", *error),
+        &step, hoist::v1::ROLLOUT_STATE_RUNNING, state);
+  return state;
+}
+
+void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
+  auto finish = [this, runner] {
+    absl::MutexLock lock(&mu_);
+    runner->done = true;
+  };
+  auto rollout = store_->GetRollout(id);
+  auto steps = store_->GetSteps(id);
+  if (!rollout.ok() || !steps.ok()) {
+    spdlog::error("rollout {}: cannot load it: {}", id,
+                  (!rollout.ok() ? rollout.status() : steps.status()).message());
+    finish();
+    return;
+  }
+  if (rollout->state == hoist::v1::ROLLOUT_STATE_PENDING) {
+    if (absl::Status s = store_->SetRolloutState(epoch, id, hoist::v1::ROLLOUT_STATE_RUNNING, ""); !s.ok()) {
+      spdlog::error("rollout {}: {}", id, s.message());
+      finish();
+      return;
+    }
+    Event(epoch, *rollout, "rollout_started",
+          absl::StrCat(rollout->kind, " of ", rollout->deployment, " ",
+                       rollout->from_version.empty() ? std::string("") : rollout->from_version + " -> ",
+                       rollout->to_version, " (", steps->size(), " steps)"));
+  } else {
+    Event(epoch, *rollout, "rollout_resumed", absl::StrCat("resumed by the leader of epoch ", epoch));
+  }
+
+  std::string failure;
+  bool cancelled = false;
+  bool stopped = false;  // leadership lost: leave the state for the next leader
+  size_t i = 0;
+  int current_phase = -1;
+  // A runner told to stop (leadership lost) starts no further batch: its
+  // epoch may still pass the fence until the next leader bumps it.
+  while (i < steps->size() && failure.empty() && !cancelled && !stopped && !runner->abort.load()) {
+    // One batch: consecutive steps of the same phase and batch number.
+    size_t j = i;
+    while (j < steps->size() && (*steps)[j].phase == (*steps)[i].phase && (*steps)[j].batch == (*steps)[i].batch) ++j;
+    std::vector<const StoredStep*> todo;
+    for (size_t k = i; k < j; ++k) {
+      if (!Finished((*steps)[k].state)) todo.push_back(&(*steps)[k]);
+    }
+    if (!todo.empty()) {
+      if (runner->cancel.load() || store_->GetRollout(id).value_or(*rollout).cancel_requested) {
+        cancelled = true;
+        break;
+      }
+      if ((*steps)[i].phase != current_phase) {
+        current_phase = (*steps)[i].phase;
+        std::string reason;
+        for (const auto& p : rollout->plan.phases()) {
+          if (p.name() == (*steps)[i].phase_name) reason = p.reason();
+        }
+        Event(epoch, *rollout, "phase_started", absl::StrCat((*steps)[i].phase_name, reason.empty() ? "" : ": ", reason),
+              &(*steps)[i]);
+      }
+      std::vector<std::string> errors(todo.size());
+      std::vector<absl::StatusOr<hoist::v1::StepState>> states(todo.size(), hoist::v1::STEP_STATE_PENDING);
+      std::vector<std::thread> threads;
+      for (size_t k = 0; k < todo.size(); ++k) {
+        threads.emplace_back([&, k] { states[k] = RunStep(*rollout, *todo[k], epoch, runner, &errors[k]); });
+      }
+      for (auto& t : threads) t.join();
+      for (size_t k = 0; k < todo.size(); ++k) {
+        if (!states[k].ok()) {
+          spdlog::warn("rollout {}: runner stops: {}", id, states[k].status().message());
+          stopped = true;
+        } else if (*states[k] == hoist::v1::STEP_STATE_FAILED && failure.empty()) {
+          failure = absl::StrCat(todo[k]->description, ": ", errors[k]);
+        }
+      }
+    }
+    i = j;
+  }
+  if (stopped || runner->abort.load()) {
+    finish();
+    return;
+  }
+  hoist::v1::RolloutState final_state = hoist::v1::ROLLOUT_STATE_SUCCEEDED;
+  std::string message = absl::StrCat(rollout->deployment, " now runs ", rollout->to_version);
+  if (cancelled) {
+    final_state = hoist::v1::ROLLOUT_STATE_CANCELLED;
+    message = "cancelled by an operator; steps already done stay done";
+  } else if (!failure.empty()) {
+    final_state = hoist::v1::ROLLOUT_STATE_FAILED;
+    message = failure;
+    if (!rollout->rollback_command.empty()) {
+      message = absl::StrCat(message, "\nto roll back: ", rollout->rollback_command);
+    }
+  }
+  if (absl::Status s = store_->SetRolloutState(epoch, id, final_state, final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "" : message);
+      !s.ok()) {
+    spdlog::error("rollout {}: cannot record its end: {}", id, s.message());
+    finish();
+    return;
+  }
+  Event(epoch, *rollout, final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "rollout_succeeded"
+                         : cancelled                                         ? "rollout_cancelled"
+                                                                             : "rollout_failed",
+        message, nullptr, final_state);
+  store_->Audit({"hoistd", absl::StrCat("rollout.", rollout->kind), rollout->deployment, id,
+                 final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "ok" : "failed", message})
+      .IgnoreError();
+
+  if (final_state == hoist::v1::ROLLOUT_STATE_FAILED && rollout->on_failure == hoist::v1::ON_FAILURE_ROLLBACK &&
+      rollout->kind == "upgrade") {
+    RollbackLauncher launcher;
+    {
+      absl::MutexLock lock(&mu_);
+      launcher = rollback_;
+    }
+    if (launcher) {
+      auto rb = launcher(*rollout);
+      if (rb.ok()) {
+        Event(epoch, *rollout, "rollback_started", absl::StrCat("rolling back by itself: rollout ", *rb), nullptr,
+              final_state);
+      } else {
+        Event(epoch, *rollout, "rollback_refused", absl::StrCat("cannot roll back by itself: ", rb.status().message()),
+              nullptr, final_state);
+      }
+    }
+  }
+  finish();
+}
+
+}  // namespace hoist::rollout

@@ -1,0 +1,93 @@
+#pragma once
+
+// The rollout executor, on the leader: it runs a stored plan step by step,
+// batch by batch, persisting every step's state before and after it runs
+// (epoch-guarded), and streams events for watchers. After a failover the new
+// leader calls OnLeadership and every unfinished rollout resumes from its
+// first unfinished step; a step that was running is sent again with the same
+// id, and the agent's journal returns its recorded result instead of running
+// it twice.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "controller/rollout/rollout_store.h"
+#include "controller/rollout/step_dispatcher.h"
+#include "shared/clock.h"
+
+namespace hoist::rollout {
+
+struct ExecutorOptions {
+  // Deadline of agent steps whose plan gives none.
+  absl::Duration default_step_timeout = absl::Minutes(10);
+  // Progress events of one step are written at most this often.
+  absl::Duration progress_interval = absl::Milliseconds(250);
+};
+
+class Executor {
+ public:
+  // Starts the rollback of a failed rollout (ON_FAILURE_ROLLBACK); returns the
+  // new rollout's id. Set by the rollout manager, which can plan.
+  using RollbackLauncher = std::function<absl::StatusOr<std::string>(const StoredRollout& failed)>;
+
+  Executor(RolloutStore* store, StepDispatcher* dispatcher, Clock* clock, ExecutorOptions options = {});
+  // Stops every runner and joins it.
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  void SetRollbackLauncher(RollbackLauncher launcher);
+
+  // Leadership changed. On winning, resumes every unfinished rollout; on
+  // losing, stops the runners (their writes would be fenced anyway).
+  void OnLeadership(uint64_t epoch);
+
+  // Starts running a stored rollout. FAILED_PRECONDITION when not leading.
+  absl::Status Launch(const std::string& rollout_id);
+
+  // Asks a running rollout to stop after the steps in flight.
+  void Cancel(const std::string& rollout_id);
+
+  // Blocks until the rollout is no longer run by this executor, or timeout.
+  bool WaitIdle(const std::string& rollout_id, absl::Duration timeout);
+
+ private:
+  struct Runner {
+    std::thread thread;
+    std::atomic<bool> cancel{false};
+    std::atomic<bool> abort{false};  // leadership lost
+    bool done = false;
+  };
+
+  void Run(const std::string& id, uint64_t epoch, Runner* runner);
+  // Runs one step; returns its final state (or an error when the runner must stop).
+  absl::StatusOr<hoist::v1::StepState> RunStep(const StoredRollout& rollout, const StoredStep& step, uint64_t epoch,
+                                               Runner* runner, std::string* error);
+  void Event(uint64_t epoch, const StoredRollout& rollout, const std::string& kind, const std::string& message,
+             const StoredStep* step = nullptr, hoist::v1::RolloutState state = hoist::v1::ROLLOUT_STATE_RUNNING,
+             hoist::v1::StepState step_state = hoist::v1::STEP_STATE_UNSPECIFIED,
+             const hoist::v1::StepProgress* progress = nullptr);
+  void Reap(bool all);
+
+  RolloutStore* const store_;
+  StepDispatcher* const dispatcher_;
+  Clock* const clock_;
+  const ExecutorOptions options_;
+
+  absl::Mutex mu_;
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, std::unique_ptr<Runner>> runners_ ABSL_GUARDED_BY(mu_);
+  RollbackLauncher rollback_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace hoist::rollout

@@ -1,0 +1,1350 @@
+#include "controller/rollout/planner.h"
+
+#include <algorithm>
+#include <tuple>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "controller/rollout/move_order.h"
+#include "controller/rollout/status_macros.h"
+#include "google/protobuf/duration.pb.h"
+#include "shared/semver.h"
+
+namespace hoist::rollout {
+namespace {
+
+namespace v1 = ::hoist::v1;
+
+constexpr absl::Duration kControllerStepTimeout = absl::Seconds(30);
+constexpr absl::Duration kRemoveTimeout = absl::Seconds(30);
+constexpr absl::Duration kStepSlack = absl::Seconds(30);
+constexpr uint32_t kJobLogTailLines = 50;
+
+google::protobuf::Duration DurationProto(absl::Duration d) {
+  google::protobuf::Duration out;
+  int64_t seconds = absl::IDivDuration(d, absl::Seconds(1), &d);
+  out.set_seconds(seconds);
+  out.set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+  return out;
+}
+
+std::string Fmt(absl::Duration d) { return absl::FormatDuration(d); }
+
+// Which version label a pinned (not versioned) service's containers carry:
+// its image tag, or its digest when it has no tag.
+std::string PinnedVersion(const ServiceSpec& s) {
+  auto ref = ParseImageReference(s.image);
+  if (!ref.ok()) return "";
+  return ref->tag.empty() ? ref->digest : ref->tag;
+}
+
+bool Healthy(const v1::ContainerInfo& c, const ServiceSpec& s) {
+  if (c.state() != v1::CONTAINER_STATE_RUNNING) return false;
+  if (s.health.has_value()) return c.health() == v1::HEALTH_HEALTHY;
+  return c.health() != v1::HEALTH_UNHEALTHY;
+}
+
+std::string StateWord(const v1::ContainerInfo& c) {
+  if (c.state() != v1::CONTAINER_STATE_RUNNING) {
+    std::string s = v1::ContainerState_Name(c.state());
+    return absl::StrCat("not running (", s.substr(std::string("CONTAINER_STATE_").size()), ")");
+  }
+  return c.health() == v1::HEALTH_UNHEALTHY ? "unhealthy"
+         : c.health() == v1::HEALTH_STARTING ? "still starting"
+                                               : "not reported healthy";
+}
+
+// One container of a service as the plan goes: observed ones at first, then
+// the ones the plan starts.
+struct Live {
+  std::string version;
+  std::string agent;
+  bool running = true;
+};
+
+enum class Mode { kUpgrade, kInitial, kRollback, kRestore };
+
+class Planner {
+ public:
+  Planner(const PlanInput& in, Mode mode) : in_(in), m_(in.manifest), mode_(mode) {}
+
+  absl::StatusOr<Plan> Build(const RollbackOptions* rollback);
+
+ private:
+  // --- inputs and checks ---
+  absl::Status CheckReleases();
+  absl::Status CollectObserved();
+  void Place();
+  absl::Status Preflight();
+
+  // --- helpers for steps ---
+  PlanPhase& AddPhase(std::string name, std::string reason) {
+    plan_.phases.push_back(PlanPhase{std::move(name), std::move(reason), {}});
+    return plan_.phases.back();
+  }
+  PlanStep& AddStep(PlanPhase& phase, std::string slug, std::string kind, std::string agent,
+                    std::string description, uint32_t batch, absl::Duration timeout) {
+    PlanStep s;
+    s.id = std::move(slug);  // made into the full id by Finish()
+    s.kind = std::move(kind);
+    s.agent_id = std::move(agent);
+    s.description = std::move(description);
+    s.batch = batch;
+    s.timeout = timeout;
+    phase.steps.push_back(std::move(s));
+    return phase.steps.back();
+  }
+  void Finish();
+
+  v1::InstanceRef Ref(const std::string& service, uint32_t replica) const {
+    v1::InstanceRef r;
+    r.set_deployment(m_.deployment);
+    r.set_service(service);
+    r.set_slot(v1::SLOT_BLUE);
+    r.set_replica(replica);
+    return r;
+  }
+  bool Moves(const ServiceSpec& s) const {
+    return std::find(moving_.begin(), moving_.end(), s.name) != moving_.end();
+  }
+  std::string NewVersion(const ServiceSpec& s) const {
+    return s.versioned() ? to_version_ : PinnedVersion(s);
+  }
+  std::string NewImage(const ServiceSpec& s) const {
+    if (!s.versioned()) return s.image;
+    return in_.target.images().at(s.name);
+  }
+  v1::ContainerSpec SpecOf(const ServiceSpec& s, const std::string& image) const;
+  v1::HealthCheck CheckOf(const HealthSpec& h, const std::string& version) const;
+  // Where one-shot jobs of a service run: its first replica's host.
+  std::string HostOfFirstReplica(const ServiceSpec& s) const {
+    auto it = placement_.find(s.name);
+    if (it != placement_.end() && !it->second.empty()) return it->second.front();
+    std::vector<std::string> eligible = m_.EligibleHosts(s);
+    return eligible.empty() ? m_.hosts.front().id : eligible.front();
+  }
+  std::string HostAddress(const std::string& agent) const {
+    const HostSpec* h = m_.FindHost(agent);
+    return h == nullptr || h->address.empty() ? agent : h->address;
+  }
+
+  void StepStart(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, uint32_t batch);
+  bool StepProbe(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, const std::string& version,
+                 uint32_t batch, bool postcheck);
+  void StepStop(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, Live& c, uint32_t batch);
+  void StepRemove(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, const Live& c, uint32_t batch);
+  // Sends every proxy the backends of routes to `service` as they are now,
+  // the containers in `draining` marked DRAIN. Nothing when no proxy runs.
+  void StepProxyRoutes(PlanPhase& ph, const std::string& service,
+                       const std::vector<std::pair<uint32_t, const Live*>>& draining, uint32_t batch);
+  void StepProxyReload(PlanPhase& ph, uint32_t batch);
+  void StepJob(PlanPhase& ph, const ServiceSpec& s, const std::string& job_name,
+               const std::vector<std::string>& command, absl::Duration timeout,
+               const std::string& kind, const std::string& what, uint32_t batch);
+
+  // --- phases ---
+  void PhasePreflight();
+  absl::Status PhaseBackup();
+  void PhasePull(const std::vector<std::string>& extra_services);
+  void PhasePin();
+  void PhaseStopFirst(const std::string& service, const std::string& why);
+  void PhaseUnit(const MoveUnit& unit, size_t position);
+  void ReplaceService(PlanPhase& ph, const ServiceSpec& s, UpdateOrder order, uint32_t batch_size,
+                      uint32_t& batch, bool allow_pause);
+  void PhaseProxyReload();
+  void PhasePostcheck();
+  absl::Status PhaseRestore(const v1::BackupRecord& record);
+  void PhaseStopApp();
+
+  std::string UnitReason(const MoveUnit& unit, bool has_migration_phase);
+  UpdateOrder EffectiveOrder(const ServiceSpec& s, std::string* why) const;
+
+  const PlanInput& in_;
+  const StackManifest& m_;
+  Mode mode_;
+  Plan plan_;
+  std::string from_version_;
+  std::string to_version_;
+  std::map<std::string, const AgentState*> agents_;
+  // service -> replica -> containers (any version); observed, then as planned.
+  std::map<std::string, std::map<uint32_t, std::vector<Live>>> live_;
+  std::map<std::string, std::vector<v1::ContainerInfo>> observed_;
+  std::map<std::string, std::vector<std::string>> placement_;  // service -> host per replica
+  std::vector<std::string> moving_;
+  MoveOrder order_;
+  std::vector<std::string> preflight_problems_;
+};
+
+absl::Status Planner::CheckReleases() {
+  const v1::Release& target = in_.target;
+  auto to = Version::Parse(target.version());
+  if (!to.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("target release version \"", target.version(),
+                                                   "\" is not a semantic version like 1.4.0"));
+  }
+  to_version_ = to->ToString();
+  if (in_.current.has_value()) {
+    auto from = Version::Parse(in_.current->version());
+    if (!from.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("current release version \"", in_.current->version(),
+                                                     "\" is not a semantic version"));
+    }
+    from_version_ = from->ToString();
+    if (mode_ == Mode::kUpgrade) {
+      if (*to == *from) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(m_.deployment, " already runs ", from_version_, "; nothing to upgrade"));
+      }
+      if (*to < *from) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "target ", to_version_, " is older than the running ", from_version_,
+            ": that is a rollback: use hoist rollback --to ", to_version_));
+      }
+    } else if (!(*to < *from)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "target ", to_version_, " is not older than the running ", from_version_,
+          ": that is an upgrade: use hoist upgrade ", to_version_));
+    }
+  }
+  std::vector<std::string> missing;
+  for (const ServiceSpec& s : m_.services) {
+    if (s.versioned() && !target.images().contains(s.name)) missing.push_back(s.name);
+  }
+  if (!missing.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("release ", to_version_, " has no image for ", absl::StrJoin(missing, ", "),
+                     "; every service with a repository in the manifest needs one in images:"));
+  }
+  std::vector<std::string> unknown;
+  for (const auto& [name, image] : target.images()) {
+    const ServiceSpec* s = m_.FindService(name);
+    if (s == nullptr) {
+      unknown.push_back(name);
+    } else if (!s->versioned()) {
+      plan_.warnings.push_back(absl::StrCat("release ", to_version_, " names an image for ", name,
+                                            ", which the manifest pins to ", s->image,
+                                            "; the manifest's image is used"));
+    } else if (auto ref = ParseImageReference(image); ref.ok() && ref->repository != s->repository) {
+      plan_.warnings.push_back(absl::StrCat("release ", to_version_, " takes ", name, " from ",
+                                            ref->repository, ", not the manifest's repository ",
+                                            s->repository));
+    }
+  }
+  if (!unknown.empty()) {
+    std::sort(unknown.begin(), unknown.end());
+    std::vector<std::string> names;
+    for (const ServiceSpec& s : m_.services) names.push_back(s.name);
+    return absl::InvalidArgumentError(
+        absl::StrCat("release ", to_version_, " names unknown service(s) ", absl::StrJoin(unknown, ", "),
+                     "; services in ", m_.file_name, " are: ", absl::StrJoin(names, ", ")));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Planner::CollectObserved() {
+  std::vector<std::string> problems;
+  for (const HostSpec& h : m_.hosts) {
+    auto it = std::find_if(in_.agents.begin(), in_.agents.end(),
+                           [&](const AgentState& a) { return a.id == h.id; });
+    if (it == in_.agents.end()) {
+      problems.push_back(absl::StrCat(h.id, " has never connected"));
+    } else if (!it->connected) {
+      problems.push_back(absl::StrCat(h.id, " is not connected"));
+    } else {
+      agents_[h.id] = &*it;
+    }
+  }
+  if (!problems.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("agents missing: ", absl::StrJoin(problems, "; "),
+                     "; start hoist-agent on those hosts (or remove them from ", m_.file_name,
+                     ") and plan again"));
+  }
+  std::set<std::string> strangers;
+  for (const AgentState& a : in_.agents) {
+    for (const v1::ContainerInfo& c : a.containers) {
+      if (c.instance().deployment() != m_.deployment) continue;
+      if (c.instance().slot() == v1::SLOT_GREEN) {
+        plan_.warnings.push_back(absl::StrCat("a green-slot container ", c.name(), " runs on ", a.id,
+                                              "; the rolling plan leaves it alone"));
+        continue;
+      }
+      const ServiceSpec* s = m_.FindService(c.instance().service());
+      if (s == nullptr) {
+        strangers.insert(c.instance().service());
+        continue;
+      }
+      if (!agents_.contains(a.id)) {
+        plan_.warnings.push_back(absl::StrCat(s->name, " replica ", c.instance().replica(), " runs on ",
+                                              a.id, ", which is not a host of the manifest; it is left alone"));
+        continue;
+      }
+      observed_[s->name].push_back(c);
+      live_[s->name][c.instance().replica()].push_back(
+          Live{c.version(), a.id, c.state() == v1::CONTAINER_STATE_RUNNING});
+    }
+  }
+  for (const std::string& s : strangers) {
+    plan_.warnings.push_back(absl::StrCat("containers of service ", s, " run but ", m_.file_name,
+                                          " no longer names it; they are left alone"));
+  }
+  if (mode_ == Mode::kInitial && !observed_.empty()) {
+    std::vector<std::string> names;
+    for (const auto& [name, cs] : observed_) names.push_back(name);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no release is pinned for ", m_.deployment, " but its containers already run (",
+        absl::StrJoin(names, ", "), "); record the running release first, or remove them"));
+  }
+  return absl::OkStatus();
+}
+
+void Planner::Place() {
+  for (const ServiceSpec& s : m_.services) {
+    std::vector<std::string> eligible = m_.EligibleHosts(s);
+    std::vector<std::string> hosts(s.replicas);
+    std::map<std::string, int> load;
+    std::vector<bool> assigned(s.replicas, false);
+    // Keep each replica where it runs, preferring a container of the new version.
+    for (uint32_t r = 0; r < s.replicas; ++r) {
+      auto it = live_[s.name].find(r);
+      if (it == live_[s.name].end()) continue;
+      std::vector<Live> candidates = it->second;
+      std::stable_sort(candidates.begin(), candidates.end(), [&](const Live& a, const Live& b) {
+        return (a.version == NewVersion(s)) > (b.version == NewVersion(s));
+      });
+      for (const Live& c : candidates) {
+        bool ok = std::find(eligible.begin(), eligible.end(), c.agent) != eligible.end();
+        if (ok && s.needs_distinct_hosts() && load[c.agent] > 0) ok = false;
+        if (ok) {
+          hosts[r] = c.agent;
+          assigned[r] = true;
+          ++load[c.agent];
+          break;
+        }
+      }
+    }
+    // The rest round-robin over eligible hosts, least loaded first.
+    for (uint32_t r = 0; r < s.replicas; ++r) {
+      if (assigned[r] || eligible.empty()) continue;
+      std::string best;
+      for (size_t k = 0; k < eligible.size(); ++k) {
+        const std::string& h = eligible[(r + k) % eligible.size()];
+        if (s.needs_distinct_hosts() && load[h] > 0) continue;
+        if (best.empty() || load[h] < load[best]) best = h;
+      }
+      if (best.empty()) best = eligible[r % eligible.size()];  // validation keeps this unreachable
+      hosts[r] = best;
+      ++load[best];
+    }
+    placement_[s.name] = hosts;
+  }
+}
+
+absl::Status Planner::Preflight() {
+  // Health of what runs now; a rollback exists to fix an unhealthy deployment.
+  if (mode_ == Mode::kUpgrade) {
+    for (const ServiceSpec& s : m_.services) {
+      for (const v1::ContainerInfo& c : observed_[s.name]) {
+        if (s.role == v1::ROLE_JOB) continue;
+        if (!Healthy(c, s)) {
+          preflight_problems_.push_back(absl::StrCat(s.name, " replica ", c.instance().replica(), " (",
+                                                     c.version(), ") is ", StateWord(c)));
+        }
+      }
+      uint32_t seen = 0;
+      for (uint32_t r = 0; r < s.replicas; ++r) seen += live_[s.name].contains(r) ? 1 : 0;
+      if (s.role != v1::ROLE_JOB && seen < s.replicas) {
+        plan_.warnings.push_back(absl::StrCat(s.name, ": ", s.replicas - seen, " of ", s.replicas,
+                                              " replicas do not run now; the plan starts them"));
+      }
+    }
+  } else if (mode_ == Mode::kRollback || mode_ == Mode::kRestore) {
+    for (const ServiceSpec& s : m_.services) {
+      for (const v1::ContainerInfo& c : observed_[s.name]) {
+        if (s.role != v1::ROLE_JOB && !Healthy(c, s)) {
+          plan_.warnings.push_back(absl::StrCat(s.name, " replica ", c.instance().replica(), " (",
+                                                c.version(), ") is ", StateWord(c)));
+        }
+      }
+    }
+  }
+
+  // Env the new release requires, and env it renamed.
+  if (mode_ == Mode::kUpgrade || mode_ == Mode::kInitial) {
+    auto where = [&](const std::string& name) {
+      std::vector<std::string> places;
+      for (const ServiceSpec& s : m_.services) {
+        if (s.env.contains(name)) places.push_back(absl::StrCat("services.", s.name, ".env"));
+      }
+      for (const auto& [agent, names] : in_.options.host_env) {
+        if (names.contains(name)) places.push_back(absl::StrCat("the env files on ", agent));
+      }
+      return places;
+    };
+    for (const auto& [old_name, new_name] : in_.target.renamed_env()) {
+      std::vector<std::string> old_places = where(old_name);
+      if (old_places.empty()) continue;
+      if (where(new_name).empty()) {
+        preflight_problems_.push_back(absl::StrCat(
+            old_name, " was renamed to ", new_name, " in ", to_version_, ": rename it in ",
+            absl::StrJoin(old_places, " and ")));
+      } else {
+        plan_.warnings.push_back(absl::StrCat(old_name, " (renamed to ", new_name,
+                                              ") is still set in ", absl::StrJoin(old_places, " and "),
+                                              "; remove it once the upgrade is done"));
+      }
+    }
+    for (const std::string& name : in_.target.required_env()) {
+      if (!where(name).empty()) continue;
+      std::string renamed_from;
+      for (const auto& [o, n] : in_.target.renamed_env()) {
+        if (n == name) renamed_from = o;
+      }
+      if (!renamed_from.empty() && !where(renamed_from).empty()) continue;  // reported above
+      preflight_problems_.push_back(absl::StrCat(
+          "release ", to_version_, " requires ", name,
+          ", which no service's env and no host's env files set"));
+    }
+  }
+
+  // Disk: images on every host that pulls, the backup on the backup host.
+  std::set<std::string> pulling;
+  for (const ServiceSpec& s : m_.services) {
+    if (!Moves(s) && mode_ != Mode::kInitial) continue;
+    for (const std::string& h : placement_[s.name]) pulling.insert(h);
+  }
+  for (const std::string& h : pulling) {
+    const AgentState* a = agents_.at(h);
+    if (a->image_disk_free_bytes < in_.options.min_image_disk_free_bytes) {
+      preflight_problems_.push_back(absl::StrCat(
+          h, " has ", a->image_disk_free_bytes >> 20, " MiB free for images; at least ",
+          in_.options.min_image_disk_free_bytes >> 20, " MiB are needed"));
+    }
+  }
+  if (!preflight_problems_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pre-flight found ", preflight_problems_.size(), " problem(s) with ", m_.deployment,
+        "; nothing was touched: ", absl::StrJoin(preflight_problems_, "; ")));
+  }
+  return absl::OkStatus();
+}
+
+v1::HealthCheck Planner::CheckOf(const HealthSpec& h, const std::string& version) const {
+  v1::HealthCheck c;
+  switch (h.kind) {
+    case HealthSpec::Kind::kHttp:
+      c.mutable_http()->set_path(h.http_path);
+      c.mutable_http()->set_port(h.port);
+      if (h.check_version) c.mutable_http()->set_expected_version(version);
+      break;
+    case HealthSpec::Kind::kTcp:
+      c.mutable_tcp()->set_port(h.port);
+      break;
+    case HealthSpec::Kind::kDocker:
+      c.mutable_docker();
+      break;
+    case HealthSpec::Kind::kCommand:
+      for (const std::string& a : h.command) c.mutable_command()->add_command(a);
+      break;
+  }
+  *c.mutable_interval() = DurationProto(h.interval);
+  *c.mutable_timeout() = DurationProto(h.timeout);
+  *c.mutable_deadline() = DurationProto(h.deadline);
+  return c;
+}
+
+v1::ContainerSpec Planner::SpecOf(const ServiceSpec& s, const std::string& image) const {
+  v1::ContainerSpec spec;
+  spec.set_image(image);
+  for (const std::string& a : s.command) spec.add_command(a);
+  for (const auto& [k, v] : s.env) (*spec.mutable_env())[k] = v;
+  for (const std::string& f : s.env_files) spec.add_env_files(f);
+  for (const PortSpec& p : s.ports) {
+    v1::PortMapping* pm = spec.add_ports();
+    pm->set_container_port(p.container_port);
+    pm->set_host_port(p.host_port);
+    pm->set_host_ip(p.host_ip);
+    pm->set_protocol(p.protocol);
+  }
+  for (const VolumeSpec& v : s.volumes) {
+    v1::VolumeMount* vm = spec.add_volumes();
+    vm->set_source(v.source);
+    vm->set_target(v.target);
+    vm->set_read_only(v.read_only);
+  }
+  spec.set_network(m_.network);
+  if (!m_.network.empty()) spec.add_network_aliases(s.name);
+  spec.set_restart_policy(s.role == v1::ROLE_JOB ? "no" : s.restart_policy);
+  if (s.health.has_value() && s.health->kind == HealthSpec::Kind::kDocker) {
+    for (const std::string& a : s.health->command) spec.add_docker_healthcheck(a);
+  }
+  *spec.mutable_stop_timeout() = DurationProto(s.stop_timeout);
+  return spec;
+}
+
+void Planner::StepStart(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, uint32_t batch) {
+  const std::string& host = placement_[s.name][replica];
+  const std::string version = NewVersion(s);
+  const std::string image = NewImage(s);
+  PlanStep& st = AddStep(ph, absl::StrCat("start-", s.name, "-", replica), "start_instance", host,
+                         absl::StrCat("start ", s.name, " replica ", replica, " on ", host, " at ",
+                                      version, " (", image, ")"),
+                         batch, in_.options.start_timeout);
+  st.instance = Ref(s.name, replica);
+  v1::StartInstance* a = st.action.mutable_start_instance();
+  *a->mutable_instance() = *st.instance;
+  a->set_version(version);
+  *a->mutable_spec() = SpecOf(s, image);
+  // The agent writes the proxy's configuration from these; proxy_update steps add the backends.
+  if (s.role == v1::ROLE_PROXY) {
+    for (const RouteSpec& r : s.routes) {
+      v1::ProxyFrontend* f = a->mutable_proxy()->add_frontends();
+      f->set_route(r.name);
+      f->set_listen_port(r.listen);
+    }
+  }
+  live_[s.name][replica].push_back(Live{version, host, true});
+}
+
+bool Planner::StepProbe(PlanPhase& ph, const ServiceSpec& s, uint32_t replica,
+                        const std::string& version, uint32_t batch, bool postcheck) {
+  if (!s.health.has_value() || replica >= placement_[s.name].size()) return false;
+  const std::string& host = placement_[s.name][replica];
+  std::string how;
+  switch (s.health->kind) {
+    case HealthSpec::Kind::kHttp:
+      how = absl::StrCat("GET ", s.health->http_path, " on port ", s.health->port,
+                         s.health->check_version ? absl::StrCat(" reporting version ", version) : "");
+      break;
+    case HealthSpec::Kind::kTcp: how = absl::StrCat("a TCP connect to port ", s.health->port); break;
+    case HealthSpec::Kind::kDocker: how = "Docker's HEALTHCHECK"; break;
+    case HealthSpec::Kind::kCommand: how = absl::StrCat("`", absl::StrJoin(s.health->command, " "), "`"); break;
+  }
+  PlanStep& st = AddStep(
+      ph, absl::StrCat(postcheck ? "check-" : "probe-", s.name, "-", replica),
+      postcheck ? "postcheck" : "probe_health", host,
+      postcheck ? absl::StrCat("check ", s.name, " replica ", replica, " (", version, ") on ", host,
+                               " passes ", how)
+                : absl::StrCat("wait until ", s.name, " replica ", replica, " (", version, ") on ",
+                               host, " passes ", how, " (deadline ", Fmt(s.health->deadline), ")"),
+      batch, s.health->deadline + kStepSlack);
+  st.instance = Ref(s.name, replica);
+  v1::ProbeHealth* a = st.action.mutable_probe_health();
+  *a->mutable_instance() = *st.instance;
+  *a->mutable_check() = CheckOf(*s.health, version);
+  a->set_version(version);
+  return true;
+}
+
+void Planner::StepStop(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, Live& c, uint32_t batch) {
+  PlanStep& st = AddStep(ph, absl::StrCat("stop-", s.name, "-", replica), "stop_instance", c.agent,
+                         absl::StrCat("stop ", s.name, " replica ", replica, " (", c.version, ") on ",
+                                      c.agent, " (SIGTERM, kill after ", Fmt(s.stop_timeout), ")"),
+                         batch, s.stop_timeout + kStepSlack);
+  st.instance = Ref(s.name, replica);
+  v1::StopInstance* a = st.action.mutable_stop_instance();
+  *a->mutable_instance() = *st.instance;
+  *a->mutable_timeout() = DurationProto(s.stop_timeout);
+  a->set_version(c.version);
+  c.running = false;
+}
+
+void Planner::StepRemove(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, const Live& c,
+                         uint32_t batch) {
+  PlanStep& st = AddStep(ph, absl::StrCat("remove-", s.name, "-", replica), "remove_instance", c.agent,
+                         absl::StrCat("remove the stopped ", s.name, " replica ", replica, " (",
+                                      c.version, ") container on ", c.agent),
+                         batch, kRemoveTimeout);
+  st.instance = Ref(s.name, replica);
+  v1::RemoveInstance* a = st.action.mutable_remove_instance();
+  *a->mutable_instance() = *st.instance;
+  a->set_version(c.version);
+}
+
+void Planner::StepProxyRoutes(PlanPhase& ph, const std::string& service,
+                              const std::vector<std::pair<uint32_t, const Live*>>& draining,
+                              uint32_t batch) {
+  for (const ServiceSpec& proxy : m_.services) {
+    std::vector<const RouteSpec*> routes;
+    for (const RouteSpec& r : proxy.routes) {
+      if (r.service == service || service.empty()) routes.push_back(&r);
+    }
+    if (routes.empty()) continue;
+    std::set<std::string> proxy_hosts;
+    for (const auto& [replica, cs] : live_[proxy.name]) {
+      for (const Live& c : cs) {
+        if (c.running) proxy_hosts.insert(c.agent);
+      }
+    }
+    if (proxy_hosts.empty()) continue;
+    v1::ProxyUpdate update;
+    update.set_deployment(m_.deployment);
+    update.set_service(proxy.name);
+    *update.mutable_drain_timeout() = DurationProto(proxy.drain_timeout);
+    std::vector<std::string> summary;
+    for (const RouteSpec* r : routes) {
+      const ServiceSpec* target = m_.FindService(r->service);
+      v1::ProxyRoute* route = update.add_routes();
+      route->set_name(r->name);
+      int ready = 0, drain = 0;
+      for (const auto& [replica, cs] : live_[r->service]) {
+        for (const Live& c : cs) {
+          if (!c.running) continue;
+          v1::ProxyBackend* b = route->add_backends();
+          b->set_name(absl::StrCat(m_.deployment, "-", r->service, "-blue-", replica, "-", c.version));
+          // A fixed host port is reached on the host; otherwise by name on the network.
+          const PortSpec* published = nullptr;
+          for (const PortSpec& p : target->ports) {
+            if (p.container_port == r->port && p.host_port != 0) published = &p;
+          }
+          if (published != nullptr) {
+            bool specific = !published->host_ip.empty() && published->host_ip != "0.0.0.0";
+            b->set_address(specific ? published->host_ip : HostAddress(c.agent));
+            b->set_port(published->host_port);
+          } else {
+            b->set_address(b->name());
+            b->set_port(r->port);
+          }
+          bool drains = std::any_of(draining.begin(), draining.end(), [&](const auto& d) {
+            return d.first == replica && d.second->version == c.version && d.second->agent == c.agent;
+          });
+          b->set_state(drains ? v1::BACKEND_STATE_DRAIN : v1::BACKEND_STATE_READY);
+          (drains ? drain : ready)++;
+        }
+      }
+      summary.push_back(absl::StrCat(r->name, " -> ", ready, " ready",
+                                     drain > 0 ? absl::StrCat(", ", drain, " draining") : ""));
+    }
+    for (const std::string& host : proxy_hosts) {
+      PlanStep& st = AddStep(ph, absl::StrCat("proxy-", proxy.name, "-", host), "proxy_update", host,
+                             absl::StrCat("update ", proxy.name, " routes on ", host, ": ",
+                                          absl::StrJoin(summary, "; ")),
+                             batch, proxy.drain_timeout + kStepSlack);
+      *st.action.mutable_proxy_update() = update;
+    }
+  }
+}
+
+void Planner::StepProxyReload(PlanPhase& ph, uint32_t batch) { StepProxyRoutes(ph, "", {}, batch); }
+
+void Planner::StepJob(PlanPhase& ph, const ServiceSpec& s, const std::string& job_name,
+                      const std::vector<std::string>& command, absl::Duration timeout,
+                      const std::string& kind, const std::string& what, uint32_t batch) {
+  const std::string host = HostOfFirstReplica(s);
+  const std::string image = NewImage(s);
+  PlanStep& st = AddStep(ph, absl::StrCat(job_name, "-", s.name), kind, host,
+                         absl::StrCat(what, " from ", image, " on ", host,
+                                      command.empty() ? "" : absl::StrCat(": `", absl::StrJoin(command, " "), "`")),
+                         batch, timeout + kStepSlack);
+  v1::RunJob* a = st.action.mutable_run_job();
+  a->set_deployment(m_.deployment);
+  a->set_name(job_name);
+  a->set_version(NewVersion(s));
+  v1::ContainerSpec spec = SpecOf(s, image);
+  // A job runs beside the service: it must not take its host ports or its name.
+  spec.clear_ports();
+  spec.clear_network_aliases();
+  spec.clear_docker_healthcheck();
+  spec.set_restart_policy("no");
+  if (!command.empty()) {
+    spec.clear_command();
+    for (const std::string& c : command) spec.add_command(c);
+  }
+  *a->mutable_spec() = spec;
+  a->set_log_tail_lines(kJobLogTailLines);
+  a->set_remove_after(true);
+}
+
+void Planner::PhasePreflight() {
+  PlanPhase& ph = AddPhase(
+      "preflight",
+      mode_ == Mode::kUpgrade
+          ? "first, before anything is touched: if the current deployment is already unhealthy the "
+            "rollout stops here, so a fresh problem is never blamed on the new version"
+          : "first, before anything is touched: every host must answer");
+  std::vector<std::string> hosts;
+  for (const HostSpec& h : m_.hosts) hosts.push_back(h.id);
+  AddStep(ph, "agents", "preflight", "", absl::StrCat("every host's agent is connected: ", absl::StrJoin(hosts, ", ")),
+          0, kControllerStepTimeout);
+  if (mode_ == Mode::kUpgrade) {
+    size_t n = 0;
+    for (const auto& [s, cs] : observed_) n += cs.size();
+    AddStep(ph, "health", "preflight", "", absl::StrCat("all ", n, " running instances are healthy"), 0,
+            kControllerStepTimeout);
+  }
+  if ((mode_ == Mode::kUpgrade || mode_ == Mode::kInitial) &&
+      (in_.target.required_env_size() > 0 || in_.target.renamed_env_size() > 0)) {
+    std::vector<std::string> names(in_.target.required_env().begin(), in_.target.required_env().end());
+    for (const auto& [o, n] : in_.target.renamed_env()) names.push_back(absl::StrCat(o, "->", n));
+    AddStep(ph, "env", "preflight", "",
+            absl::StrCat("env vars release ", to_version_, " needs are set: ", absl::StrJoin(names, ", ")), 0,
+            kControllerStepTimeout);
+  }
+  AddStep(ph, "disk", "preflight", "",
+          absl::StrCat("every host pulling images has ", in_.options.min_image_disk_free_bytes >> 20,
+                       " MiB free", m_.backup.has_value() && mode_ == Mode::kUpgrade && !in_.options.skip_backup
+                                        ? absl::StrCat(", the backup host ", in_.options.min_backup_disk_free_bytes >> 20, " MiB")
+                                        : ""),
+          0, kControllerStepTimeout);
+}
+
+absl::Status Planner::PhaseBackup() {
+  const BackupSpec& b = *m_.backup;
+  // One agent takes the whole backup: the database's host, else the first
+  // host that mounts a listed volume, else the first host.
+  std::string host;
+  std::string db_service;
+  if (b.postgres.has_value()) {
+    db_service = b.postgres->service;
+    if (!placement_[db_service].empty()) host = placement_[db_service][0];
+  }
+  if (host.empty() && !b.volumes.empty()) {
+    for (const ServiceSpec& s : m_.services) {
+      for (const VolumeSpec& v : s.volumes) {
+        if (host.empty() && v.source == b.volumes[0] && !placement_[s.name].empty()) host = placement_[s.name][0];
+      }
+    }
+  }
+  if (host.empty()) host = m_.hosts.front().id;
+  for (const std::string& vol : b.volumes) {
+    bool here = false;
+    for (const ServiceSpec& s : m_.services) {
+      for (const VolumeSpec& v : s.volumes) {
+        if (v.source != vol) continue;
+        for (const std::string& h : placement_[s.name]) here = here || h == host;
+      }
+    }
+    if (!here) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "backup.volumes names ", vol, ", but no service mounts it on ", host,
+          ", the host that takes the backup; place the services that use it there"));
+    }
+  }
+  const AgentState* a = agents_.at(host);
+  if (a->backup_disk_free_bytes < in_.options.min_backup_disk_free_bytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pre-flight: ", host, " has ", a->backup_disk_free_bytes >> 20, " MiB free for the backup; at least ",
+        in_.options.min_backup_disk_free_bytes >> 20, " MiB are needed"));
+  }
+  plan_.backup_id = in_.options.backup_id.empty() ? absl::StrCat(m_.deployment, "-pre-", to_version_)
+                                                  : in_.options.backup_id;
+  PlanPhase& ph = AddPhase(
+      "backup",
+      "before any image changes: migrations are forward-only, so this backup is what a rollback "
+      "restores; a failed backup stops the upgrade with nothing changed");
+  std::vector<std::string> what;
+  v1::Backup backup;
+  backup.set_deployment(m_.deployment);
+  backup.set_backup_id(plan_.backup_id);
+  if (b.postgres.has_value()) {
+    v1::PostgresDump* pg = backup.add_items()->mutable_postgres();
+    *pg->mutable_instance() = Ref(db_service, 0);
+    pg->set_database(b.postgres->database);
+    pg->set_user(b.postgres->user);
+    what.push_back(absl::StrCat("database ", b.postgres->database, " (pg_dump from ", db_service, ")"));
+  }
+  for (const std::string& vol : b.volumes) {
+    backup.add_items()->mutable_volume()->set_volume(vol);
+    what.push_back(absl::StrCat("volume ", vol));
+  }
+  for (const std::string& f : b.config_files) {
+    backup.add_items()->mutable_config()->set_path(f);
+    what.push_back(f);
+  }
+  PlanStep& st = AddStep(ph, "backup", "backup", host,
+                         absl::StrCat("back up ", absl::StrJoin(what, ", "), " on ", host, " as ", plan_.backup_id,
+                                      "; sizes and sha256 recorded and read back"),
+                         0, b.timeout);
+  *st.action.mutable_backup() = backup;
+  return absl::OkStatus();
+}
+
+void Planner::PhasePull(const std::vector<std::string>& services) {
+  PlanPhase& ph = AddPhase(
+      "pull",
+      "every new image is pulled on every host that runs it, in parallel, before anything is "
+      "stopped: a registry or disk problem stops the rollout with nothing changed");
+  for (const HostSpec& h : m_.hosts) {
+    std::set<std::string> images;
+    for (const std::string& name : services) {
+      const ServiceSpec& s = *m_.FindService(name);
+      std::vector<std::string> hosts = placement_[name];
+      if (hosts.empty()) hosts.push_back(HostOfFirstReplica(s));
+      if (std::find(hosts.begin(), hosts.end(), h.id) == hosts.end()) continue;
+      std::string image = NewImage(s);
+      if (!images.insert(image).second) continue;
+      PlanStep& st = AddStep(ph, absl::StrCat("pull-", h.id, "-", name), "pull_image", h.id,
+                             absl::StrCat("pull ", image, " on ", h.id), 0, in_.options.pull_timeout);
+      st.action.mutable_pull_image()->set_image(image);
+    }
+  }
+}
+
+void Planner::PhasePin() {
+  PlanPhase& ph = AddPhase(
+      "pin", "the images are on every host, so the target is recorded now: from here a restart of "
+             "the controller or any host comes back on " + to_version_ + ", not on what ran before");
+  AddStep(ph, "pin", "pin", "", absl::StrCat("record ", to_version_, " as ", m_.deployment, "'s pinned version"),
+          0, kControllerStepTimeout);
+}
+
+void Planner::PhaseStopFirst(const std::string& service, const std::string& why) {
+  const ServiceSpec& s = *m_.FindService(service);
+  PlanPhase& ph = AddPhase(absl::StrCat("stop-", service), why);
+  std::vector<std::pair<uint32_t, const Live*>> running;
+  for (auto& [replica, cs] : live_[service]) {
+    for (Live& c : cs) {
+      if (c.running) running.emplace_back(replica, &c);
+    }
+  }
+  StepProxyRoutes(ph, service, running, 0);
+  for (auto& [replica, cs] : live_[service]) {
+    for (Live& c : cs) {
+      if (c.running) StepStop(ph, s, replica, c, 1);
+    }
+  }
+  if (ph.steps.empty()) {
+    AddStep(ph, absl::StrCat("none-", service), "preflight", "",
+            absl::StrCat("no ", service, " instance runs; nothing to stop"), 0, kControllerStepTimeout);
+  }
+}
+
+UpdateOrder Planner::EffectiveOrder(const ServiceSpec& s, std::string* why) const {
+  if (s.update_order == UpdateOrder::kStopFirst) {
+    *why = "stop-first (update_order in the manifest)";
+    return UpdateOrder::kStopFirst;
+  }
+  for (const PortSpec& p : s.ports) {
+    if (p.host_port != 0) {
+      *why = absl::StrCat("stop-first although the manifest asks start-first: it publishes host port ",
+                          p.host_port, ", which the old and the new container cannot hold at once");
+      return UpdateOrder::kStopFirst;
+    }
+  }
+  *why = "start-first: each new instance is healthy before the old one stops";
+  return UpdateOrder::kStartFirst;
+}
+
+void Planner::ReplaceService(PlanPhase& ph, const ServiceSpec& s, UpdateOrder order, uint32_t batch_size,
+                             uint32_t& batch, bool allow_pause) {
+  const std::string version = NewVersion(s);
+  bool routed = false;
+  for (const ServiceSpec& p : m_.services) {
+    for (const RouteSpec& r : p.routes) routed = routed || r.service == s.name;
+  }
+  // Replicas with something to do: no healthy new container where it belongs, or old ones left.
+  std::vector<uint32_t> todo;
+  for (uint32_t r = 0; r < s.replicas; ++r) {
+    bool has_new = false, has_old = false;
+    for (const Live& c : live_[s.name][r]) {
+      if (c.version == version && c.agent == placement_[s.name][r] && c.running) {
+        has_new = true;
+      } else {
+        has_old = true;
+      }
+    }
+    if (!has_new || has_old) todo.push_back(r);
+  }
+  auto olds_of = [&](uint32_t r) {
+    std::vector<std::pair<uint32_t, Live*>> out;
+    for (Live& c : live_[s.name][r]) {
+      if (!(c.version == version && c.agent == placement_[s.name][r])) out.emplace_back(r, &c);
+    }
+    return out;
+  };
+  auto needs_start = [&](uint32_t r) {
+    for (const Live& c : live_[s.name][r]) {
+      if (c.version == version && c.agent == placement_[s.name][r] && c.running) return false;
+    }
+    return true;
+  };
+  auto drop_removed = [&](uint32_t r) {
+    auto& cs = live_[s.name][r];
+    cs.erase(std::remove_if(cs.begin(), cs.end(),
+                            [&](const Live& c) { return !(c.version == version && c.agent == placement_[s.name][r]); }),
+             cs.end());
+  };
+  for (size_t first = 0; first < todo.size(); first += batch_size) {
+    std::vector<uint32_t> chunk(todo.begin() + first, todo.begin() + std::min(todo.size(), first + batch_size));
+    if (order == UpdateOrder::kStartFirst) {
+      for (uint32_t r : chunk) {
+        if (needs_start(r)) StepStart(ph, s, r, batch);
+      }
+    }
+    // Collected after the starts: starting adds to the vectors these point into.
+    std::vector<std::pair<uint32_t, Live*>> olds;
+    for (uint32_t r : chunk) {
+      for (auto& o : olds_of(r)) olds.push_back(o);
+    }
+    std::vector<std::pair<uint32_t, const Live*>> draining;
+    for (auto& [r, c] : olds) {
+      if (c->running) draining.emplace_back(r, c);
+    }
+    if (order == UpdateOrder::kStartFirst) {
+      for (uint32_t r : chunk) StepProbe(ph, s, r, version, batch + 1, false);
+      if (routed && !draining.empty()) StepProxyRoutes(ph, s.name, draining, batch + 2);
+      for (auto& [r, c] : olds) {
+        if (c->running) StepStop(ph, s, r, *c, batch + 3);
+      }
+      for (auto& [r, c] : olds) StepRemove(ph, s, r, *c, batch + 4);
+      for (uint32_t r : chunk) drop_removed(r);
+    } else {
+      if (routed && !draining.empty()) StepProxyRoutes(ph, s.name, draining, batch);
+      for (auto& [r, c] : olds) {
+        if (c->running) StepStop(ph, s, r, *c, batch + 1);
+      }
+      for (auto& [r, c] : olds) StepRemove(ph, s, r, *c, batch + 2);
+      for (uint32_t r : chunk) drop_removed(r);
+      for (uint32_t r : chunk) {
+        if (needs_start(r)) StepStart(ph, s, r, batch + 3);
+      }
+      for (uint32_t r : chunk) StepProbe(ph, s, r, version, batch + 4, false);
+      if (routed) StepProxyRoutes(ph, s.name, {}, batch + 5);
+    }
+    batch += 6;
+    if (allow_pause && s.rolling.pause > absl::ZeroDuration() && first + batch_size < todo.size()) {
+      AddStep(ph, absl::StrCat("pause-", s.name, "-", first / batch_size + 1), "pause", "",
+              absl::StrCat("pause ", Fmt(s.rolling.pause), " before the next ", s.name, " batch"), batch,
+              s.rolling.pause);
+      ++batch;
+    }
+  }
+  // Replicas the manifest no longer has.
+  std::vector<std::pair<uint32_t, Live*>> extras;
+  for (auto& [r, cs] : live_[s.name]) {
+    if (r < s.replicas) continue;
+    for (Live& c : cs) extras.emplace_back(r, &c);
+  }
+  if (!extras.empty()) {
+    std::vector<std::pair<uint32_t, const Live*>> draining;
+    for (auto& [r, c] : extras) {
+      if (c->running) draining.emplace_back(r, c);
+    }
+    if (routed && !draining.empty()) StepProxyRoutes(ph, s.name, draining, batch);
+    for (auto& [r, c] : extras) {
+      if (c->running) StepStop(ph, s, r, *c, batch + 1);
+    }
+    for (auto& [r, c] : extras) StepRemove(ph, s, r, *c, batch + 2);
+    for (auto it = live_[s.name].begin(); it != live_[s.name].end();) {
+      it = it->first >= s.replicas ? live_[s.name].erase(it) : std::next(it);
+    }
+    batch += 3;
+  }
+}
+
+std::string Planner::UnitReason(const MoveUnit& unit, bool has_migration_phase) {
+  std::vector<std::string> parts;
+  const ServiceSpec& first = *m_.FindService(unit.members.front());
+  if (unit.together) {
+    // The group's own note says why and in which order.
+  } else {
+    switch (first.role) {
+      case v1::ROLE_JOB: parts.push_back("role job: runs once from the new image before the long-running services move"); break;
+      case v1::ROLE_API:
+        parts.push_back(mode_ == Mode::kInitial || mode_ == Mode::kRestore
+                            ? "role api: the database-facing API starts first, once the database is up"
+                            : "role api: the database-facing API moves first");
+        if (has_migration_phase) parts.push_back("its migration gate ran just before");
+        break;
+      case v1::ROLE_WORKER: parts.push_back("role worker: moves after the API, in batches, so background work keeps draining"); break;
+      case v1::ROLE_SCHEDULER: parts.push_back("role scheduler: started again on the new version once the API and the workers run it"); break;
+      case v1::ROLE_WEB: parts.push_back("role web: the front end moves after the API it talks to"); break;
+      case v1::ROLE_PROXY: parts.push_back("role proxy: last, so it picks up every change behind it"); break;
+      case v1::ROLE_DATABASE: parts.push_back("role database: starts before everything that uses it"); break;
+      default: break;
+    }
+  }
+  for (const std::string& n : unit.notes) parts.push_back(n);
+  for (const std::string& member : unit.members) {
+    const ServiceSpec& s = *m_.FindService(member);
+    for (const std::string& d : s.after) parts.push_back(absl::StrCat(member, " after ", d, " (services.", member, ".after)"));
+  }
+  return absl::StrJoin(parts, "; ");
+}
+
+void Planner::PhaseUnit(const MoveUnit& unit, size_t /*position*/) {
+  // Migration gates of the unit's services come first, as their own phases.
+  bool gated = false;
+  if (mode_ == Mode::kUpgrade || mode_ == Mode::kInitial) {
+    for (const std::string& member : unit.members) {
+      const ServiceSpec& s = *m_.FindService(member);
+      if (!s.migration.has_value()) continue;
+      gated = true;
+      PlanPhase& ph = AddPhase(
+          absl::StrCat("migrate-", member),
+          absl::StrCat("migration gate for ", member, ": runs from the ", to_version_, " image before any ",
+                       member, " instance moves; a non-zero exit stops the rollout with nothing else "
+                       "moved (each migration runs in its own transaction, so data is left as it was)"));
+      StepJob(ph, s, "migrate", s.migration->command, s.migration->timeout, "run_job",
+              absl::StrCat("run the ", member, " migration"), 0);
+    }
+  }
+  const ServiceSpec& first = *m_.FindService(unit.members.front());
+  if (!unit.together && first.role == v1::ROLE_JOB) {
+    PlanPhase& ph = AddPhase(absl::StrCat("run-", first.name), UnitReason(unit, gated));
+    StepJob(ph, first, first.name, first.command, first.job_timeout, "run_job",
+            absl::StrCat("run the one-shot job ", first.name), 0);
+    return;
+  }
+
+  uint32_t batch = 0;
+  if (unit.together) {
+    PlanPhase& ph = AddPhase(absl::StrCat("replace-", unit.name), UnitReason(unit, gated));
+    std::vector<std::pair<uint32_t, const Live*>> draining;
+    for (const std::string& member : unit.members) {
+      draining.clear();
+      for (auto& [r, cs] : live_[member]) {
+        for (const Live& c : cs) {
+          if (c.running && c.version != NewVersion(*m_.FindService(member))) draining.emplace_back(r, &c);
+        }
+      }
+      if (!draining.empty()) StepProxyRoutes(ph, member, draining, 0);
+    }
+    for (const std::string& member : unit.members) {
+      const ServiceSpec& s = *m_.FindService(member);
+      for (auto& [r, cs] : live_[member]) {
+        for (Live& c : cs) {
+          if (c.running && c.version != NewVersion(s)) StepStop(ph, s, r, c, 1);
+        }
+      }
+    }
+    batch = 2;
+    for (const std::string& member : unit.members) {
+      const ServiceSpec& s = *m_.FindService(member);
+      ReplaceService(ph, s, UpdateOrder::kStopFirst, std::max<uint32_t>(1, s.replicas), batch, false);
+    }
+    return;
+  }
+
+  const ServiceSpec& s = first;
+  std::string name_prefix = order_.stopped_first.contains(s.name) ? "start-" : "replace-";
+  if (mode_ == Mode::kInitial || mode_ == Mode::kRestore) name_prefix = "start-";
+  PlanPhase& ph = AddPhase(absl::StrCat(name_prefix, s.name), "");
+  std::string reason = UnitReason(unit, gated);
+  if (order_.stopped_first.contains(s.name) || mode_ == Mode::kInitial || mode_ == Mode::kRestore) {
+    ReplaceService(ph, s, UpdateOrder::kStopFirst, std::max<uint32_t>(1, s.replicas), batch, false);
+    absl::StrAppend(&reason, "; all ", s.replicas, " replica(s) start at once",
+                    mode_ == Mode::kInitial || mode_ == Mode::kRestore ? "" : " (it was stopped earlier)");
+  } else {
+    std::string order_why;
+    UpdateOrder order = EffectiveOrder(s, &order_why);
+    uint32_t k = s.rolling.max_parallel;
+    std::string health_why;
+    if (order == UpdateOrder::kStartFirst) {
+      health_why = absl::StrCat("never fewer than ", s.replicas, " healthy");
+    } else {
+      uint32_t min_healthy = s.EffectiveMinHealthy(UpdateOrder::kStopFirst);
+      if (min_healthy >= s.replicas) {
+        min_healthy = s.replicas > 0 ? s.replicas - 1 : 0;
+        plan_.warnings.push_back(absl::StrCat(
+            s.name, ": min_healthy ", s.EffectiveMinHealthy(UpdateOrder::kStopFirst), " cannot be kept "
+            "stop-first; one replica at a time is replaced (", order_why, ")"));
+      }
+      k = std::max<uint32_t>(1, std::min(k, s.replicas - min_healthy));
+      health_why = absl::StrCat("at least ", min_healthy, " of ", s.replicas, " stay healthy");
+      if (s.update_order == UpdateOrder::kStartFirst) {
+        plan_.warnings.push_back(absl::StrCat(s.name, " is replaced ", order_why));
+      }
+    }
+    ReplaceService(ph, s, order, std::max<uint32_t>(1, k), batch, true);
+    absl::StrAppend(&reason, "; ", s.replicas, " replica(s) ", order_why, "; ", k, " at a time, ", health_why,
+                    s.rolling.pause > absl::ZeroDuration() ? absl::StrCat(", pause ", Fmt(s.rolling.pause), " between batches") : "");
+  }
+  if (s.role == v1::ROLE_PROXY) {
+    StepProxyReload(ph, batch);
+    absl::StrAppend(&reason, "; then its routes are set to the new instances behind it");
+  }
+  ph.reason = reason;
+  if (ph.steps.empty()) {
+    AddStep(ph, absl::StrCat("noop-", s.name), "preflight", "",
+            absl::StrCat("every ", s.name, " replica already runs ", NewVersion(s), "; nothing to do"), 0,
+            kControllerStepTimeout);
+  }
+}
+
+void Planner::PhaseProxyReload() {
+  for (const ServiceSpec& p : m_.services) {
+    if (p.role != v1::ROLE_PROXY || p.routes.empty() || Moves(p)) continue;
+    PlanPhase& ph = AddPhase(absl::StrCat("reload-", p.name),
+                             "role proxy: reloaded last to pick up every change to the services behind it "
+                             "(its image is pinned, so the proxy itself is not replaced)");
+    StepProxyReload(ph, 0);
+    if (ph.steps.empty()) {
+      plan_.phases.pop_back();
+      plan_.warnings.push_back(absl::StrCat("no ", p.name, " instance runs, so its routes are not updated"));
+    }
+  }
+}
+
+void Planner::PhasePostcheck() {
+  PlanPhase& ph = AddPhase("postcheck",
+                           "after every move: each instance is probed once more on the version it should run");
+  for (const ServiceSpec& s : m_.services) {
+    if (s.role == v1::ROLE_JOB) continue;
+    for (uint32_t r = 0; r < s.replicas && r < placement_[s.name].size(); ++r) {
+      std::string version = NewVersion(s);
+      if (!Moves(s)) {
+        for (const Live& c : live_[s.name][r]) version = c.version;
+      }
+      StepProbe(ph, s, r, version, 0, true);
+    }
+  }
+  if (ph.steps.empty()) {
+    plan_.phases.pop_back();
+    plan_.warnings.push_back("no service has a health check: the post-upgrade check only knows containers started");
+  }
+  const std::optional<SmokeTestSpec>& smoke = m_.smoke_test;
+  if (smoke.has_value() && mode_ != Mode::kRestore && mode_ != Mode::kRollback) {
+    const ServiceSpec& s = *m_.FindService(smoke->service);
+    PlanPhase& sp = AddPhase("smoke-test", "last: the smoke test runs against the whole stack once every instance is healthy");
+    StepJob(sp, s, "smoke-test", smoke->job.command, smoke->job.timeout, "smoke_test",
+            absl::StrCat("run the smoke test with the ", s.name, " ", NewVersion(s), " image"), 0);
+  }
+}
+
+void Planner::PhaseStopApp() {
+  PlanPhase& ph = AddPhase(
+      "stop-app",
+      "the backup is restored into a database nothing writes to: every application service stops "
+      "first (the scheduler before the rest); the database and the proxy keep running");
+  for (const ServiceSpec& s : m_.services) {
+    if (!Moves(s) || s.role == v1::ROLE_PROXY) continue;
+    uint32_t batch = s.role == v1::ROLE_SCHEDULER ? 0 : 1;
+    for (auto& [r, cs] : live_[s.name]) {
+      for (Live& c : cs) {
+        if (c.running) StepStop(ph, s, r, c, batch);
+      }
+    }
+  }
+  if (ph.steps.empty()) {
+    AddStep(ph, "none", "preflight", "", "no application instance runs; nothing to stop", 0, kControllerStepTimeout);
+  }
+}
+
+absl::Status Planner::PhaseRestore(const v1::BackupRecord& record) {
+  if (!agents_.contains(record.agent_id())) {
+    return absl::FailedPreconditionError(absl::StrCat("backup ", record.id(), " is held by ", record.agent_id(),
+                                                      ", which is not a connected host of ", m_.deployment));
+  }
+  if (record.artifacts_size() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("backup ", record.id(), " has no artifacts to restore"));
+  }
+  if (m_.backup.has_value() && m_.backup->postgres.has_value()) {
+    const std::vector<std::string>& db_hosts = placement_[m_.backup->postgres->service];
+    if (!db_hosts.empty() && db_hosts[0] != record.agent_id()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "backup ", record.id(), " is held by ", record.agent_id(), " but ", m_.backup->postgres->service,
+          " runs on ", db_hosts[0], "; the restore runs beside the database, so the backup must be on its host"));
+    }
+  }
+  plan_.backup_id = record.id();
+  PlanPhase& ph = AddPhase(
+      "restore",
+      absl::StrCat("migrations are forward-only: the database goes back to backup ", record.id(),
+                   " (taken before the upgrade) so the old version finds the schema it expects; "
+                   "data written since is lost"));
+  v1::Restore restore;
+  restore.set_deployment(m_.deployment);
+  restore.set_backup_id(record.id());
+  *restore.mutable_artifacts() = record.artifacts();
+  std::vector<std::string> what;
+  for (const v1::BackupArtifact& a : record.artifacts()) what.push_back(absl::StrCat(a.kind(), " ", a.source()));
+  if (m_.backup.has_value() && m_.backup->postgres.has_value()) {
+    *restore.mutable_database_instance() = Ref(m_.backup->postgres->service, 0);
+    restore.set_database_user(m_.backup->postgres->user);
+  }
+  PlanStep& st = AddStep(ph, "restore", "restore", record.agent_id(),
+                         absl::StrCat("restore ", absl::StrJoin(what, ", "), " from backup ", record.id(), " on ",
+                                      record.agent_id(), " after checking each sha256"),
+                         0, m_.backup.has_value() ? m_.backup->timeout : absl::Minutes(30));
+  if (restore.has_database_instance()) st.instance = restore.database_instance();
+  *st.action.mutable_restore() = restore;
+  return absl::OkStatus();
+}
+
+void Planner::Finish() {
+  for (size_t i = 0; i < plan_.phases.size(); ++i) {
+    PlanPhase& ph = plan_.phases[i];
+    // Batches numbered 0, 1, 2, ... in order, whatever gaps planning left.
+    std::set<uint32_t> used;
+    for (const PlanStep& s : ph.steps) used.insert(s.batch);
+    std::map<uint32_t, uint32_t> renumber;
+    for (uint32_t b : used) renumber[b] = static_cast<uint32_t>(renumber.size());
+    std::stable_sort(ph.steps.begin(), ph.steps.end(),
+                     [](const PlanStep& a, const PlanStep& b) { return a.batch < b.batch; });
+    for (size_t j = 0; j < ph.steps.size(); ++j) {
+      PlanStep& s = ph.steps[j];
+      s.batch = renumber[s.batch];
+      s.id = absl::StrFormat("p%02d-s%03d-%s", i + 1, j + 1, s.id);
+    }
+  }
+}
+
+absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
+  if (in_.strategy == v1::STRATEGY_BLUE_GREEN) {
+    return absl::UnimplementedError(
+        "blue-green rollouts are not planned yet; use --strategy rolling");
+  }
+  HOIST_RETURN_IF_ERROR(CheckReleases());
+  HOIST_RETURN_IF_ERROR(CollectObserved());
+  Place();
+  // What moves: versioned services other than databases; on a first deploy everything.
+  for (const ServiceSpec& s : m_.services) {
+    if (mode_ == Mode::kInitial || (s.versioned() && s.role != v1::ROLE_DATABASE)) moving_.push_back(s.name);
+  }
+  HOIST_RETURN_IF_ERROR(Preflight());
+
+  plan_.deployment = m_.deployment;
+  plan_.from_version = from_version_;
+  plan_.to_version = to_version_;
+  plan_.strategy = v1::STRATEGY_ROLLING;
+  plan_.initial_deploy = mode_ == Mode::kInitial;
+  plan_.is_rollback = mode_ == Mode::kRollback || mode_ == Mode::kRestore;
+  plan_.on_failure = in_.options.on_failure == v1::ON_FAILURE_UNSPECIFIED ? v1::ON_FAILURE_STOP
+                                                                          : in_.options.on_failure;
+
+  // Release notes from just after the current release up to the target, oldest first.
+  std::vector<v1::Release> notes = in_.intermediate;
+  notes.push_back(in_.target);
+  std::optional<Version> from_v;
+  if (!from_version_.empty()) from_v = *Version::Parse(from_version_);
+  const Version to_v = *Version::Parse(to_version_);
+  std::set<std::string> seen;
+  for (const v1::Release& r : notes) {
+    auto v = Version::Parse(r.version());
+    if (!v.ok() || !seen.insert(v->ToString()).second) continue;
+    bool between = plan_.is_rollback ? false : (*v <= to_v && (!from_v || *v > *from_v));
+    if (between) plan_.notes.push_back(r);
+  }
+  std::sort(plan_.notes.begin(), plan_.notes.end(), [](const v1::Release& a, const v1::Release& b) {
+    return *Version::Parse(a.version()) < *Version::Parse(b.version());
+  });
+
+  for (const ServiceSpec& s : m_.services) {
+    if (s.role == v1::ROLE_DATABASE && mode_ != Mode::kInitial) {
+      plan_.warnings.push_back(absl::StrCat(
+          s.name, " (database) is never replaced by a rolling ", plan_.is_rollback ? "rollback" : "upgrade",
+          m_.backup.has_value() ? "; it is backed up and restored only" : ""));
+    }
+    if (!s.health.has_value() && s.role != v1::ROLE_JOB && s.replicas > 0) {
+      plan_.warnings.push_back(absl::StrCat(s.name, " has no health check: Hoist only knows its containers started"));
+    }
+  }
+
+  MoveOrderInput order_in;
+  order_in.manifest = &m_;
+  order_in.to_version = to_version_;
+  bool nothing_runs = mode_ == Mode::kInitial || mode_ == Mode::kRestore;
+  order_in.from_version = nothing_runs ? "" : from_version_;
+  for (const std::string& name : moving_) {
+    const ServiceSpec& s = *m_.FindService(name);
+    order_in.services.push_back(name);
+    std::string why;
+    order_in.update_order[name] = EffectiveOrder(s, &why);
+    if (s.role == v1::ROLE_SCHEDULER && !nothing_runs) {
+      order_in.stopped_first[name] =
+          "role scheduler: stopped first, so no new scheduled work starts while the database and the "
+          "services change; it starts again on the new version after the workers";
+    }
+  }
+  HOIST_ASSIGN_OR_RETURN(order_, OrderMoves(order_in));
+  for (const std::string& w : order_.warnings) plan_.warnings.push_back(w);
+
+  PhasePreflight();
+  if (mode_ == Mode::kUpgrade && m_.backup.has_value()) {
+    if (in_.options.skip_backup) {
+      plan_.warnings.push_back("the backup is skipped at the operator's request: a rollback cannot restore data");
+    } else {
+      HOIST_RETURN_IF_ERROR(PhaseBackup());
+    }
+  }
+  std::vector<std::string> pulled;
+  for (const std::string& name : moving_) pulled.push_back(name);
+  PhasePull(pulled);
+  PhasePin();
+  if (mode_ == Mode::kRestore) {
+    PhaseStopApp();
+    HOIST_RETURN_IF_ERROR(PhaseRestore(*rollback->restore));
+  } else {
+    // Scheduler first, then the services rules stop early, in manifest order.
+    std::vector<std::string> early;
+    for (const ServiceSpec& s : m_.services) {
+      if (order_.stopped_first.contains(s.name) && s.role == v1::ROLE_SCHEDULER) early.push_back(s.name);
+    }
+    for (const ServiceSpec& s : m_.services) {
+      if (order_.stopped_first.contains(s.name) && s.role != v1::ROLE_SCHEDULER) early.push_back(s.name);
+    }
+    for (const std::string& name : early) PhaseStopFirst(name, order_.stopped_first.at(name));
+  }
+  for (size_t i = 0; i < order_.units.size(); ++i) PhaseUnit(order_.units[i], i);
+  PhaseProxyReload();
+  PhasePostcheck();
+
+  if (mode_ == Mode::kUpgrade) {
+    plan_.rollback_command = absl::StrCat("hoist rollback ", m_.deployment, " --to ", from_version_);
+    if (!plan_.backup_id.empty()) absl::StrAppend(&plan_.rollback_command, " --restore ", plan_.backup_id);
+  }
+  Finish();
+  return std::move(plan_);
+}
+
+}  // namespace
+
+std::vector<const PlanStep*> Plan::AllSteps() const {
+  std::vector<const PlanStep*> out;
+  for (const PlanPhase& ph : phases) {
+    for (const PlanStep& s : ph.steps) out.push_back(&s);
+  }
+  return out;
+}
+
+const PlanPhase* Plan::FindPhase(absl::string_view name) const {
+  for (const PlanPhase& ph : phases) {
+    if (ph.name == name) return &ph;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<Plan> PlanRollout(const PlanInput& input) {
+  Planner planner(input, input.current.has_value() ? Mode::kUpgrade : Mode::kInitial);
+  return planner.Build(nullptr);
+}
+
+absl::StatusOr<Plan> PlanRollback(const PlanInput& input, const RollbackOptions& options) {
+  if (!input.current.has_value()) {
+    return absl::InvalidArgumentError("nothing to roll back: no release is pinned");
+  }
+  Planner planner(input, options.restore.has_value() ? Mode::kRestore : Mode::kRollback);
+  return planner.Build(&options);
+}
+
+hoist::v1::Plan ToProto(const Plan& plan) {
+  hoist::v1::Plan out;
+  out.set_deployment(plan.deployment);
+  out.set_from_version(plan.from_version);
+  out.set_to_version(plan.to_version);
+  out.set_strategy(plan.strategy);
+  for (const PlanPhase& ph : plan.phases) {
+    hoist::v1::PlannedPhase* p = out.add_phases();
+    p->set_name(ph.name);
+    p->set_reason(ph.reason);
+    for (const PlanStep& s : ph.steps) {
+      hoist::v1::PlannedStep* ps = p->add_steps();
+      ps->set_step_id(s.id);
+      ps->set_agent_id(s.agent_id);
+      ps->set_description(s.description);
+      ps->set_kind(s.kind);
+      if (s.instance.has_value()) *ps->mutable_instance() = *s.instance;
+      ps->set_state(hoist::v1::STEP_STATE_PENDING);
+      p->add_batches(s.batch);
+    }
+  }
+  for (const hoist::v1::Release& r : plan.notes) *out.add_notes() = r;
+  for (const std::string& w : plan.warnings) out.add_warnings(w);
+  return out;
+}
+
+}  // namespace hoist::rollout

@@ -1,0 +1,480 @@
+#include "controller/rollout/rollout_manager.h"
+
+#include <map>
+#include <set>
+#include <tuple>
+
+#include <openssl/sha.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "shared/proto_names.h"
+#include "shared/proto_time.h"
+#include "shared/semver.h"
+
+namespace hoist::rollout {
+namespace {
+
+std::string Sha256Hex(absl::string_view data) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  std::string hex;
+  for (unsigned char c : digest) absl::StrAppendFormat(&hex, "%02x", c);
+  return hex;
+}
+
+hoist::v1::Deployment DeploymentProto(const StoredDeployment& d) {
+  hoist::v1::Deployment out;
+  out.set_name(d.name);
+  out.set_manifest_yaml(d.manifest_yaml);
+  out.set_manifest_sha256(d.manifest_sha256);
+  out.set_pinned_version(d.pinned_version);
+  SetTimestamp(d.updated_at, out.mutable_updated_at());
+  return out;
+}
+
+// Checks a deployment or version name given by an operator.
+absl::Status Required(absl::string_view field, absl::string_view value) {
+  if (value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+RolloutManager::RolloutManager(RolloutStore* store, AgentStore* agents, StepDispatcher* dispatcher, Executor* executor,
+                               Clock* clock)
+    : store_(store), agents_(agents), dispatcher_(dispatcher), executor_(executor), clock_(clock) {}
+
+void RolloutManager::Audit(const std::string& actor, const std::string& action, const std::string& deployment,
+                           const std::string& rollout_id, const absl::Status& outcome, const std::string& detail) {
+  store_
+      ->Audit({actor, action, deployment, rollout_id,
+               outcome.ok() ? "ok"
+               : (outcome.code() == absl::StatusCode::kInvalidArgument ||
+                  outcome.code() == absl::StatusCode::kFailedPrecondition)
+                   ? "refused"
+                   : "failed",
+               outcome.ok() ? detail : std::string(outcome.message())})
+      .IgnoreError();
+}
+
+absl::StatusOr<hoist::v1::Deployment> RolloutManager::ApplyStack(uint64_t epoch,
+                                                                 const hoist::v1::ApplyStackRequest& request,
+                                                                 const std::string& actor) {
+  const std::string file = request.file_name().empty() ? "stack.yaml" : request.file_name();
+  auto manifest = ParseStackManifest(file, request.manifest_yaml());
+  if (!manifest.ok()) {
+    Audit(actor, "stack.apply", "", "", manifest.status(), "");
+    return manifest.status();
+  }
+  StoredDeployment d{manifest->deployment, request.manifest_yaml(), Sha256Hex(request.manifest_yaml()), file, "", {}};
+  absl::Status s = store_->PutDeployment(epoch, d);
+  Audit(actor, "stack.apply", d.name, "", s, absl::StrCat("applied ", file, " sha256 ", d.manifest_sha256));
+  if (!s.ok()) return s;
+  return GetDeployment(d.name);
+}
+
+absl::StatusOr<hoist::v1::Release> RolloutManager::CreateRelease(uint64_t epoch, const hoist::v1::Release& release,
+                                                                 const std::string& actor) {
+  // A refused release is an operator action too: the audit log records it
+  // with the reason, as it does for a refused stack.
+  absl::Status s = CheckRelease(release);
+  if (s.ok()) s = store_->PutRelease(epoch, release);
+  Audit(actor, "release.create", release.deployment(), "", s, absl::StrCat("release ", release.version()));
+  if (!s.ok()) return s;
+  return store_->GetRelease(release.deployment(), release.version());
+}
+
+absl::Status RolloutManager::CheckRelease(const hoist::v1::Release& release) {
+  if (absl::Status s = Required("release.deployment", release.deployment()); !s.ok()) return s;
+  auto version = Version::Parse(release.version());
+  if (!version.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("release.version \"", release.version(), "\": ", version.status().message()));
+  }
+  auto d = store_->GetDeployment(release.deployment());
+  if (!d.ok()) return d.status();
+  auto manifest = ParseStackManifest(d->file_name, d->manifest_yaml);
+  if (!manifest.ok()) return manifest.status();
+  for (const auto& [service, image] : release.images()) {
+    const ServiceSpec* spec = manifest->FindService(service);
+    if (spec == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("release.images.", service, ": the stack ", d->name,
+                                                     " has no service named \"", service, "\""));
+    }
+    auto ref = ParseImageReference(image);
+    if (!ref.ok()) return absl::InvalidArgumentError(absl::StrCat("release.images.", service, ": ", ref.status().message()));
+    if (!ref->pinned()) {
+      return absl::InvalidArgumentError(absl::StrCat("release.images.", service, " \"", image,
+                                                     "\": pin the image with a tag other than latest, or a digest"));
+    }
+  }
+  for (const ServiceSpec& spec : manifest->services) {
+    if (spec.versioned() && spec.role != hoist::v1::ROLE_DATABASE && !release.images().contains(spec.name)) {
+      return absl::InvalidArgumentError(absl::StrCat("release.images: no image for service \"", spec.name,
+                                                     "\"; every versioned service of ", d->name, " needs one"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PlanInput> RolloutManager::Input(const std::string& deployment, const std::string& target,
+                                                hoist::v1::Strategy strategy, bool for_rollback) {
+  if (absl::Status s = Required("deployment", deployment); !s.ok()) return s;
+  auto d = store_->GetDeployment(deployment);
+  if (!d.ok()) return d.status();
+  auto manifest = ParseStackManifest(d->file_name, d->manifest_yaml);
+  if (!manifest.ok()) return manifest.status();
+  PlanInput in;
+  in.manifest = *std::move(manifest);
+  in.strategy = strategy == hoist::v1::STRATEGY_UNSPECIFIED ? hoist::v1::STRATEGY_ROLLING : strategy;
+  auto releases = store_->ListReleases(deployment);
+  if (!releases.ok()) return releases.status();
+  std::string target_version = target;
+  if (!d->pinned_version.empty()) {
+    auto current = store_->GetRelease(deployment, d->pinned_version);
+    if (!current.ok()) return current.status();
+    in.current = *std::move(current);
+  }
+  if (target_version.empty() && for_rollback) {
+    // The previous release: the newest one older than the pinned one.
+    if (!in.current) return absl::FailedPreconditionError(absl::StrCat(deployment, " has never been deployed"));
+    auto pinned = Version::Parse(in.current->version());
+    std::optional<Version> best;
+    for (const auto& r : *releases) {
+      auto v = Version::Parse(r.version());
+      if (v.ok() && pinned.ok() && *v < *pinned && (!best || *v > *best)) {
+        best = *v;
+        target_version = r.version();
+      }
+    }
+    if (target_version.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(deployment, " has no release older than ", in.current->version(), " to roll back to"));
+    }
+  }
+  if (absl::Status s = Required("target_version", target_version); !s.ok()) return s;
+  auto target_release = store_->GetRelease(deployment, target_version);
+  if (!target_release.ok()) return target_release.status();
+  in.target = *std::move(target_release);
+  auto tv = Version::Parse(in.target.version());
+  std::optional<Version> cv;
+  if (in.current) {
+    auto parsed = Version::Parse(in.current->version());
+    if (parsed.ok()) cv = *parsed;
+  }
+  for (const auto& r : *releases) {
+    auto v = Version::Parse(r.version());
+    if (!v.ok() || !tv.ok()) continue;
+    if ((!cv || *v > *cv) && *v <= *tv) in.intermediate.push_back(r);
+  }
+  auto agents = agents_->ListAgents();
+  if (!agents.ok()) return agents.status();
+  auto containers = agents_->ListContainers("");
+  if (!containers.ok()) return containers.status();
+  for (const hoist::v1::Agent& a : *agents) {
+    AgentState st;
+    st.id = a.id();
+    st.connected = dispatcher_->IsConnected(a.id());
+    st.labels.insert(a.labels().begin(), a.labels().end());
+    st.image_disk_free_bytes = a.image_disk_free_bytes();
+    st.backup_disk_free_bytes = a.backup_disk_free_bytes();
+    for (const ObservedContainer& c : *containers) {
+      if (c.agent_id == a.id()) st.containers.push_back(c.info);
+    }
+    in.agents.push_back(std::move(st));
+  }
+  return in;
+}
+
+absl::StatusOr<Plan> RolloutManager::PlanUpgrade(const std::string& deployment, const std::string& target,
+                                                 hoist::v1::Strategy strategy) {
+  auto in = Input(deployment, target, strategy, false);
+  if (!in.ok()) return in.status();
+  return PlanRollout(*in);
+}
+
+absl::StatusOr<hoist::v1::Rollout> RolloutManager::Store(uint64_t epoch, const Plan& plan, const std::string& kind,
+                                                         hoist::v1::OnFailure on_failure, const std::string& actor) {
+  StoredRollout r;
+  const absl::Time now = clock_->Now();
+  r.id = absl::StrCat(plan.deployment, "-", absl::FormatTime("%Y%m%d-%H%M%S", now, absl::UTCTimeZone()), "-",
+                      absl::StrFormat("%04x", static_cast<unsigned>(absl::ToUnixNanos(now) / 1000 % 0x10000)));
+  r.deployment = plan.deployment;
+  r.kind = kind;
+  r.from_version = plan.from_version;
+  r.to_version = plan.to_version;
+  r.strategy = plan.strategy;
+  r.on_failure = on_failure == hoist::v1::ON_FAILURE_UNSPECIFIED ? hoist::v1::ON_FAILURE_STOP : on_failure;
+  r.state = hoist::v1::ROLLOUT_STATE_PENDING;
+  r.plan = ToProto(plan);
+  r.requested_by = actor;
+  r.backup_id = plan.backup_id;
+  r.rollback_command = plan.rollback_command;
+  std::vector<StoredStep> steps;
+  int seq = 0;
+  for (size_t p = 0; p < plan.phases.size(); ++p) {
+    for (const PlanStep& s : plan.phases[p].steps) {
+      StoredStep st;
+      st.seq = seq++;
+      st.phase = static_cast<int>(p);
+      st.phase_name = plan.phases[p].name;
+      st.batch = static_cast<int>(s.batch);
+      // Step ids are unique across rollouts: agents journal by them.
+      st.step_id = absl::StrCat(r.id, "/", s.id);
+      st.kind = s.kind;
+      st.agent_id = s.agent_id;
+      st.description = s.description;
+      if (!s.agent_id.empty()) st.action = s.action;
+      st.timeout = s.timeout;
+      steps.push_back(std::move(st));
+    }
+  }
+  absl::Status s = store_->CreateRollout(epoch, r, steps);
+  Audit(actor, absl::StrCat("rollout.", kind), plan.deployment, r.id, s,
+        absl::StrCat(kind, " ", plan.from_version.empty() ? "" : plan.from_version + " -> ", plan.to_version,
+                     " (", steps.size(), " steps)"));
+  if (!s.ok()) return s;
+  if (absl::Status l = executor_->Launch(r.id); !l.ok()) return l;
+  return GetRollout(r.id);
+}
+
+absl::StatusOr<hoist::v1::Rollout> RolloutManager::StartRollout(uint64_t epoch,
+                                                                const hoist::v1::StartRolloutRequest& request,
+                                                                const std::string& actor) {
+  auto in = Input(request.deployment(), request.target_version(), request.strategy(), false);
+  if (!in.ok()) {
+    Audit(actor, "rollout.upgrade", request.deployment(), "", in.status(), "");
+    return in.status();
+  }
+  in->options.on_failure = request.on_failure();
+  auto plan = PlanRollout(*in);
+  if (!plan.ok()) {
+    Audit(actor, "rollout.upgrade", request.deployment(), "", plan.status(), "");
+    return plan.status();
+  }
+  return Store(epoch, *plan, plan->initial_deploy ? "deploy" : "upgrade", request.on_failure(), actor);
+}
+
+absl::StatusOr<hoist::v1::Rollout> RolloutManager::Rollback(uint64_t epoch, const hoist::v1::RollbackRequest& request,
+                                                            const std::string& actor) {
+  auto in = Input(request.deployment(), request.to_version(), hoist::v1::STRATEGY_ROLLING, true);
+  if (!in.ok()) {
+    Audit(actor, "rollback", request.deployment(), "", in.status(), "");
+    return in.status();
+  }
+  RollbackOptions options;
+  if (!request.restore_backup_id().empty()) {
+    if (request.confirm_name() != request.deployment()) {
+      absl::Status s = absl::FailedPreconditionError(absl::StrCat(
+          "restoring backup ", request.restore_backup_id(), " replaces the data of ", request.deployment(),
+          "; confirm by passing --confirm ", request.deployment()));
+      Audit(actor, "rollback", request.deployment(), "", s, "");
+      return s;
+    }
+    auto backup = store_->GetBackup(request.restore_backup_id());
+    if (!backup.ok()) return backup.status();
+    if (backup->deployment() != request.deployment()) {
+      return absl::InvalidArgumentError(absl::StrCat("backup ", backup->id(), " belongs to ", backup->deployment()));
+    }
+    options.restore = *std::move(backup);
+  } else {
+    // Forward-only migrations: when the upgrade being undone ran one, the
+    // old release cannot read the data; only the pre-upgrade backup can.
+    auto latest = store_->ListRollouts(request.deployment(), 5);
+    if (latest.ok()) {
+      for (const StoredRollout& r : *latest) {
+        if (r.kind != "upgrade" || r.to_version != in->current->version()) continue;
+        auto steps = store_->GetSteps(r.id);
+        if (!steps.ok()) break;
+        for (const StoredStep& st : *steps) {
+          if (st.kind == "run_job" && st.phase_name.find("migrat") != std::string::npos &&
+              st.state == hoist::v1::STEP_STATE_SUCCEEDED) {
+            absl::Status s = absl::FailedPreconditionError(absl::StrCat(
+                "rollout ", r.id, " ran a migration since backup ", r.backup_id.empty() ? "(none)" : r.backup_id,
+                "; the old release may not read the migrated data. Restore the backup: hoist rollback -d ",
+                request.deployment(), " --restore ", r.backup_id, " --confirm ", request.deployment()));
+            Audit(actor, "rollback", request.deployment(), "", s, "");
+            return s;
+          }
+        }
+        break;
+      }
+    }
+  }
+  auto plan = PlanRollback(*in, options);
+  if (!plan.ok()) {
+    Audit(actor, "rollback", request.deployment(), "", plan.status(), "");
+    return plan.status();
+  }
+  return Store(epoch, *plan, "rollback", hoist::v1::ON_FAILURE_STOP, actor);
+}
+
+absl::StatusOr<std::string> RolloutManager::RollBackFailed(uint64_t epoch, const StoredRollout& failed) {
+  hoist::v1::RollbackRequest request;
+  request.set_deployment(failed.deployment);
+  request.set_to_version(failed.from_version);
+  auto r = Rollback(epoch, request, "hoistd (--on-failure rollback)");
+  if (!r.ok()) return r.status();
+  return r->id();
+}
+
+absl::StatusOr<hoist::v1::Rollout> RolloutManager::Cancel(const std::string& id, const std::string& reason,
+                                                          const std::string& actor) {
+  absl::Status s = store_->RequestCancel(id);
+  executor_->Cancel(id);
+  auto r = store_->GetRollout(id);
+  Audit(actor, "rollout.cancel", r.ok() ? r->deployment : "", id, s, reason);
+  if (!s.ok()) return s;
+  return GetRollout(id);
+}
+
+absl::StatusOr<hoist::v1::Deployment> RolloutManager::GetDeployment(const std::string& name) {
+  auto d = store_->GetDeployment(name);
+  if (!d.ok()) return d.status();
+  return DeploymentProto(*d);
+}
+
+absl::StatusOr<hoist::v1::Rollout> RolloutManager::ToRollout(const StoredRollout& r) {
+  hoist::v1::Rollout out;
+  out.set_id(r.id);
+  out.set_deployment(r.deployment);
+  out.set_state(r.state);
+  out.set_on_failure(r.on_failure);
+  out.set_started_by(r.requested_by);
+  SetTimestamp(r.started_at, out.mutable_started_at());
+  SetTimestamp(r.finished_at, out.mutable_finished_at());
+  out.set_error(r.error);
+  out.set_rollback_command(r.rollback_command);
+  out.set_is_rollback(r.kind == "rollback");
+  out.set_backup_id(r.backup_id);
+  *out.mutable_plan() = r.plan;
+  auto steps = store_->GetSteps(r.id);
+  if (!steps.ok()) return steps.status();
+  std::map<std::string, const StoredStep*> by_id;
+  for (const StoredStep& s : *steps) by_id[s.step_id] = &s;
+  for (auto& phase : *out.mutable_plan()->mutable_phases()) {
+    for (auto& ps : *phase.mutable_steps()) {
+      auto it = by_id.find(absl::StrCat(r.id, "/", ps.step_id()));
+      if (it == by_id.end()) continue;
+      ps.set_step_id(it->second->step_id);
+      ps.set_state(it->second->state);
+      ps.set_error(it->second->error);
+      SetTimestamp(it->second->started_at, ps.mutable_started_at());
+      SetTimestamp(it->second->finished_at, ps.mutable_finished_at());
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<hoist::v1::Rollout> RolloutManager::GetRollout(const std::string& id) {
+  auto r = store_->GetRollout(id);
+  if (!r.ok()) return r.status();
+  return ToRollout(*r);
+}
+
+absl::StatusOr<hoist::v1::GetVersionMatrixResponse> RolloutManager::Matrix(const std::string& deployment) {
+  auto d = store_->GetDeployment(deployment);
+  if (!d.ok()) return d.status();
+  auto manifest = ParseStackManifest(d->file_name, d->manifest_yaml);
+  if (!manifest.ok()) return manifest.status();
+  auto containers = agents_->ListContainers(deployment);
+  if (!containers.ok()) return containers.status();
+  hoist::v1::GetVersionMatrixResponse out;
+  out.set_deployment(deployment);
+  out.set_pinned_version(d->pinned_version);
+  std::optional<hoist::v1::Release> pinned;
+  if (!d->pinned_version.empty()) {
+    auto r = store_->GetRelease(deployment, d->pinned_version);
+    if (r.ok()) pinned = *r;
+  }
+  // service x agent x slot -> cell; only running containers count.
+  std::map<std::tuple<std::string, std::string, int>, hoist::v1::MatrixCell> cells;
+  std::map<std::string, std::set<std::string>> versions;  // service -> running versions
+  for (const ObservedContainer& c : *containers) {
+    if (c.info.state() != hoist::v1::CONTAINER_STATE_RUNNING) continue;
+    const auto& inst = c.info.instance();
+    auto key = std::make_tuple(inst.service(), c.agent_id, static_cast<int>(inst.slot()));
+    hoist::v1::MatrixCell& cell = cells[key];
+    if (cell.service().empty()) {
+      cell.set_service(inst.service());
+      cell.set_agent_id(c.agent_id);
+      cell.set_host_name(c.host_name);
+      cell.set_slot(inst.slot() == hoist::v1::SLOT_UNSPECIFIED ? hoist::v1::SLOT_BLUE : inst.slot());
+      cell.set_version(c.info.version());
+      cell.set_image_digest(c.info.image_digest());
+    } else if (cell.version() != c.info.version()) {
+      cell.set_version(absl::StrCat(cell.version(), ",", c.info.version()));
+    }
+    cell.set_instances(cell.instances() + 1);
+    if (c.info.health() == hoist::v1::HEALTH_HEALTHY || c.info.health() == hoist::v1::HEALTH_UNSPECIFIED) {
+      cell.set_healthy(cell.healthy() + 1);
+    }
+    const ServiceSpec* spec = manifest->FindService(inst.service());
+    if (spec != nullptr && spec->versioned() && pinned && c.info.version() != pinned->version()) cell.set_skew(true);
+    versions[inst.service()].insert(c.info.version());
+  }
+  for (auto& [key, cell] : cells) *out.add_cells() = cell;
+  for (const CompatRule& rule : manifest->rules) {
+    for (const std::string& sv : versions[rule.service]) {
+      for (const std::string& ov : versions[rule.other]) {
+        auto a = Version::Parse(sv);
+        auto b = Version::Parse(ov);
+        if (a.ok() && b.ok() && !rule.Allows(*a, *b)) {
+          out.add_violations(absl::StrCat(rule.Describe(), ": ", rule.service, " ", sv, " runs beside ", rule.other,
+                                          " ", ov));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<hoist::v1::GetStatusResponse> RolloutManager::Status(const std::string& deployment) {
+  auto d = store_->GetDeployment(deployment);
+  if (!d.ok()) return d.status();
+  hoist::v1::GetStatusResponse out;
+  *out.mutable_deployment() = DeploymentProto(*d);
+  auto rollouts = store_->ListRollouts(deployment, 1);
+  if (rollouts.ok() && !rollouts->empty()) {
+    auto r = ToRollout(rollouts->front());
+    if (r.ok()) *out.mutable_latest_rollout() = *r;
+  }
+  auto locks = store_->ListLocks();
+  if (locks.ok()) {
+    for (const auto& l : *locks) {
+      if (l.deployment() == deployment) *out.mutable_lock() = l;
+    }
+  }
+  auto containers = agents_->ListContainers(deployment);
+  if (!containers.ok()) return containers.status();
+  for (const ObservedContainer& c : *containers) {
+    hoist::v1::InstanceStatus* i = out.add_instances();
+    *i->mutable_container() = c.info;
+    i->set_agent_id(c.agent_id);
+    i->set_host_name(c.host_name);
+    if (c.info.state() == hoist::v1::CONTAINER_STATE_RUNNING && c.info.health() == hoist::v1::HEALTH_UNHEALTHY) {
+      out.add_problems(absl::StrCat(c.info.name(), " on ", c.agent_id, " is unhealthy"));
+    }
+  }
+  auto agents = agents_->ListAgents();
+  if (agents.ok()) {
+    for (const auto& a : *agents) {
+      if (a.lost()) out.add_problems(absl::StrCat("agent ", a.id(), " is lost (no heartbeat)"));
+    }
+  }
+  auto matrix = Matrix(deployment);
+  if (matrix.ok()) {
+    for (const auto& cell : matrix->cells()) {
+      if (cell.skew()) {
+        out.add_problems(absl::StrCat(cell.service(), " on ", cell.agent_id(), " runs ", cell.version(),
+                                      ", not the pinned ", matrix->pinned_version()));
+      }
+    }
+    for (const auto& v : matrix->violations()) out.add_problems(v);
+  }
+  return out;
+}
+
+}  // namespace hoist::rollout

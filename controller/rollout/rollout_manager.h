@@ -1,0 +1,70 @@
+#pragma once
+
+// RolloutManager: what the operator API does, without gRPC. It validates and
+// stores stacks and releases, plans upgrades and rollbacks from what the
+// agents report, starts them on the executor, and assembles status, the
+// version matrix and rollouts for reading. Writes take the caller's leader
+// epoch; the service adapter checks leadership first.
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "controller/rollout/executor.h"
+#include "controller/rollout/manifest.h"
+#include "controller/rollout/planner.h"
+#include "controller/rollout/rollout_store.h"
+#include "controller/rollout/step_dispatcher.h"
+#include "controller/store/agent_store.h"
+#include "hoist/v1/operator.pb.h"
+#include "shared/clock.h"
+
+namespace hoist::rollout {
+
+class RolloutManager {
+ public:
+  RolloutManager(RolloutStore* store, AgentStore* agents, StepDispatcher* dispatcher, Executor* executor,
+                 Clock* clock);
+
+  absl::StatusOr<hoist::v1::Deployment> ApplyStack(uint64_t epoch, const hoist::v1::ApplyStackRequest& request,
+                                                   const std::string& actor);
+  // Validates a release against its deployment's stack and stores it; the
+  // audit log records it, refused or not.
+  absl::StatusOr<hoist::v1::Release> CreateRelease(uint64_t epoch, const hoist::v1::Release& release,
+                                                   const std::string& actor);
+  // What an upgrade (or the first deploy) to target would do; touches nothing.
+  absl::StatusOr<Plan> PlanUpgrade(const std::string& deployment, const std::string& target,
+                                   hoist::v1::Strategy strategy);
+  absl::StatusOr<hoist::v1::Rollout> StartRollout(uint64_t epoch, const hoist::v1::StartRolloutRequest& request,
+                                                  const std::string& actor);
+  absl::StatusOr<hoist::v1::Rollout> Rollback(uint64_t epoch, const hoist::v1::RollbackRequest& request,
+                                              const std::string& actor);
+  absl::StatusOr<hoist::v1::Rollout> Cancel(const std::string& id, const std::string& reason, const std::string& actor);
+  // The rollback of a failed upgrade, for the executor's ON_FAILURE_ROLLBACK.
+  absl::StatusOr<std::string> RollBackFailed(uint64_t epoch, const StoredRollout& failed);
+
+  absl::StatusOr<hoist::v1::Deployment> GetDeployment(const std::string& name);
+  absl::StatusOr<hoist::v1::Rollout> GetRollout(const std::string& id);
+  absl::StatusOr<hoist::v1::GetStatusResponse> Status(const std::string& deployment);
+  absl::StatusOr<hoist::v1::GetVersionMatrixResponse> Matrix(const std::string& deployment);
+
+ private:
+  // INVALID_ARGUMENT (naming the field) or NOT_FOUND when `release` cannot
+  // be recorded for its deployment.
+  absl::Status CheckRelease(const hoist::v1::Release& release);
+  absl::StatusOr<PlanInput> Input(const std::string& deployment, const std::string& target,
+                                  hoist::v1::Strategy strategy, bool for_rollback);
+  absl::StatusOr<hoist::v1::Rollout> Store(uint64_t epoch, const Plan& plan, const std::string& kind,
+                                           hoist::v1::OnFailure on_failure, const std::string& actor);
+  absl::StatusOr<hoist::v1::Rollout> ToRollout(const StoredRollout& r);
+  void Audit(const std::string& actor, const std::string& action, const std::string& deployment,
+             const std::string& rollout_id, const absl::Status& outcome, const std::string& detail);
+
+  RolloutStore* const store_;
+  AgentStore* const agents_;
+  StepDispatcher* const dispatcher_;
+  Executor* const executor_;
+  Clock* const clock_;
+};
+
+}  // namespace hoist::rollout

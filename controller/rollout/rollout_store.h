@@ -1,0 +1,129 @@
+#pragma once
+
+// What the executor and the operator API keep in the database: deployments
+// and their pinned release, releases, rollouts with every step's state, the
+// deploy lock, rollout events, backups and the audit log. Leader-only writes
+// carry the leader's epoch and fail with FAILED_PRECONDITION once it is stale.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "hoist/v1/agent.pb.h"
+#include "hoist/v1/operator.pb.h"
+
+namespace hoist::rollout {
+
+struct StoredStep {
+  int seq = 0;
+  int phase = 0;
+  std::string phase_name;
+  int batch = 0;
+  std::string step_id;
+  std::string kind;
+  std::string agent_id;
+  std::string description;
+  std::optional<hoist::v1::Step> action;  // agent steps
+  absl::Duration timeout = absl::ZeroDuration();
+  hoist::v1::StepState state = hoist::v1::STEP_STATE_PENDING;
+  int attempts = 0;
+  std::string error;
+  std::optional<hoist::v1::StepResult> result;
+  absl::Time started_at = absl::InfinitePast();
+  absl::Time finished_at = absl::InfinitePast();
+};
+
+struct StoredRollout {
+  std::string id;
+  std::string deployment;
+  std::string kind;  // deploy, upgrade, rollback
+  std::string from_version;
+  std::string to_version;
+  hoist::v1::Strategy strategy = hoist::v1::STRATEGY_ROLLING;
+  hoist::v1::OnFailure on_failure = hoist::v1::ON_FAILURE_STOP;
+  hoist::v1::RolloutState state = hoist::v1::ROLLOUT_STATE_PENDING;
+  hoist::v1::Plan plan;  // as planned; step states live in the steps
+  std::string error;
+  std::string requested_by;
+  bool cancel_requested = false;
+  std::string backup_id;
+  // The exact command that undoes this rollout, shown when it fails.
+  std::string rollback_command;
+  absl::Time created_at = absl::InfinitePast();
+  absl::Time started_at = absl::InfinitePast();
+  absl::Time finished_at = absl::InfinitePast();
+};
+
+struct StoredDeployment {
+  std::string name;
+  std::string manifest_yaml;
+  std::string manifest_sha256;
+  std::string file_name;
+  std::string pinned_version;  // empty before the first deploy
+  absl::Time updated_at = absl::InfinitePast();
+};
+
+struct AuditEntry {
+  std::string actor;
+  std::string action;
+  std::string deployment;
+  std::string rollout_id;
+  std::string outcome;  // ok, failed, refused
+  std::string detail;
+};
+
+class RolloutStore {
+ public:
+  virtual ~RolloutStore() = default;
+
+  // Deployments and releases.
+  virtual absl::Status PutDeployment(uint64_t epoch, const StoredDeployment& deployment) = 0;
+  virtual absl::StatusOr<StoredDeployment> GetDeployment(const std::string& name) = 0;
+  virtual absl::StatusOr<std::vector<StoredDeployment>> ListDeployments() = 0;
+  // ALREADY_EXISTS when that version exists with different content.
+  virtual absl::Status PutRelease(uint64_t epoch, const hoist::v1::Release& release) = 0;
+  virtual absl::StatusOr<hoist::v1::Release> GetRelease(const std::string& deployment, const std::string& version) = 0;
+  virtual absl::StatusOr<std::vector<hoist::v1::Release>> ListReleases(const std::string& deployment) = 0;
+  virtual absl::Status Pin(uint64_t epoch, const std::string& deployment, const std::string& version) = 0;
+
+  // Creates the rollout and its steps and takes the deployment's lock, in one
+  // transaction. FAILED_PRECONDITION naming the holder when the lock is taken.
+  virtual absl::Status CreateRollout(uint64_t epoch, const StoredRollout& rollout,
+                                     const std::vector<StoredStep>& steps) = 0;
+  virtual absl::StatusOr<StoredRollout> GetRollout(const std::string& id) = 0;
+  virtual absl::StatusOr<std::vector<StoredStep>> GetSteps(const std::string& rollout_id) = 0;
+  virtual absl::StatusOr<std::vector<StoredRollout>> ListRollouts(const std::string& deployment, int limit) = 0;
+  // Ids of rollouts in pending or running state, oldest first.
+  virtual absl::StatusOr<std::vector<std::string>> UnfinishedRollouts() = 0;
+  virtual absl::Status MarkStepRunning(uint64_t epoch, const std::string& rollout_id, int seq) = 0;
+  virtual absl::Status FinishStep(uint64_t epoch, const std::string& rollout_id, int seq,
+                                  hoist::v1::StepState state, const std::string& error,
+                                  const std::optional<hoist::v1::StepResult>& result) = 0;
+  // Sets the rollout's state; a terminal state also sets finished_at and
+  // releases the deploy lock in the same transaction.
+  virtual absl::Status SetRolloutState(uint64_t epoch, const std::string& id, hoist::v1::RolloutState state,
+                                       const std::string& error) = 0;
+  // Any replica may ask; the leader's executor sees it.
+  virtual absl::Status RequestCancel(const std::string& id) = 0;
+  virtual absl::StatusOr<std::vector<hoist::v1::Lock>> ListLocks() = 0;
+
+  // Events: the executor appends; watchers read after a sequence number.
+  virtual absl::Status AppendEvent(uint64_t epoch, const hoist::v1::RolloutEvent& event) = 0;
+  virtual absl::StatusOr<std::vector<hoist::v1::RolloutEvent>> EventsAfter(const std::string& rollout_id,
+                                                                           uint64_t after_sequence) = 0;
+
+  virtual absl::Status RecordBackup(uint64_t epoch, const hoist::v1::BackupRecord& backup) = 0;
+  virtual absl::StatusOr<std::vector<hoist::v1::BackupRecord>> ListBackups(const std::string& deployment) = 0;
+  virtual absl::StatusOr<hoist::v1::BackupRecord> GetBackup(const std::string& id) = 0;
+
+  // The audit log is written by any replica (a refused write is audited too).
+  virtual absl::Status Audit(const AuditEntry& entry) = 0;
+  virtual absl::StatusOr<std::vector<hoist::v1::AuditEvent>> ListAudit(const std::string& deployment, int limit,
+                                                                       uint64_t before_id) = 0;
+};
+
+}  // namespace hoist::rollout

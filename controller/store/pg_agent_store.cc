@@ -1,0 +1,161 @@
+#include "controller/store/pg_agent_store.h"
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "shared/proto_names.h"
+#include "shared/proto_time.h"
+
+namespace hoist {
+namespace {
+
+std::string LabelsJson(const google::protobuf::Map<std::string, std::string>& labels) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : labels) j[k] = v;
+  return j.dump();
+}
+
+int64_t ClampBytes(uint64_t v) { return v > INT64_MAX ? INT64_MAX : static_cast<int64_t>(v); }
+
+}  // namespace
+
+absl::Status PgAgentStore::RecordHello(uint64_t epoch, const hoist::v1::Hello& hello,
+                                       const std::string& controller_id) {
+  nlohmann::json deployments = nlohmann::json::array();
+  for (const auto& d : hello.deployments()) deployments.push_back(d);
+  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+    tx.exec_params0(
+        "INSERT INTO agents (id, host_name, labels, agent_version, docker_version, protocol_version,"
+        " connected, lost, last_heartbeat, connected_at, deployments, controller_id,"
+        " image_disk_free_bytes, backup_disk_free_bytes)"
+        " VALUES ($1, $2, $3::jsonb, $4, $5, $6, true, false, now(), now(), $7::jsonb, $8, $9, $10)"
+        " ON CONFLICT (id) DO UPDATE SET host_name = EXCLUDED.host_name, labels = EXCLUDED.labels,"
+        " agent_version = EXCLUDED.agent_version, docker_version = EXCLUDED.docker_version,"
+        " protocol_version = EXCLUDED.protocol_version, connected = true, lost = false,"
+        " last_heartbeat = now(), connected_at = now(), deployments = EXCLUDED.deployments,"
+        " controller_id = EXCLUDED.controller_id, image_disk_free_bytes = EXCLUDED.image_disk_free_bytes,"
+        " backup_disk_free_bytes = EXCLUDED.backup_disk_free_bytes",
+        hello.agent_id(), hello.host_name(), LabelsJson(hello.labels()), hello.agent_version(),
+        hello.docker_version(), static_cast<int>(hello.protocol_version()), deployments.dump(), controller_id,
+        ClampBytes(hello.image_disk_free_bytes()), ClampBytes(hello.backup_disk_free_bytes()));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PgAgentStore::RecordHeartbeat(uint64_t epoch, const std::string& agent_id,
+                                           const hoist::v1::Heartbeat& heartbeat) {
+  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+    tx.exec_params0(
+        "UPDATE agents SET last_heartbeat = now(), connected = true, lost = false,"
+        " image_disk_free_bytes = $2, backup_disk_free_bytes = $3 WHERE id = $1",
+        agent_id, ClampBytes(heartbeat.image_disk_free_bytes()), ClampBytes(heartbeat.backup_disk_free_bytes()));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PgAgentStore::ReplaceInventory(uint64_t epoch, const std::string& agent_id,
+                                            const hoist::v1::Inventory& inventory) {
+  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+    tx.exec_params0("DELETE FROM agent_containers WHERE agent_id = $1", agent_id);
+    for (const hoist::v1::ContainerInfo& c : inventory.containers()) {
+      tx.exec_params0(
+          "INSERT INTO agent_containers (agent_id, container_id, name, deployment, service, slot, replica,"
+          " image, image_digest, version, state, health, exit_code)"
+          " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+          " ON CONFLICT (agent_id, container_id) DO NOTHING",
+          agent_id, c.container_id(), c.name(), c.instance().deployment(), c.instance().service(),
+          SlotName(c.instance().slot()), static_cast<int>(c.instance().replica()), c.image(), c.image_digest(),
+          c.version(), ContainerStateName(c.state()), HealthName(c.health()), c.exit_code());
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PgAgentStore::RecordDisconnect(uint64_t epoch, const std::string& agent_id) {
+  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+    tx.exec_params0("UPDATE agents SET connected = false WHERE id = $1", agent_id);
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<std::string>> PgAgentStore::MarkLost(uint64_t epoch, absl::Duration silence) {
+  std::vector<std::string> ids;
+  absl::Status s = pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params(
+        "UPDATE agents SET lost = true, connected = false"
+        " WHERE NOT lost AND last_heartbeat < now() - make_interval(secs => $1) RETURNING id",
+        absl::ToDoubleSeconds(silence));
+    for (const auto& row : r) ids.push_back(row[0].as<std::string>());
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return ids;
+}
+
+absl::StatusOr<std::vector<hoist::v1::Agent>> PgAgentStore::ListAgents() {
+  std::vector<hoist::v1::Agent> agents;
+  absl::Status s = pool_->Transact([&](pqxx::work& tx) {
+    pqxx::result r = tx.exec(
+        "SELECT id, host_name, labels::text, agent_version, docker_version, connected, lost,"
+        " COALESCE((extract(epoch FROM last_heartbeat) * 1000000)::bigint, 0), image_disk_free_bytes,"
+        " backup_disk_free_bytes FROM agents ORDER BY id");
+    for (const auto& row : r) {
+      hoist::v1::Agent a;
+      a.set_id(row[0].as<std::string>());
+      a.set_host_name(row[1].as<std::string>());
+      nlohmann::json labels = nlohmann::json::parse(row[2].as<std::string>(), nullptr, false);
+      if (labels.is_object()) {
+        for (auto it = labels.begin(); it != labels.end(); ++it) {
+          if (it.value().is_string()) (*a.mutable_labels())[it.key()] = it.value().get<std::string>();
+        }
+      }
+      a.set_agent_version(row[3].as<std::string>());
+      a.set_docker_version(row[4].as<std::string>());
+      a.set_connected(row[5].as<bool>());
+      a.set_lost(row[6].as<bool>());
+      if (int64_t micros = row[7].as<int64_t>(); micros > 0) SetTimestamp(absl::FromUnixMicros(micros), a.mutable_last_heartbeat());
+      a.set_image_disk_free_bytes(row[8].as<uint64_t>());
+      a.set_backup_disk_free_bytes(row[9].as<uint64_t>());
+      agents.push_back(std::move(a));
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return agents;
+}
+
+absl::StatusOr<std::vector<ObservedContainer>> PgAgentStore::ListContainers(const std::string& deployment) {
+  std::vector<ObservedContainer> out;
+  absl::Status s = pool_->Transact([&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params(
+        "SELECT c.agent_id, a.host_name, c.container_id, c.name, c.deployment, c.service, c.slot, c.replica,"
+        " c.image, c.image_digest, c.version, c.state, c.health, c.exit_code"
+        " FROM agent_containers c JOIN agents a ON a.id = c.agent_id"
+        " WHERE $1 = '' OR c.deployment = $1 ORDER BY c.service, c.slot, c.replica, c.agent_id",
+        deployment);
+    for (const auto& row : r) {
+      ObservedContainer oc;
+      oc.agent_id = row[0].as<std::string>();
+      oc.host_name = row[1].as<std::string>();
+      hoist::v1::ContainerInfo& c = oc.info;
+      c.set_container_id(row[2].as<std::string>());
+      c.set_name(row[3].as<std::string>());
+      c.mutable_instance()->set_deployment(row[4].as<std::string>());
+      c.mutable_instance()->set_service(row[5].as<std::string>());
+      c.mutable_instance()->set_slot(ParseSlot(row[6].as<std::string>()));
+      c.mutable_instance()->set_replica(row[7].as<uint32_t>());
+      c.set_image(row[8].as<std::string>());
+      c.set_image_digest(row[9].as<std::string>());
+      c.set_version(row[10].as<std::string>());
+      c.set_state(ParseContainerState(row[11].as<std::string>()));
+      c.set_health(ParseHealth(row[12].as<std::string>()));
+      c.set_exit_code(row[13].as<int>());
+      out.push_back(std::move(oc));
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+}  // namespace hoist

@@ -1,0 +1,27 @@
+#pragma once
+
+#include "controller/store/agent_store.h"
+#include "controller/store/pg_pool.h"
+
+namespace hoist {
+
+// AgentStore on the tables agents and agent_containers.
+class PgAgentStore : public AgentStore {
+ public:
+  explicit PgAgentStore(PgPool* pool) : pool_(pool) {}
+
+  absl::Status RecordHello(uint64_t epoch, const hoist::v1::Hello& hello, const std::string& controller_id) override;
+  absl::Status RecordHeartbeat(uint64_t epoch, const std::string& agent_id,
+                               const hoist::v1::Heartbeat& heartbeat) override;
+  absl::Status ReplaceInventory(uint64_t epoch, const std::string& agent_id,
+                                const hoist::v1::Inventory& inventory) override;
+  absl::Status RecordDisconnect(uint64_t epoch, const std::string& agent_id) override;
+  absl::StatusOr<std::vector<std::string>> MarkLost(uint64_t epoch, absl::Duration silence) override;
+  absl::StatusOr<std::vector<hoist::v1::Agent>> ListAgents() override;
+  absl::StatusOr<std::vector<ObservedContainer>> ListContainers(const std::string& deployment) override;
+
+ private:
+  PgPool* const pool_;
+};
+
+}  // namespace hoist

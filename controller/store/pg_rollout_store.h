@@ -1,0 +1,47 @@
+#pragma once
+
+#include "controller/rollout/rollout_store.h"
+#include "controller/store/pg_pool.h"
+
+namespace hoist {
+
+// RolloutStore on the tables of migrations/0002 and audit_log.
+class PgRolloutStore : public rollout::RolloutStore {
+ public:
+  explicit PgRolloutStore(PgPool* pool) : pool_(pool) {}
+
+  absl::Status PutDeployment(uint64_t epoch, const rollout::StoredDeployment& deployment) override;
+  absl::StatusOr<rollout::StoredDeployment> GetDeployment(const std::string& name) override;
+  absl::StatusOr<std::vector<rollout::StoredDeployment>> ListDeployments() override;
+  absl::Status PutRelease(uint64_t epoch, const hoist::v1::Release& release) override;
+  absl::StatusOr<hoist::v1::Release> GetRelease(const std::string& deployment, const std::string& version) override;
+  absl::StatusOr<std::vector<hoist::v1::Release>> ListReleases(const std::string& deployment) override;
+  absl::Status Pin(uint64_t epoch, const std::string& deployment, const std::string& version) override;
+  absl::Status CreateRollout(uint64_t epoch, const rollout::StoredRollout& rollout,
+                             const std::vector<rollout::StoredStep>& steps) override;
+  absl::StatusOr<rollout::StoredRollout> GetRollout(const std::string& id) override;
+  absl::StatusOr<std::vector<rollout::StoredStep>> GetSteps(const std::string& rollout_id) override;
+  absl::StatusOr<std::vector<rollout::StoredRollout>> ListRollouts(const std::string& deployment, int limit) override;
+  absl::StatusOr<std::vector<std::string>> UnfinishedRollouts() override;
+  absl::Status MarkStepRunning(uint64_t epoch, const std::string& rollout_id, int seq) override;
+  absl::Status FinishStep(uint64_t epoch, const std::string& rollout_id, int seq, hoist::v1::StepState state,
+                          const std::string& error, const std::optional<hoist::v1::StepResult>& result) override;
+  absl::Status SetRolloutState(uint64_t epoch, const std::string& id, hoist::v1::RolloutState state,
+                               const std::string& error) override;
+  absl::Status RequestCancel(const std::string& id) override;
+  absl::StatusOr<std::vector<hoist::v1::Lock>> ListLocks() override;
+  absl::Status AppendEvent(uint64_t epoch, const hoist::v1::RolloutEvent& event) override;
+  absl::StatusOr<std::vector<hoist::v1::RolloutEvent>> EventsAfter(const std::string& rollout_id,
+                                                                   uint64_t after_sequence) override;
+  absl::Status RecordBackup(uint64_t epoch, const hoist::v1::BackupRecord& backup) override;
+  absl::StatusOr<std::vector<hoist::v1::BackupRecord>> ListBackups(const std::string& deployment) override;
+  absl::StatusOr<hoist::v1::BackupRecord> GetBackup(const std::string& id) override;
+  absl::Status Audit(const rollout::AuditEntry& entry) override;
+  absl::StatusOr<std::vector<hoist::v1::AuditEvent>> ListAudit(const std::string& deployment, int limit,
+                                                               uint64_t before_id) override;
+
+ private:
+  PgPool* const pool_;
+};
+
+}  // namespace hoist

@@ -1,0 +1,41 @@
+# Sourced by deploy/demo.sh and tests/bench/*.sh: a throw-away PostgreSQL 15
+# cluster on a free loopback port, with trust auth, in a directory of the
+# caller's. initdb refuses to run as root, so the cluster runs as postgres.
+#
+#   source deploy/lib/postgres.sh
+#   pg_throwaway_start DIR     # sets PG_URL and PG_DATA_DIR
+#   pg_throwaway_stop          # immediate stop; the caller removes DIR
+
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+as_postgres() {
+  if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_throwaway_start() {
+  local dir="$1" port
+  port="$(free_port)"
+  PG_DATA_DIR="$dir/pgdata"
+  mkdir -p "$PG_DATA_DIR" "$dir/pgrun"
+  if [[ "$(id -u)" == 0 ]]; then chown postgres "$PG_DATA_DIR" "$dir/pgrun"; fi
+  as_postgres "$PG_BIN/initdb" -D "$PG_DATA_DIR" -A trust -U postgres >"$dir/pgrun/initdb.log" 2>&1 || {
+    cat "$dir/pgrun/initdb.log" >&2
+    return 1
+  }
+  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA_DIR" -l "$dir/pgrun/postgres.log" -w \
+    -o "-p $port -k $dir/pgrun -c listen_addresses=127.0.0.1" start >/dev/null || {
+    cat "$dir/pgrun/postgres.log" >&2
+    return 1
+  }
+  PG_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+}
+
+pg_throwaway_stop() {
+  if [[ -n "${PG_DATA_DIR:-}" && -d "$PG_DATA_DIR" ]]; then
+    as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA_DIR" -m immediate stop >/dev/null 2>&1 || true
+  fi
+}

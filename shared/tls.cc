@@ -1,0 +1,60 @@
+#include "shared/tls.h"
+
+#include <grpcpp/security/server_credentials.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "shared/ca.h"
+
+namespace hoist {
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTlsCredentials(absl::string_view ca_path,
+                                                                              absl::string_view cert_path,
+                                                                              absl::string_view key_path) {
+  auto m = LoadTlsMaterial(ca_path, cert_path, key_path, TlsRole::kServer);
+  if (!m.ok()) return m.status();
+  grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.pem_root_certs = m->ca_pem;
+  options.pem_key_cert_pairs.push_back({m->key_pem, m->cert_pem});
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::SslServerCredentials(options);
+  if (creds == nullptr) {
+    return absl::InternalError(absl::StrCat("gRPC refused the TLS server credentials from ", cert_path));
+  }
+  return creds;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelTlsCredentials(absl::string_view ca_path,
+                                                                                absl::string_view cert_path,
+                                                                                absl::string_view key_path) {
+  auto m = LoadTlsMaterial(ca_path, cert_path, key_path, TlsRole::kClient);
+  if (!m.ok()) return m.status();
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = m->ca_pem;
+  options.pem_private_key = m->key_pem;
+  options.pem_cert_chain = m->cert_pem;
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::SslCredentials(options);
+  if (creds == nullptr) {
+    return absl::InternalError(absl::StrCat("gRPC refused the TLS channel credentials from ", cert_path));
+  }
+  return creds;
+}
+
+absl::StatusOr<std::string> PeerCommonName(const grpc::AuthContext& auth) {
+  if (!auth.IsPeerAuthenticated()) {
+    return absl::UnauthenticatedError("the peer presented no verified client certificate");
+  }
+  std::vector<grpc::string_ref> names = auth.FindPropertyValues("x509_common_name");
+  if (names.size() != 1 || names[0].empty()) {
+    return absl::UnauthenticatedError(absl::StrCat("the peer's certificate has ", names.size(),
+                                                   " common names; Hoist identities have exactly one"));
+  }
+  return std::string(names[0].data(), names[0].size());
+}
+
+absl::StatusOr<std::string> PeerCommonName(const grpc::ServerContext& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr) return absl::UnauthenticatedError("the call has no authentication context (plaintext?)");
+  return PeerCommonName(*auth);
+}
+
+}  // namespace hoist

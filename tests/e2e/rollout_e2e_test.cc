@@ -1,0 +1,633 @@
+// Rollouts end to end: a throw-away Postgres, real hoistd processes, three
+// real hoist-agent processes (three "hosts" sharing this machine's Docker,
+// each limited to the test's deployment), the fixture's loopback registry
+// and FROM-scratch testsvc images, driven through the OperatorService API
+// as the CLI would. Each test has a deployment and agent ids of its own;
+// TearDown stops every process it started (by pid) and removes the
+// deployment's containers (by the hoist.deployment label), failed or not.
+
+#include <signal.h>
+
+#include <optional>
+#include <unistd.h>
+
+#include <functional>
+#include <future>
+#include <tuple>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "hoist/v1/operator.grpc.pb.h"
+#include "shared/proto_names.h"
+#include "shared/http_client.h"
+#include "shared/labels.h"
+#include "shared/subprocess.h"
+#include "tests/fixtures/docker_env.h"
+#include "tests/fixtures/postgres_test.h"
+#include "tests/fixtures/temp_dir.h"
+#include "tests/fixtures/test_env.h"
+
+namespace hoist::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using Stub = hoist::v1::OperatorService::Stub;
+
+// DEPLOYMENT, REGISTRY, HOST (the agent id prefix) and MIGRATION are
+// replaced per test. The images' entrypoint is /testsvc, so the migration
+// command is its arguments.
+constexpr char kStack[] = R"(deployment: DEPLOYMENT
+hosts:
+  - id: HOST-1
+    labels: {tier: app}
+  - id: HOST-2
+    labels: {tier: app}
+  - id: HOST-3
+    labels: {tier: edge}
+services:
+  api:
+    role: api
+    repository: REGISTRY/hoist-test/api
+    replicas: 2
+    placement:
+      labels: {tier: app}
+      distinct_hosts: true
+    ports:
+      - container: 8080
+    health:
+      http: {path: /health, port: 8080, check_version: true}
+      interval: 200ms
+      timeout: 1s
+      deadline: 10s
+    stop_timeout: 2s
+    migration:
+      command: MIGRATION
+      timeout: 1m
+  worker:
+    role: worker
+    repository: REGISTRY/hoist-test/worker
+    replicas: 3
+    placement:
+      labels: {tier: app}
+    ports:
+      - container: 8080
+    health:
+      http: {path: /health, port: 8080, check_version: true}
+      interval: 200ms
+      deadline: 20s
+    stop_timeout: 2s
+    rolling:
+      max_parallel: 1
+      pause: 300ms
+  scheduler:
+    role: scheduler
+    repository: REGISTRY/hoist-test/scheduler
+    placement:
+      hosts: [HOST-1]
+    ports:
+      - container: 8080
+    health:
+      http: {path: /health, port: 8080}
+      interval: 200ms
+      deadline: 20s
+    stop_timeout: 2s
+  web:
+    role: web
+    repository: REGISTRY/hoist-test/web
+    placement:
+      hosts: [HOST-3]
+    ports:
+      - container: 8080
+    health:
+      http: {path: /health, port: 8080, check_version: true}
+      interval: 200ms
+      deadline: 20s
+    stop_timeout: 2s
+)";
+
+constexpr char kGoodMigration[] = R"([job, --print, "applying migrations"])";
+constexpr char kFailingMigration[] = R"([job, --print, "migration 0042 failed", --exit-code, "1"])";
+
+const std::vector<std::string> kServices = {"api", "worker", "scheduler", "web"};
+const std::map<std::string, int> kReplicas = {{"api", 2}, {"worker", 3}, {"scheduler", 1}, {"web", 1}};
+
+std::vector<std::string> Lines(const std::string& text) {
+  return absl::StrSplit(text, '\n', absl::SkipWhitespace());
+}
+
+// Stops a child we spawned: SIGTERM, then SIGKILL if it lingers; reaps it.
+void StopProcess(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGTERM);
+  if (!WaitForExit(pid, absl::Seconds(10)).ok()) {
+    ::kill(pid, SIGKILL);
+    (void)WaitForExit(pid, absl::Seconds(10));
+  }
+}
+
+class RolloutE2eTest : public PostgresTest {
+ protected:
+  struct Process {
+    std::string name;
+    pid_t pid = 0;
+    std::string log;
+  };
+  struct Replica {
+    std::string address;
+    Process* process = nullptr;
+    std::unique_ptr<Stub> stub;
+  };
+
+  // One registry and one set of images for the whole suite.
+  static void SetUpTestSuite() {
+    auto env = DockerEnv::Start();
+    if (!env.ok()) {
+      *suite_status_ = env.status();
+      return;
+    }
+    docker_ = env->release();
+    // name, version, env; built in parallel (each build is mostly the daemon's I/O).
+    std::vector<std::tuple<std::string, std::string, std::map<std::string, std::string>>> images;
+    for (const char* version : {"1.0.0", "1.1.0"}) {
+      for (const std::string& service : kServices) images.emplace_back(service, version, std::map<std::string, std::string>{});
+    }
+    // An API that never becomes healthy: /health answers 503.
+    images.emplace_back("api-unhealthy", "1.1.0", std::map<std::string, std::string>{{"TESTSVC_UNHEALTHY", "1"}});
+    std::vector<std::future<absl::StatusOr<std::string>>> builds;
+    for (const auto& [name, version, env] : images) {
+      builds.push_back(std::async(std::launch::async, [&name, &version, &env] {
+        return docker_->BuildTestImage(name, version, env);
+      }));
+    }
+    for (auto& b : builds) {
+      absl::StatusOr<std::string> image = b.get();
+      if (!image.ok() && suite_status_->ok()) *suite_status_ = image.status();
+    }
+  }
+
+  static void TearDownTestSuite() {
+    delete docker_;
+    docker_ = nullptr;
+  }
+
+  void SetUp() override {
+    PostgresTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    HOIST_REQUIRE_REAL_PART(*suite_status_);
+    static int counter = 0;
+    deployment_ = absl::StrCat("e2e", getpid(), "x", ++counter);
+    auto dir = MakeOwnedTempDir("hoist-rollout-e2e");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    dir_ = *dir;
+  }
+
+  void TearDown() override {
+    // Agents first (they would reconnect), then the controllers.
+    for (auto it = processes_.rbegin(); it != processes_.rend(); ++it) {
+      if (absl::StartsWith((*it)->name, "agent")) StopProcess((*it)->pid);
+    }
+    for (auto& p : processes_) {
+      if (!absl::StartsWith(p->name, "agent")) StopProcess(p->pid);
+    }
+    if (HasFailure()) {
+      for (auto& p : processes_) {
+        std::string text = ReadWholeFile(p->log);
+        std::vector<std::string> lines = Lines(text);
+        const size_t from = lines.size() > 25 ? lines.size() - 25 : 0;
+        std::vector<std::string> tail(lines.begin() + static_cast<long>(from), lines.end());
+        std::cerr << "--- last lines of " << p->name << " (" << p->log << ")\n" << absl::StrJoin(tail, "\n") << "\n";
+      }
+    }
+    if (docker_ != nullptr && !deployment_.empty()) {
+      auto ids = docker_->Docker({"ps", "-aq", "--filter", absl::StrCat("label=", labels::kDeployment, "=", deployment_)});
+      if (ids.ok() && !Lines(*ids).empty()) {
+        std::vector<std::string> rm = {"rm", "-f", "-v"};
+        for (const auto& id : Lines(*ids)) rm.push_back(id);
+        auto removed = docker_->Docker(rm);
+        EXPECT_TRUE(removed.ok()) << "cannot remove the test's containers: " << removed.status();
+      }
+    }
+    if (!dir_.empty()) RemoveTree(dir_);
+  }
+
+  std::string Host(int i) const { return absl::StrCat(deployment_, "-host-", i); }
+
+  std::string Stack(const std::string& migration) const {
+    return absl::StrReplaceAll(kStack, {{"DEPLOYMENT", deployment_},
+                                        {"REGISTRY", docker_->registry()},
+                                        {"HOST", absl::StrCat(deployment_, "-host")},
+                                        {"MIGRATION", migration}});
+  }
+
+  std::string Image(const std::string& name, const std::string& version) const {
+    return absl::StrCat(docker_->registry(), "/hoist-test/", name, ":", version);
+  }
+
+  Process* Launch(const std::string& name, const std::vector<std::string>& argv) {
+    auto p = std::make_unique<Process>();
+    p->name = name;
+    p->log = absl::StrCat(dir_, "/", name, ".log");
+    auto pid = Spawn(argv, {.log_path = p->log});
+    EXPECT_TRUE(pid.ok()) << name << ": " << pid.status();
+    if (pid.ok()) p->pid = *pid;
+    processes_.push_back(std::move(p));
+    return processes_.back().get();
+  }
+
+  // Starts a hoistd replica and waits until it answers.
+  Replica* StartController(const std::string& id) {
+    auto port = PickFreePort();
+    EXPECT_TRUE(port.ok()) << port.status();
+    auto r = std::make_unique<Replica>();
+    r->address = absl::StrCat("127.0.0.1:", port.value_or(0));
+    r->process = Launch(id, {HOIST_HOISTD_PATH, "--replica-id", id, "--listen", r->address, "--http-listen",
+                             "127.0.0.1:0", "--database-url", url_});
+    r->stub = hoist::v1::OperatorService::NewStub(grpc::CreateChannel(r->address, grpc::InsecureChannelCredentials()));
+    const absl::Time end = absl::Now() + absl::Seconds(20);
+    bool up = false;
+    while (!up && absl::Now() < end) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      hoist::v1::ListAgentsResponse resp;
+      up = r->stub->ListAgents(&ctx, {}, &resp).ok();
+      if (!up) absl::SleepFor(absl::Milliseconds(100));
+    }
+    EXPECT_TRUE(up) << id << " did not answer on " << r->address;
+    replicas_.push_back(std::move(r));
+    return replicas_.back().get();
+  }
+
+  void StartAgents() {
+    std::vector<std::string> controllers;
+    for (const auto& r : replicas_) controllers.push_back(r->address);
+    for (int i = 1; i <= 3; ++i) {
+      const std::string state = absl::StrCat(dir_, "/agent-", i);
+      Launch(absl::StrCat("agent-", i),
+             {HOIST_AGENT_PATH, "--controller", absl::StrJoin(controllers, ","), "--insecure", "--agent-id", Host(i),
+              "--host-name", absl::StrCat(Host(i), ".test"), "--labels", i == 3 ? "tier=edge" : "tier=app",
+              "--deployments", deployment_, "--state-dir", state});
+    }
+  }
+
+  // Waits until the three agents are connected to the leader (agents only
+  // keep a session with the leader); returns the replica they are on.
+  bool WaitAgentsConnected(absl::Duration timeout = absl::Seconds(30)) {
+    return WaitFor(
+        [&] {
+          hoist::v1::ListAgentsResponse resp;
+          if (!Read(&Stub::ListAgents, hoist::v1::ListAgentsRequest(), &resp).ok()) return false;
+          int connected = 0;
+          for (const auto& a : resp.agents()) connected += a.connected() && absl::StartsWith(a.id(), deployment_);
+          return connected == 3;
+        },
+        timeout);
+  }
+
+  static bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
+    const absl::Time end = absl::Now() + timeout;
+    while (absl::Now() < end) {
+      if (cond()) return true;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    return cond();
+  }
+
+  // A read from the first replica that answers.
+  template <typename Req, typename Resp>
+  grpc::Status Read(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
+                    Resp* resp) {
+    grpc::Status last(grpc::StatusCode::UNAVAILABLE, "no replica");
+    for (const auto& r : replicas_) {
+      if (r->process->pid == 0) continue;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      last = ((*r->stub).*method)(&ctx, req, resp);
+      if (last.ok()) return last;
+    }
+    return last;
+  }
+
+  // A write to the leader: the replica that does not answer "not the leader"
+  // (UNAVAILABLE), retried while a failover settles.
+  template <typename Req, typename Resp>
+  grpc::Status Write(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
+                     Resp* resp) {
+    grpc::Status last(grpc::StatusCode::UNAVAILABLE, "no replica");
+    const absl::Time end = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < end) {
+      for (const auto& r : replicas_) {
+        if (r->process->pid == 0) continue;
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        last = ((*r->stub).*method)(&ctx, req, resp);
+        if (last.error_code() != grpc::StatusCode::UNAVAILABLE) return last;
+      }
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    return last;
+  }
+
+  void ApplyStack(const std::string& migration) {
+    hoist::v1::ApplyStackRequest req;
+    req.set_manifest_yaml(Stack(migration));
+    req.set_file_name("stack.yaml");
+    hoist::v1::ApplyStackResponse resp;
+    grpc::Status s = Write(&Stub::ApplyStack, req, &resp);
+    ASSERT_TRUE(s.ok()) << "ApplyStack: " << s.error_message();
+  }
+
+  void CreateRelease(const std::string& version, const std::map<std::string, std::string>& image_names = {}) {
+    hoist::v1::CreateReleaseRequest req;
+    req.mutable_release()->set_deployment(deployment_);
+    req.mutable_release()->set_version(version);
+    for (const std::string& s : kServices) {
+      auto it = image_names.find(s);
+      (*req.mutable_release()->mutable_images())[s] = Image(it == image_names.end() ? s : it->second, version);
+    }
+    hoist::v1::CreateReleaseResponse resp;
+    grpc::Status s = Write(&Stub::CreateRelease, req, &resp);
+    ASSERT_TRUE(s.ok()) << "CreateRelease " << version << ": " << s.error_message();
+  }
+
+  absl::StatusOr<std::string> StartRollout(const std::string& version) {
+    hoist::v1::StartRolloutRequest req;
+    req.set_deployment(deployment_);
+    req.set_target_version(version);
+    hoist::v1::StartRolloutResponse resp;
+    grpc::Status s = Write(&Stub::StartRollout, req, &resp);
+    if (!s.ok()) return absl::FailedPreconditionError(absl::StrCat("StartRollout ", version, ": ", s.error_message()));
+    return resp.rollout().id();
+  }
+
+  absl::StatusOr<hoist::v1::Rollout> GetRollout(const std::string& id) {
+    hoist::v1::GetRolloutRequest req;
+    req.set_id(id);
+    hoist::v1::GetRolloutResponse resp;
+    grpc::Status s = Read(&Stub::GetRollout, req, &resp);
+    if (!s.ok()) return absl::UnavailableError(s.error_message());
+    return resp.rollout();
+  }
+
+  // Polls the rollout until it ends; the last state seen otherwise.
+  hoist::v1::Rollout WaitRollout(const std::string& id, absl::Duration timeout = absl::Seconds(90)) {
+    hoist::v1::Rollout last;
+    const bool done = WaitFor(
+        [&] {
+          auto r = GetRollout(id);
+          if (r.ok()) last = *r;
+          return r.ok() && IsTerminal(r->state());
+        },
+        timeout);
+    EXPECT_TRUE(done) << "rollout " << id << " did not end within " << timeout << "; last state "
+                      << hoist::v1::RolloutState_Name(last.state()) << "\n"
+                      << Describe(last);
+    return last;
+  }
+
+  static std::string Describe(const hoist::v1::Rollout& r) {
+    std::string out;
+    for (const auto& ph : r.plan().phases()) {
+      for (const auto& st : ph.steps()) {
+        absl::StrAppend(&out, "  ", ph.name(), " ", hoist::v1::StepState_Name(st.state()), " ", st.description(),
+                        st.error().empty() ? "" : " -- " + st.error(), "\n");
+      }
+    }
+    return out;
+  }
+
+  hoist::v1::GetVersionMatrixResponse Matrix() {
+    hoist::v1::GetVersionMatrixRequest req;
+    req.set_deployment(deployment_);
+    hoist::v1::GetVersionMatrixResponse resp;
+    grpc::Status s = Read(&Stub::GetVersionMatrix, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp;
+  }
+
+  // service -> (version -> running instances), from the matrix.
+  std::map<std::string, std::map<std::string, int>> MatrixVersions(const hoist::v1::GetVersionMatrixResponse& m) {
+    std::map<std::string, std::map<std::string, int>> out;
+    for (const auto& c : m.cells()) out[c.service()][c.version()] += static_cast<int>(c.instances());
+    return out;
+  }
+
+  // Waits until the matrix shows every service at `version` with its
+  // replica count, all healthy (inventories arrive shortly after steps).
+  bool WaitMatrixAt(const std::string& version, hoist::v1::GetVersionMatrixResponse* last) {
+    return WaitFor(
+        [&] {
+          *last = Matrix();
+          auto v = MatrixVersions(*last);
+          for (const auto& [service, n] : kReplicas) {
+            if (v[service].size() != 1 || v[service][version] != n) return false;
+          }
+          for (const auto& c : last->cells()) {
+            if (c.healthy() != c.instances()) return false;
+          }
+          return true;
+        },
+        absl::Seconds(30));
+  }
+
+  // Running containers of a service at a version, from Docker itself.
+  std::vector<std::string> RunningContainers(const std::string& service, const std::string& version) {
+    auto out = docker_->Docker({"ps", "--filter", absl::StrCat("label=", labels::kDeployment, "=", deployment_),
+                                "--filter", absl::StrCat("label=", labels::kService, "=", service), "--filter",
+                                absl::StrCat("label=", labels::kVersion, "=", version), "--format", "{{.Names}}"});
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? Lines(*out) : std::vector<std::string>{};
+  }
+
+  // Deploys 1.0.0 of the applied stack and waits until the matrix shows it.
+  void Deploy100() {
+    CreateRelease("1.0.0");
+    auto id = StartRollout("1.0.0");
+    ASSERT_TRUE(id.ok()) << id.status();
+    hoist::v1::Rollout r = WaitRollout(*id);
+    ASSERT_EQ(r.state(), hoist::v1::ROLLOUT_STATE_SUCCEEDED) << r.error() << "\n" << Describe(r);
+    hoist::v1::GetVersionMatrixResponse m;
+    ASSERT_TRUE(WaitMatrixAt("1.0.0", &m)) << "the matrix should show 1.0.0 everywhere, healthy:\n" << m.DebugString();
+  }
+
+  // Controllers and three agents that know them all. hoistd-1 starts alone
+  // and applies the stack (a write only the leader takes), so it is the
+  // leader the others stand by for.
+  void StartFleet(int controllers) {
+    StartController("hoistd-1");
+    ASSERT_FALSE(HasFailure());
+    ASSERT_NO_FATAL_FAILURE(ApplyStack(kGoodMigration));
+    for (int i = 2; i <= controllers; ++i) StartController(absl::StrCat("hoistd-", i));
+    ASSERT_FALSE(HasFailure());
+    StartAgents();
+    ASSERT_TRUE(WaitAgentsConnected()) << "the three agents did not connect";
+  }
+
+  static inline DockerEnv* docker_ = nullptr;
+  static inline absl::Status* const suite_status_ = new absl::Status();
+
+  std::string deployment_;
+  std::string dir_;
+  std::vector<std::unique_ptr<Process>> processes_;
+  std::vector<std::unique_ptr<Replica>> replicas_;
+};
+
+TEST_F(RolloutE2eTest, UpgradeMovesEveryServiceTo110WithoutSkew) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(1));
+  ASSERT_NO_FATAL_FAILURE(Deploy100());
+  CreateRelease("1.1.0");
+  auto id = StartRollout("1.1.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  hoist::v1::Rollout r = WaitRollout(*id);
+  ASSERT_EQ(r.state(), hoist::v1::ROLLOUT_STATE_SUCCEEDED) << r.error() << "\n" << Describe(r);
+
+  hoist::v1::GetVersionMatrixResponse m;
+  ASSERT_TRUE(WaitMatrixAt("1.1.0", &m)) << "the matrix should show 1.1.0 everywhere, healthy:\n" << m.DebugString();
+  EXPECT_EQ(m.pinned_version(), "1.1.0");
+  for (const auto& c : m.cells()) EXPECT_FALSE(c.skew()) << c.service() << " on " << c.agent_id() << " skews";
+  EXPECT_THAT(m.violations(), ::testing::IsEmpty());
+  for (const auto& [service, n] : kReplicas) {
+    EXPECT_EQ(RunningContainers(service, "1.1.0").size(), static_cast<size_t>(n)) << service;
+    EXPECT_THAT(RunningContainers(service, "1.0.0"), ::testing::IsEmpty()) << service << " 1.0.0 still runs";
+  }
+}
+
+TEST_F(RolloutE2eTest, FailedMigrationStopsTheUpgradeAndTheOldReleaseKeepsRunning) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(1));
+  ASSERT_NO_FATAL_FAILURE(Deploy100());
+  // The next stack version's migration exits 1.
+  ApplyStack(kFailingMigration);
+  CreateRelease("1.1.0");
+  auto id = StartRollout("1.1.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  hoist::v1::Rollout r = WaitRollout(*id);
+  ASSERT_EQ(r.state(), hoist::v1::ROLLOUT_STATE_FAILED) << Describe(r);
+  EXPECT_THAT(r.error(), HasSubstr("exit code 1"));
+  EXPECT_THAT(r.error(), HasSubstr("migration 0042 failed")) << "the job's log tail should be in the error";
+  EXPECT_FALSE(r.rollback_command().empty());
+  for (const auto& ph : r.plan().phases()) {
+    for (const auto& st : ph.steps()) {
+      if (st.state() == hoist::v1::STEP_STATE_FAILED) {
+        EXPECT_EQ(st.kind(), "run_job") << "only the migration should fail: " << st.description();
+      }
+    }
+  }
+
+  // Nothing moved: api and workers run 1.0.0, per the matrix and per Docker.
+  auto versions = MatrixVersions(Matrix());
+  for (const std::string service : {"api", "worker"}) {
+    EXPECT_EQ(versions[service], (std::map<std::string, int>{{"1.0.0", kReplicas.at(service)}})) << service;
+    EXPECT_EQ(RunningContainers(service, "1.0.0").size(), static_cast<size_t>(kReplicas.at(service))) << service;
+    EXPECT_THAT(RunningContainers(service, "1.1.0"), ::testing::IsEmpty()) << service;
+  }
+}
+
+TEST_F(RolloutE2eTest, ApiThatNeverBecomesHealthyFailsTheUpgradeAndTheOldApiStillServes) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(1));
+  ASSERT_NO_FATAL_FAILURE(Deploy100());
+  CreateRelease("1.1.0", {{"api", "api-unhealthy"}});
+  auto id = StartRollout("1.1.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  hoist::v1::Rollout r = WaitRollout(*id);
+  ASSERT_EQ(r.state(), hoist::v1::ROLLOUT_STATE_FAILED) << Describe(r);
+  EXPECT_THAT(r.error(), HasSubstr("api"));
+
+  // Both old API containers still run and answer 1.0.0 on their published ports.
+  std::vector<std::string> old_api = RunningContainers("api", "1.0.0");
+  ASSERT_EQ(old_api.size(), 2u) << "both 1.0.0 api containers should still run";
+  for (const std::string& name : old_api) {
+    auto port = docker_->Docker({"port", name, "8080/tcp"});
+    ASSERT_TRUE(port.ok()) << port.status();
+    std::string hostport = Lines(*port).at(0);
+    hostport = hostport.substr(hostport.rfind(':') + 1);
+    auto health = HttpGet(absl::StrCat("http://127.0.0.1:", hostport, "/health"), absl::Seconds(3));
+    ASSERT_TRUE(health.ok()) << name << ": " << health.status();
+    EXPECT_EQ(health->status, 200) << name;
+    EXPECT_THAT(health->body, HasSubstr("\"version\":\"1.0.0\"")) << name;
+  }
+  auto versions = MatrixVersions(Matrix());
+  EXPECT_EQ(versions["worker"], (std::map<std::string, int>{{"1.0.0", 3}})) << "workers must not move";
+}
+
+TEST_F(RolloutE2eTest, KilledLeaderMidRolloutIsReplacedAndTheRolloutSucceedsWithNoStepRunTwice) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(2));  // hoistd-1 leads, hoistd-2 stands by
+  ASSERT_NO_FATAL_FAILURE(Deploy100());
+  CreateRelease("1.1.0");
+  // A live subscription to Docker's create events: replaying them later with
+  // --since is not enough, because the daemon keeps only its last 256 events
+  // and other tests running beside this one push them out.
+  const std::string events_log = absl::StrCat(dir_, "/create-events.log");
+  auto watcher = Spawn({"docker", "events", "--filter", "type=container", "--filter", "event=create", "--filter",
+                        absl::StrCat("label=", labels::kDeployment, "=", deployment_), "--format",
+                        "{{.Actor.Attributes.name}}"},
+                       {.log_path = events_log});
+  ASSERT_TRUE(watcher.ok()) << watcher.status();
+  absl::SleepFor(absl::Milliseconds(500));  // let the subscription open before anything is created
+  auto id = StartRollout("1.1.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+
+  // Wait, reading from the follower, until a worker is being replaced.
+  Replica* leader = replicas_[0].get();
+  Replica* follower = replicas_[1].get();
+  bool in_workers = WaitFor(
+      [&] {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        hoist::v1::GetRolloutRequest req;
+        req.set_id(*id);
+        hoist::v1::GetRolloutResponse resp;
+        if (!follower->stub->GetRollout(&ctx, req, &resp).ok()) return false;
+        for (const auto& ph : resp.rollout().plan().phases()) {
+          if (!absl::StrContains(ph.name(), "worker")) continue;
+          for (const auto& st : ph.steps()) {
+            if (st.state() == hoist::v1::STEP_STATE_RUNNING && st.kind() != "pause") return true;
+          }
+        }
+        return false;
+      },
+      absl::Seconds(60));
+  ASSERT_TRUE(in_workers) << "the rollout never reached the worker phase";
+  ASSERT_EQ(::kill(leader->process->pid, SIGKILL), 0);
+  ASSERT_TRUE(WaitForExit(leader->process->pid, absl::Seconds(10)).ok());
+  leader->process->pid = 0;
+
+  hoist::v1::Rollout r = WaitRollout(*id);
+  ASSERT_EQ(r.state(), hoist::v1::ROLLOUT_STATE_SUCCEEDED) << r.error() << "\n" << Describe(r);
+  EXPECT_THAT(ReadWholeFile(follower->process->log), HasSubstr(absl::StrCat("resuming rollout ", *id)))
+      << "hoistd-2 should have taken over the rollout";
+  hoist::v1::GetVersionMatrixResponse m;
+  ASSERT_TRUE(WaitMatrixAt("1.1.0", &m)) << m.DebugString();
+
+  // Every container of the upgrade was created exactly once (a step run
+  // twice would create again); Docker's event log is the witness.
+  absl::SleepFor(absl::Milliseconds(500));  // the last events reach the log
+  ::kill(*watcher, SIGTERM);
+  (void)WaitForExit(*watcher, absl::Seconds(5));
+  auto events = std::optional<std::string>(ReadWholeFile(events_log));
+  std::map<std::string, int> created;
+  for (const std::string& name : Lines(*events)) ++created[name];
+  int instances = 0;
+  for (const auto& [name, count] : created) {
+    EXPECT_EQ(count, 1) << name << " was created " << count << " times";
+    if (absl::StrContains(name, "1.1.0")) ++instances;
+  }
+  EXPECT_GE(instances, 7) << "every 1.1.0 instance should have been created:\n"
+                          << absl::StrJoin(Lines(*events), "\n");
+}
+
+}  // namespace
+}  // namespace hoist::testing

@@ -1,0 +1,877 @@
+// The rollout executor against a real Postgres: plans made by the real
+// RolloutManager from a small stack, stored in PgRolloutStore, run by the real
+// Executor, with agents played by FakeAgents, a StepDispatcher that keeps a
+// journal like hoist-agent does (a re-sent step id returns its recorded
+// result; it is executed once). Leader epochs are bumped in hoist_leader by
+// hand, as a new leader's election would.
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "controller/rollout/executor.h"
+#include "controller/rollout/rollout_manager.h"
+#include "controller/store/pg_agent_store.h"
+#include "controller/store/pg_migrator.h"
+#include "controller/store/pg_pool.h"
+#include "controller/store/pg_rollout_store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "shared/proto_names.h"
+#include "shared/pg.h"
+#include "tests/fixtures/postgres_test.h"
+
+namespace hoist::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using rollout::StoredRollout;
+using rollout::StoredStep;
+
+constexpr absl::Duration kWait = absl::Seconds(30);
+
+// Polls cond every 10 ms until it holds or the timeout passes.
+bool WaitUntil(const std::function<bool()>& cond, absl::Duration timeout = kWait) {
+  const absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    if (cond()) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return cond();
+}
+
+// A small stack over three hosts: an API with a migration gate, workers
+// replaced one at a time with a pause, a web front end. DEPLOYMENT and PAUSE
+// are replaced per test.
+constexpr char kStack[] = R"(deployment: DEPLOYMENT
+hosts:
+  - id: host-1
+    labels: {tier: app}
+  - id: host-2
+    labels: {tier: app}
+  - id: host-3
+    labels: {tier: edge}
+services:
+  api:
+    role: api
+    repository: registry.test/shop/api
+    replicas: 2
+    placement:
+      labels: {tier: app}
+      distinct_hosts: true
+    ports:
+      - container: 8080
+    health:
+      http: {path: /health, port: 8080, check_version: true}
+      interval: 200ms
+      deadline: 30s
+    migration:
+      command: [/app, migrate]
+      timeout: 1m
+  worker:
+    role: worker
+    repository: registry.test/shop/worker
+    replicas: 2
+    placement:
+      labels: {tier: app}
+    health:
+      http: {path: /health, port: 8080}
+      interval: 200ms
+      deadline: 30s
+    rolling:
+      max_parallel: 1
+      pause: PAUSE
+  web:
+    role: web
+    repository: registry.test/shop/web
+    placement:
+      hosts: [host-3]
+    ports:
+      - container: 8080
+    health:
+      http: {path: /health, port: 8080}
+      interval: 200ms
+      deadline: 30s
+)";
+
+const std::vector<std::string> kAgents = {"host-1", "host-2", "host-3"};
+
+// Agents with journals, in memory. Each step id executes at most once: a
+// re-sent id waits for the execution in flight or returns the recorded
+// result. Executions run on their own threads, like an agent that carries on
+// when the controller goes away; the caller stops waiting when its cancel
+// flag (the executor's "leadership lost") becomes true.
+class FakeAgents : public rollout::StepDispatcher {
+ public:
+  using Predicate = std::function<bool(const hoist::v1::Step&)>;
+
+  ~FakeAgents() override {
+    {
+      absl::MutexLock lock(&mu_);
+      released_all_ = true;
+    }
+    std::vector<std::thread> threads;
+    {
+      absl::MutexLock lock(&mu_);
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
+
+  // Steps matching `when` fail at the agent with `message`.
+  void FailWhen(Predicate when, std::string message) {
+    absl::MutexLock lock(&mu_);
+    failures_.push_back({std::move(when), std::move(message)});
+  }
+  // Steps matching `when` block, once started, until Release().
+  void BlockWhen(Predicate when) {
+    absl::MutexLock lock(&mu_);
+    block_ = std::move(when);
+    released_ = false;
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    released_ = true;
+  }
+  // Called on the execution's thread once a step's result is recorded,
+  // before the waiting caller sees it.
+  void AfterExecution(std::function<void(const hoist::v1::Step&)> hook) {
+    absl::MutexLock lock(&mu_);
+    after_ = std::move(hook);
+  }
+  // Waits until a blocked step is executing; returns its id ("" on timeout).
+  std::string WaitBlocked(absl::Duration timeout = kWait) {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](std::string* s) { return !s->empty(); }, &blocked_id_),
+                         timeout);
+    return blocked_id_;
+  }
+
+  int Executions(const std::string& step_id) {
+    absl::MutexLock lock(&mu_);
+    auto it = executions_.find(step_id);
+    return it == executions_.end() ? 0 : it->second;
+  }
+  int Resends() {
+    absl::MutexLock lock(&mu_);
+    return resends_;
+  }
+
+  // The containers the fake agents run, as inventories: what a real agent
+  // would report after its steps.
+  std::map<std::string, hoist::v1::Inventory> Inventories() {
+    absl::MutexLock lock(&mu_);
+    std::map<std::string, hoist::v1::Inventory> out;
+    for (const std::string& a : kAgents) out[a];
+    for (const auto& [key, c] : containers_) *out[key.first].add_containers() = c;
+    return out;
+  }
+
+  absl::StatusOr<hoist::v1::StepResult> RunStep(const std::string& agent_id, hoist::v1::Step step,
+                                                const ProgressFn& on_progress,
+                                                const std::atomic<bool>* cancel) override {
+    auto cancelled = [cancel] { return cancel != nullptr && cancel->load(); };
+    if (cancelled()) return absl::FailedPreconditionError("this replica no longer leads");
+    if (step.step_id().empty() || !step.has_deadline()) {
+      return absl::InvalidArgumentError("step without an id or a deadline");
+    }
+    std::shared_ptr<Entry> entry;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = journal_.find(step.step_id());
+      if (it != journal_.end()) {
+        ++resends_;
+        entry = it->second;
+      } else {
+        entry = std::make_shared<Entry>();
+        journal_[step.step_id()] = entry;
+        ++executions_[step.step_id()];
+        threads_.emplace_back([this, agent_id, step, entry] { Execute(agent_id, step, entry); });
+      }
+    }
+    if (on_progress) {
+      hoist::v1::StepProgress p;
+      p.set_step_id(step.step_id());
+      p.set_message("working");
+      on_progress(p);
+    }
+    absl::MutexLock lock(&mu_);
+    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return entry->done || cancelled(); };
+    while (!ready()) mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(10));
+    if (entry->done) return entry->result;
+    return absl::FailedPreconditionError("this replica no longer leads");
+  }
+
+  bool IsConnected(const std::string& agent_id) const override {
+    return std::find(kAgents.begin(), kAgents.end(), agent_id) != kAgents.end();
+  }
+
+ private:
+  struct Entry {
+    bool done = false;
+    hoist::v1::StepResult result;
+  };
+
+  void Execute(const std::string& agent_id, const hoist::v1::Step& step, const std::shared_ptr<Entry>& entry) {
+    std::function<void(const hoist::v1::Step&)> after;
+    {
+      absl::MutexLock lock(&mu_);
+      if (block_ && block_(step)) {
+        block_ = nullptr;  // one step blocks
+        blocked_id_ = step.step_id();
+        auto go = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return released_ || released_all_; };
+        mu_.Await(absl::Condition(&go));
+        blocked_id_.clear();
+      }
+      hoist::v1::StepResult r;
+      r.set_step_id(step.step_id());
+      r.set_outcome(hoist::v1::STEP_OUTCOME_SUCCEEDED);
+      for (const auto& [when, message] : failures_) {
+        if (when(step)) {
+          r.set_outcome(hoist::v1::STEP_OUTCOME_FAILED);
+          r.set_message(message);
+          if (step.has_run_job()) {
+            r.mutable_job()->set_exit_code(1);
+            r.mutable_job()->set_log_tail("migration 0042 failed");
+          }
+        }
+      }
+      if (r.outcome() == hoist::v1::STEP_OUTCOME_SUCCEEDED) Apply(agent_id, step, &r);
+      entry->result = r;
+      after = after_;
+    }
+    if (after) after(step);
+    absl::MutexLock lock(&mu_);
+    entry->done = true;
+  }
+
+  // What the step does to the host's containers.
+  void Apply(const std::string& agent_id, const hoist::v1::Step& step, hoist::v1::StepResult* r)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto key = [&](const hoist::v1::InstanceRef& i, const std::string& version) {
+      return std::make_pair(agent_id, absl::StrCat(i.deployment(), "/", i.service(), "/", i.slot(), "/",
+                                                    i.replica(), "/", version));
+    };
+    if (step.has_start_instance()) {
+      const auto& s = step.start_instance();
+      hoist::v1::ContainerInfo c;
+      *c.mutable_instance() = s.instance();
+      c.set_container_id(absl::StrCat("c", ++next_container_));
+      c.set_name(s.container_name().empty() ? key(s.instance(), s.version()).second : s.container_name());
+      c.set_image(s.spec().image());
+      c.set_version(s.version());
+      c.set_state(hoist::v1::CONTAINER_STATE_RUNNING);
+      c.set_health(hoist::v1::HEALTH_HEALTHY);
+      containers_[key(s.instance(), s.version())] = c;
+      r->mutable_start()->set_container_id(c.container_id());
+      r->mutable_start()->set_container_name(c.name());
+    } else if (step.has_stop_instance()) {
+      for (auto& [k, c] : containers_) {
+        if (k.first == agent_id && c.instance().SerializeAsString() == step.stop_instance().instance().SerializeAsString() &&
+            (step.stop_instance().version().empty() || c.version() == step.stop_instance().version())) {
+          c.set_state(hoist::v1::CONTAINER_STATE_EXITED);
+        }
+      }
+    } else if (step.has_remove_instance()) {
+      for (auto it = containers_.begin(); it != containers_.end();) {
+        const auto& c = it->second;
+        if (it->first.first == agent_id &&
+            c.instance().SerializeAsString() == step.remove_instance().instance().SerializeAsString() &&
+            (step.remove_instance().version().empty() || c.version() == step.remove_instance().version())) {
+          it = containers_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    } else if (step.has_run_job()) {
+      r->mutable_job()->set_exit_code(0);
+    } else if (step.has_probe_health()) {
+      r->mutable_probe()->set_attempts(1);
+      r->mutable_probe()->set_version(step.probe_health().version());
+    }
+  }
+
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<Entry>> journal_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> executions_ ABSL_GUARDED_BY(mu_);
+  int resends_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::pair<Predicate, std::string>> failures_ ABSL_GUARDED_BY(mu_);
+  Predicate block_ ABSL_GUARDED_BY(mu_);
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+  bool released_all_ ABSL_GUARDED_BY(mu_) = false;
+  std::string blocked_id_ ABSL_GUARDED_BY(mu_);
+  std::function<void(const hoist::v1::Step&)> after_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, hoist::v1::ContainerInfo> containers_ ABSL_GUARDED_BY(mu_);
+  int next_container_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+};
+
+// PgRolloutStore with a hook after each FinishStep that committed: the exact
+// point "step k finished" at which a test makes the leader go away.
+class HookedStore : public rollout::RolloutStore {
+ public:
+  explicit HookedStore(rollout::RolloutStore* inner) : inner_(inner) {}
+  void AfterFinishStep(std::function<void(const std::string& rollout_id, int seq)> hook) {
+    absl::MutexLock lock(&mu_);
+    after_finish_ = std::move(hook);
+  }
+
+  absl::Status FinishStep(uint64_t epoch, const std::string& rollout_id, int seq, hoist::v1::StepState state,
+                          const std::string& error, const std::optional<hoist::v1::StepResult>& result) override {
+    absl::Status s = inner_->FinishStep(epoch, rollout_id, seq, state, error, result);
+    std::function<void(const std::string&, int)> hook;
+    {
+      absl::MutexLock lock(&mu_);
+      hook = after_finish_;
+    }
+    if (s.ok() && hook) hook(rollout_id, seq);
+    return s;
+  }
+
+  absl::Status PutDeployment(uint64_t e, const rollout::StoredDeployment& d) override {
+    return inner_->PutDeployment(e, d);
+  }
+  absl::StatusOr<rollout::StoredDeployment> GetDeployment(const std::string& n) override {
+    return inner_->GetDeployment(n);
+  }
+  absl::StatusOr<std::vector<rollout::StoredDeployment>> ListDeployments() override {
+    return inner_->ListDeployments();
+  }
+  absl::Status PutRelease(uint64_t e, const hoist::v1::Release& r) override { return inner_->PutRelease(e, r); }
+  absl::StatusOr<hoist::v1::Release> GetRelease(const std::string& d, const std::string& v) override {
+    return inner_->GetRelease(d, v);
+  }
+  absl::StatusOr<std::vector<hoist::v1::Release>> ListReleases(const std::string& d) override {
+    return inner_->ListReleases(d);
+  }
+  absl::Status Pin(uint64_t e, const std::string& d, const std::string& v) override { return inner_->Pin(e, d, v); }
+  absl::Status CreateRollout(uint64_t e, const StoredRollout& r, const std::vector<StoredStep>& s) override {
+    return inner_->CreateRollout(e, r, s);
+  }
+  absl::StatusOr<StoredRollout> GetRollout(const std::string& id) override { return inner_->GetRollout(id); }
+  absl::StatusOr<std::vector<StoredStep>> GetSteps(const std::string& id) override { return inner_->GetSteps(id); }
+  absl::StatusOr<std::vector<StoredRollout>> ListRollouts(const std::string& d, int limit) override {
+    return inner_->ListRollouts(d, limit);
+  }
+  absl::StatusOr<std::vector<std::string>> UnfinishedRollouts() override { return inner_->UnfinishedRollouts(); }
+  absl::Status MarkStepRunning(uint64_t e, const std::string& id, int seq) override {
+    return inner_->MarkStepRunning(e, id, seq);
+  }
+  absl::Status SetRolloutState(uint64_t e, const std::string& id, hoist::v1::RolloutState s,
+                               const std::string& error) override {
+    return inner_->SetRolloutState(e, id, s, error);
+  }
+  absl::Status RequestCancel(const std::string& id) override { return inner_->RequestCancel(id); }
+  absl::StatusOr<std::vector<hoist::v1::Lock>> ListLocks() override { return inner_->ListLocks(); }
+  absl::Status AppendEvent(uint64_t e, const hoist::v1::RolloutEvent& ev) override {
+    return inner_->AppendEvent(e, ev);
+  }
+  absl::StatusOr<std::vector<hoist::v1::RolloutEvent>> EventsAfter(const std::string& id, uint64_t after) override {
+    return inner_->EventsAfter(id, after);
+  }
+  absl::Status RecordBackup(uint64_t e, const hoist::v1::BackupRecord& b) override {
+    return inner_->RecordBackup(e, b);
+  }
+  absl::StatusOr<std::vector<hoist::v1::BackupRecord>> ListBackups(const std::string& d) override {
+    return inner_->ListBackups(d);
+  }
+  absl::StatusOr<hoist::v1::BackupRecord> GetBackup(const std::string& id) override {
+    return inner_->GetBackup(id);
+  }
+  absl::Status Audit(const rollout::AuditEntry& e) override { return inner_->Audit(e); }
+  absl::StatusOr<std::vector<hoist::v1::AuditEvent>> ListAudit(const std::string& d, int limit,
+                                                               uint64_t before) override {
+    return inner_->ListAudit(d, limit, before);
+  }
+
+ private:
+  rollout::RolloutStore* const inner_;
+  absl::Mutex mu_;
+  std::function<void(const std::string&, int)> after_finish_ ABSL_GUARDED_BY(mu_);
+};
+
+// One leader's executor and manager over the shared store and agents.
+struct Leader {
+  Leader(rollout::RolloutStore* store, AgentStore* agents, FakeAgents* fleet, uint64_t epoch)
+      : epoch(epoch),
+        executor(store, fleet, RealClock::Get()),
+        manager(store, agents, fleet, &executor, RealClock::Get()) {
+    executor.OnLeadership(epoch);
+  }
+  uint64_t epoch;
+  rollout::Executor executor;
+  rollout::RolloutManager manager;
+};
+
+class ExecutorTest : public PostgresTest {
+ protected:
+  void SetUp() override {
+    PostgresTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    auto ms = ParseMigrations(EmbeddedMigrationFiles());
+    ASSERT_TRUE(ms.ok()) << ms.status();
+    PgMigrator m(url_, *ms, {}, RealClock::Get());
+    ASSERT_TRUE(m.Migrate().ok());
+    pool_ = std::make_unique<PgPool>(*WithConnectionDefaults(url_), 8);
+    pg_store_ = std::make_unique<PgRolloutStore>(pool_.get());
+    store_ = std::make_unique<HookedStore>(pg_store_.get());
+    agent_store_ = std::make_unique<PgAgentStore>(pool_.get());
+    fleet_ = std::make_unique<FakeAgents>();
+    const uint64_t epoch = BumpEpoch();
+    for (const std::string& id : kAgents) {
+      hoist::v1::Hello hello;
+      hello.set_agent_id(id);
+      hello.set_host_name(id + ".test");
+      hello.set_protocol_version(1);
+      hello.set_agent_version(HOIST_VERSION);
+      (*hello.mutable_labels())["tier"] = id == "host-3" ? "edge" : "app";
+      hello.set_image_disk_free_bytes(100ull << 30);
+      hello.set_backup_disk_free_bytes(100ull << 30);
+      ASSERT_TRUE(agent_store_->RecordHello(epoch, hello, "test").ok());
+    }
+  }
+
+  void TearDown() override {
+    // Executors first (they use the fleet and the store), then the fleet.
+    leaders_.clear();
+    fleet_.reset();
+  }
+
+  // What a new leader's election does: the next epoch, in hoist_leader.
+  uint64_t BumpEpoch() {
+    pqxx::connection c(url_);
+    pqxx::work tx(c);
+    uint64_t e = tx.exec1("UPDATE hoist_leader SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch")[0].as<uint64_t>();
+    tx.commit();
+    return e;
+  }
+
+  Leader* NewLeader() {
+    leaders_.push_back(std::make_unique<Leader>(store_.get(), agent_store_.get(), fleet_.get(), BumpEpoch()));
+    return leaders_.back().get();
+  }
+
+  // Applies the stack and records releases, as the leader of `epoch`.
+  void Prepare(Leader* l, const std::string& deployment, const std::vector<std::string>& versions,
+               const std::string& pause = "50ms") {
+    hoist::v1::ApplyStackRequest apply;
+    apply.set_manifest_yaml(absl::StrReplaceAll(kStack, {{"DEPLOYMENT", deployment}, {"PAUSE", pause}}));
+    apply.set_file_name("stack.yaml");
+    auto d = l->manager.ApplyStack(l->epoch, apply, "tester");
+    ASSERT_TRUE(d.ok()) << d.status();
+    for (const std::string& v : versions) {
+      hoist::v1::Release r;
+      r.set_deployment(deployment);
+      r.set_version(v);
+      for (const char* s : {"api", "worker", "web"}) {
+        (*r.mutable_images())[s] = absl::StrCat("registry.test/shop/", s, ":", v);
+      }
+      auto created = l->manager.CreateRelease(l->epoch, r, "tester");
+      ASSERT_TRUE(created.ok()) << created.status();
+    }
+  }
+
+  // Reports the fake agents' containers as their inventories.
+  void SyncInventory(uint64_t epoch) {
+    for (const auto& [agent, inv] : fleet_->Inventories()) {
+      ASSERT_TRUE(agent_store_->ReplaceInventory(epoch, agent, inv).ok());
+    }
+  }
+
+  absl::StatusOr<std::string> Start(Leader* l, const std::string& deployment, const std::string& version,
+                                    hoist::v1::OnFailure on_failure = hoist::v1::ON_FAILURE_STOP) {
+    hoist::v1::StartRolloutRequest req;
+    req.set_deployment(deployment);
+    req.set_target_version(version);
+    req.set_on_failure(on_failure);
+    auto r = l->manager.StartRollout(l->epoch, req, "tester");
+    if (!r.ok()) return r.status();
+    return r->id();
+  }
+
+  // Waits for the rollout to reach a terminal state and returns it.
+  StoredRollout WaitDone(const std::string& id) {
+    StoredRollout out;
+    bool done = WaitUntil([&] {
+      auto r = pg_store_->GetRollout(id);
+      if (r.ok()) out = *r;
+      return r.ok() && IsTerminal(r->state);
+    });
+    EXPECT_TRUE(done) << "rollout " << id << " did not finish within " << kWait << "; state "
+                      << hoist::v1::RolloutState_Name(out.state);
+    return out;
+  }
+
+  std::vector<StoredStep> Steps(const std::string& id) {
+    auto s = pg_store_->GetSteps(id);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : std::vector<StoredStep>{};
+  }
+
+  // Deploys 1.0.0 of a deployment of its own with a leader of its own and
+  // returns the steps: the shape every first deploy of the stack has.
+  std::vector<StoredStep> ReferenceDeploy() {
+    Leader* l = NewLeader();
+    Prepare(l, "reference", {"1.0.0"});
+    auto id = Start(l, "reference", "1.0.0");
+    if (!id.ok()) {
+      ADD_FAILURE() << "reference deploy: " << id.status();
+      return {};
+    }
+    if (StoredRollout r = WaitDone(*id); r.state != hoist::v1::ROLLOUT_STATE_SUCCEEDED) {
+      ADD_FAILURE() << "reference deploy failed: " << r.error;
+      return {};
+    }
+    return Steps(*id);
+  }
+
+  // A deployment at 1.0.0 (deployed by `l`, inventory reported) with
+  // releases 1.0.0 and 1.1.0.
+  void Deployed(Leader* l, const std::string& deployment, const std::string& pause = "50ms") {
+    Prepare(l, deployment, {"1.0.0", "1.1.0"}, pause);
+    auto id = Start(l, deployment, "1.0.0");
+    ASSERT_TRUE(id.ok()) << id.status();
+    ASSERT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+    SyncInventory(l->epoch);
+  }
+
+  std::unique_ptr<PgPool> pool_;
+  std::unique_ptr<PgRolloutStore> pg_store_;
+  std::unique_ptr<HookedStore> store_;
+  std::unique_ptr<PgAgentStore> agent_store_;
+  std::unique_ptr<FakeAgents> fleet_;
+  std::vector<std::unique_ptr<Leader>> leaders_;
+};
+
+bool IsMigration(const hoist::v1::Step& s) { return s.has_run_job(); }
+
+// True when s belongs to a batch that runs after ref's.
+bool LaterBatch(const StoredStep& s, const StoredStep& ref) {
+  return s.phase > ref.phase || (s.phase == ref.phase && s.batch > ref.batch);
+}
+
+// Kills the leader right after step k committed, for every k, and checks the
+// next leader finishes the rollout with every step executed exactly once.
+TEST_F(ExecutorTest, NewLeaderResumesAfterTheOldOneStoppedAtEveryStepBoundary) {
+  const int n = static_cast<int>(ReferenceDeploy().size());
+  ASSERT_GT(n, 5) << "the plan should have several steps";
+
+  for (int k = 0; k < n; ++k) {
+    SCOPED_TRACE(absl::StrCat("leader stops after step ", k, " of ", n));
+    const std::string deployment = absl::StrCat("shop", k);
+    Leader* old_leader = NewLeader();
+    Prepare(old_leader, deployment, {"1.0.0"});
+    std::string rollout_id;
+    store_->AfterFinishStep([&, k](const std::string& id, int seq) {
+      if (seq == k && absl::StartsWith(id, deployment + "-")) old_leader->executor.OnLeadership(0);
+    });
+    auto id = Start(old_leader, deployment, "1.0.0");
+    ASSERT_TRUE(id.ok()) << id.status();
+    rollout_id = *id;
+    ASSERT_TRUE(old_leader->executor.WaitIdle(rollout_id, kWait)) << "the old leader's runner did not stop";
+    store_->AfterFinishStep(nullptr);
+
+    std::vector<StoredStep> steps = Steps(rollout_id);
+    ASSERT_EQ(static_cast<int>(steps.size()), n);
+    EXPECT_EQ(steps[k].state, hoist::v1::STEP_STATE_SUCCEEDED);
+    for (const StoredStep& s : steps) {
+      if (LaterBatch(s, steps[k])) {
+        EXPECT_EQ(s.attempts, 0) << "step " << s.seq << " (" << s.description
+                                 << ") was started by a leader that had already stepped down";
+      }
+    }
+    auto mid = pg_store_->GetRollout(rollout_id);
+    ASSERT_TRUE(mid.ok());
+    EXPECT_EQ(mid->state, hoist::v1::ROLLOUT_STATE_RUNNING) << "a leader that stepped down must leave it running";
+
+    Leader* new_leader = NewLeader();  // OnLeadership resumes unfinished rollouts
+    StoredRollout done = WaitDone(rollout_id);
+    EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
+    for (const StoredStep& s : Steps(rollout_id)) {
+      EXPECT_EQ(s.state, hoist::v1::STEP_STATE_SUCCEEDED) << s.description;
+      if (s.action.has_value()) {
+        EXPECT_EQ(fleet_->Executions(s.step_id), 1) << s.step_id << " should have executed exactly once";
+      }
+    }
+    ASSERT_TRUE(new_leader->executor.WaitIdle(rollout_id, kWait));
+  }
+}
+
+// Kills the leader while step k runs at the agent, for every agent step: the
+// next leader re-sends it and gets the agent's one result.
+TEST_F(ExecutorTest, NewLeaderResendsTheStepThatWasRunningAndTheAgentRunsItOnce) {
+  std::vector<std::string> agent_steps;  // plan ids of agent steps
+  for (const StoredStep& s : ReferenceDeploy()) {
+    if (s.action.has_value()) agent_steps.push_back(s.step_id.substr(s.step_id.find('/') + 1));
+  }
+  ASSERT_GT(agent_steps.size(), 3u);
+
+  for (size_t k = 0; k < agent_steps.size(); ++k) {
+    SCOPED_TRACE(absl::StrCat("leader stops while ", agent_steps[k], " runs"));
+    const std::string deployment = absl::StrCat("shop", k);
+    const std::string suffix = "/" + agent_steps[k];
+    fleet_->BlockWhen([suffix](const hoist::v1::Step& s) { return absl::EndsWith(s.step_id(), suffix); });
+    Leader* old_leader = NewLeader();
+    Prepare(old_leader, deployment, {"1.0.0"});
+    auto id = Start(old_leader, deployment, "1.0.0");
+    ASSERT_TRUE(id.ok()) << id.status();
+    const std::string blocked = fleet_->WaitBlocked();
+    ASSERT_EQ(blocked, *id + suffix) << "the step never reached the agent";
+    old_leader->executor.OnLeadership(0);
+    ASSERT_TRUE(old_leader->executor.WaitIdle(*id, kWait)) << "the old leader's runner did not stop";
+
+    const int resends = fleet_->Resends();
+    Leader* new_leader = NewLeader();
+    // The new leader re-sends the step; it is still running at the agent.
+    ASSERT_TRUE(WaitUntil([&] { return fleet_->Resends() > resends; })) << "the new leader did not re-send the step";
+    fleet_->Release();
+    StoredRollout done = WaitDone(*id);
+    EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
+    for (const StoredStep& s : Steps(*id)) {
+      if (s.action.has_value()) {
+        EXPECT_EQ(fleet_->Executions(s.step_id), 1) << s.step_id << " should have executed exactly once";
+      }
+    }
+    ASSERT_TRUE(new_leader->executor.WaitIdle(*id, kWait));
+  }
+}
+
+TEST_F(ExecutorTest, PauseCutShortByLosingLeadershipIsNotRecordedAsDone) {
+  Leader* old_leader = NewLeader();
+  Deployed(old_leader, "shop", "1h");  // a first deploy starts every replica at once: no pause
+  auto id = Start(old_leader, "shop", "1.1.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto pause_step = [&]() -> std::optional<StoredStep> {
+    for (const StoredStep& s : Steps(*id)) {
+      if (s.kind == "pause") return s;
+    }
+    return std::nullopt;
+  };
+  ASSERT_TRUE(pause_step().has_value()) << "the upgrade should pause between worker batches";
+  ASSERT_TRUE(WaitUntil([&] { return pause_step()->state == hoist::v1::STEP_STATE_RUNNING; }))
+      << "the rollout never reached its pause";
+  old_leader->executor.OnLeadership(0);
+  ASSERT_TRUE(old_leader->executor.WaitIdle(*id, kWait)) << "the old leader's runner did not stop";
+  EXPECT_EQ(pause_step()->state, hoist::v1::STEP_STATE_RUNNING)
+      << "a pause cut short by losing leadership must not be recorded as done";
+  for (const StoredStep& s : Steps(*id)) {
+    if (LaterBatch(s, *pause_step())) {
+      EXPECT_EQ(s.attempts, 0) << s.description << " started after the pause";
+    }
+  }
+
+  // The next leader pauses again; an operator cancels during the pause.
+  Leader* new_leader = NewLeader();
+  ASSERT_TRUE(WaitUntil([&] { return pause_step()->attempts == 2; })) << "the new leader did not pause again";
+  ASSERT_TRUE(new_leader->manager.Cancel(*id, "enough", "tester").ok());
+  StoredRollout done = WaitDone(*id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_CANCELLED);
+}
+
+TEST_F(ExecutorTest, StaleLeaderCannotFinishStepsOnceTheEpochMoved) {
+  Leader* old_leader = NewLeader();
+  Prepare(old_leader, "shop", {"1.0.0"});
+  fleet_->BlockWhen([](const hoist::v1::Step& s) { return s.has_start_instance(); });
+  auto id = Start(old_leader, "shop", "1.0.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  const std::string blocked = fleet_->WaitBlocked();
+  ASSERT_FALSE(blocked.empty()) << "no start step reached the agent";
+
+  // Another replica wins an election; nobody tells the old leader.
+  const uint64_t stale = old_leader->epoch;
+  const uint64_t current = BumpEpoch();
+  fleet_->Release();
+  ASSERT_TRUE(old_leader->executor.WaitIdle(*id, kWait))
+      << "the stale leader's runner should stop when its writes are fenced";
+
+  std::vector<StoredStep> steps = Steps(*id);
+  const StoredStep* step = nullptr;
+  for (const StoredStep& s : steps) {
+    if (s.step_id == blocked) step = &s;
+  }
+  ASSERT_NE(step, nullptr);
+  EXPECT_EQ(step->state, hoist::v1::STEP_STATE_RUNNING) << "the stale leader's result must not be recorded";
+  absl::Status fenced = pg_store_->FinishStep(stale, *id, step->seq, hoist::v1::STEP_STATE_SUCCEEDED, "", std::nullopt);
+  EXPECT_EQ(fenced.code(), absl::StatusCode::kFailedPrecondition) << fenced;
+  EXPECT_THAT(fenced.message(), HasSubstr("fenced"));
+  absl::Status end = pg_store_->SetRolloutState(stale, *id, hoist::v1::ROLLOUT_STATE_FAILED, "stale");
+  EXPECT_EQ(end.code(), absl::StatusCode::kFailedPrecondition) << end;
+  auto r = pg_store_->GetRollout(*id);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->state, hoist::v1::ROLLOUT_STATE_RUNNING);
+
+  // The real leader of the current epoch finishes it.
+  leaders_.push_back(std::make_unique<Leader>(store_.get(), agent_store_.get(), fleet_.get(), current));
+  StoredRollout done = WaitDone(*id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
+  EXPECT_EQ(fleet_->Executions(blocked), 1);
+}
+
+TEST_F(ExecutorTest, CancelEndsTheRolloutAfterTheRunningStepAndReleasesTheLock) {
+  Leader* l = NewLeader();
+  Prepare(l, "shop", {"1.0.0"});
+  fleet_->BlockWhen([](const hoist::v1::Step& s) { return s.has_start_instance(); });
+  auto id = Start(l, "shop", "1.0.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  const std::string blocked = fleet_->WaitBlocked();
+  ASSERT_FALSE(blocked.empty());
+
+  auto cancelled = l->manager.Cancel(*id, "wrong day", "tester");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  fleet_->Release();
+  StoredRollout done = WaitDone(*id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_CANCELLED);
+
+  std::vector<StoredStep> steps = Steps(*id);
+  const StoredStep* b = nullptr;
+  for (const StoredStep& s : steps) {
+    if (s.step_id == blocked) b = &s;
+  }
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->state, hoist::v1::STEP_STATE_SUCCEEDED) << "the step running at the cancel finishes";
+  int skipped = 0;
+  for (const StoredStep& s : steps) {
+    if (!LaterBatch(s, *b)) continue;
+    EXPECT_EQ(s.state, hoist::v1::STEP_STATE_SKIPPED) << s.description;
+    EXPECT_EQ(s.attempts, 0) << s.description;
+    if (s.action) {
+      EXPECT_EQ(fleet_->Executions(s.step_id), 0) << s.step_id << " ran after the cancel";
+    }
+    ++skipped;
+  }
+  EXPECT_GT(skipped, 0) << "the blocked step should not be in the last batch";
+  auto locks = pg_store_->ListLocks();
+  ASSERT_TRUE(locks.ok());
+  EXPECT_TRUE(locks->empty()) << "the deploy lock should be released";
+}
+
+TEST_F(ExecutorTest, FailedMigrationStopsTheRolloutWithTheRollbackCommandAndFreesTheLock) {
+  Leader* l = NewLeader();
+  Deployed(l, "shop");
+  fleet_->FailWhen(
+      [](const hoist::v1::Step& s) { return IsMigration(s) && s.run_job().version() == "1.1.0"; },
+      "job exited with code 1");
+  auto id = Start(l, "shop", "1.1.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  StoredRollout done = WaitDone(*id);
+  ASSERT_EQ(done.state, hoist::v1::ROLLOUT_STATE_FAILED);
+  ASSERT_FALSE(done.rollback_command.empty()) << "an upgrade should say how to undo it";
+
+  const StoredStep* failed = nullptr;
+  std::vector<StoredStep> steps = Steps(*id);
+  for (const StoredStep& s : steps) {
+    if (s.state == hoist::v1::STEP_STATE_FAILED) {
+      ASSERT_EQ(failed, nullptr) << "only one step should fail";
+      failed = &s;
+    }
+  }
+  ASSERT_NE(failed, nullptr);
+  EXPECT_EQ(failed->kind, "run_job");
+  EXPECT_THAT(failed->error, HasSubstr("exit code 1"));
+  EXPECT_THAT(done.error, HasSubstr(failed->description)) << "the error should name the step";
+  EXPECT_THAT(done.error, HasSubstr("job exited with code 1"));
+  EXPECT_THAT(done.error, HasSubstr(done.rollback_command));
+  for (const StoredStep& s : steps) {
+    if (s.seq > failed->seq) {
+      EXPECT_EQ(s.state, hoist::v1::STEP_STATE_SKIPPED) << s.description;
+      if (s.action) {
+        EXPECT_EQ(fleet_->Executions(s.step_id), 0) << s.step_id << " ran after the gate failed";
+      }
+    }
+  }
+  auto locks = pg_store_->ListLocks();
+  ASSERT_TRUE(locks.ok());
+  EXPECT_TRUE(locks->empty()) << "the deploy lock should be released";
+
+  // The lock is free: a fixed release can go out.
+  hoist::v1::Release fixed;
+  fixed.set_deployment("shop");
+  fixed.set_version("1.1.1");
+  for (const char* s : {"api", "worker", "web"}) {
+    (*fixed.mutable_images())[s] = absl::StrCat("registry.test/shop/", s, ":1.1.1");
+  }
+  ASSERT_TRUE(l->manager.CreateRelease(l->epoch, fixed, "tester").ok());
+  SyncInventory(l->epoch);
+  auto second = Start(l, "shop", "1.1.1");
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(WaitDone(*second).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+}
+
+TEST_F(ExecutorTest, SecondRolloutIsRefusedWhileTheLockIsHeldAndNamesTheHolder) {
+  Leader* l = NewLeader();
+  Prepare(l, "shop", {"1.0.0", "1.1.0"});
+  fleet_->BlockWhen([](const hoist::v1::Step& s) { return s.has_pull_image(); });
+  auto first = Start(l, "shop", "1.0.0");
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_FALSE(fleet_->WaitBlocked().empty());
+
+  auto second = Start(l, "shop", "1.1.0");
+  ASSERT_FALSE(second.ok()) << "a second rollout started beside " << *first;
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(), HasSubstr(*first));
+  EXPECT_THAT(second.status().message(), HasSubstr("tester"));
+  auto locks = pg_store_->ListLocks();
+  ASSERT_TRUE(locks.ok());
+  ASSERT_EQ(locks->size(), 1u);
+  EXPECT_EQ((*locks)[0].rollout_id(), *first);
+
+  fleet_->Release();
+  EXPECT_EQ(WaitDone(*first).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+}
+
+TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
+  Leader* l = NewLeader();
+  l->executor.SetRollbackLauncher([l](const StoredRollout& failed) {
+    return l->manager.RollBackFailed(l->epoch, failed);
+  });
+  Deployed(l, "shop");
+  fleet_->FailWhen(
+      [](const hoist::v1::Step& s) { return IsMigration(s) && s.run_job().version() == "1.1.0"; },
+      "job exited with code 1");
+  auto id = Start(l, "shop", "1.1.0", hoist::v1::ON_FAILURE_ROLLBACK);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_FAILED);
+  ASSERT_TRUE(l->executor.WaitIdle(*id, kWait));
+
+  auto rollouts = pg_store_->ListRollouts("shop", 10);
+  ASSERT_TRUE(rollouts.ok());
+  const StoredRollout* rollback = nullptr;
+  for (const StoredRollout& r : *rollouts) {
+    if (r.kind == "rollback") rollback = &r;
+  }
+  ASSERT_NE(rollback, nullptr) << "no rollback was launched after the failed upgrade";
+  EXPECT_EQ(rollback->from_version, "1.1.0");
+  EXPECT_EQ(rollback->to_version, "1.0.0");
+  EXPECT_EQ(rollback->requested_by, "hoistd (--on-failure rollback)");
+  StoredRollout done = WaitDone(rollback->id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
+  auto d = pg_store_->GetDeployment("shop");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pinned_version, "1.0.0");
+  auto events = pg_store_->EventsAfter(*id, 0);
+  ASSERT_TRUE(events.ok());
+  bool announced = false;
+  for (const auto& e : *events) {
+    if (e.kind() == "rollback_started") {
+      announced = true;
+      EXPECT_THAT(e.message(), HasSubstr(rollback->id));
+    }
+  }
+  EXPECT_TRUE(announced) << "the failed rollout's events should say the rollback started";
+}
+
+}  // namespace
+}  // namespace hoist::testing

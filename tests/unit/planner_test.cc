@@ -1,0 +1,697 @@
+#include "controller/rollout/planner.h"
+
+#include <algorithm>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace hoist::rollout {
+namespace {
+
+namespace v1 = ::hoist::v1;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Messages as std::string, so failures print them as text.
+std::string Msg(const absl::Status& s) { return std::string(s.message()); }
+
+const std::string kExamples = std::string(HOIST_SOURCE_DIR) + "/deploy/examples/";
+
+StackManifest Manifest(const std::string& text) {
+  auto m = ParseStackManifest("stack.yaml", text);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? *m : StackManifest{};
+}
+
+StackManifest Example(const std::string& name) {
+  auto m = LoadStackManifest(kExamples + name);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? *m : StackManifest{};
+}
+
+// A release with repository:version for every versioned service.
+v1::Release ReleaseOf(const StackManifest& m, const std::string& version) {
+  v1::Release r;
+  r.set_deployment(m.deployment);
+  r.set_version(version);
+  r.set_notes("notes of " + version);
+  for (const ServiceSpec& s : m.services) {
+    if (s.versioned()) (*r.mutable_images())[s.name] = s.repository + ":" + version;
+  }
+  return r;
+}
+
+// Every host connected with room to spare; when `version` is set, every
+// replica runs it, healthy, on eligible host r % n.
+std::vector<AgentState> AgentsOf(const StackManifest& m, const std::string& version) {
+  std::vector<AgentState> agents;
+  for (const HostSpec& h : m.hosts) {
+    AgentState a;
+    a.id = h.id;
+    a.connected = true;
+    a.labels = h.labels;
+    a.image_disk_free_bytes = 100ull << 30;
+    a.backup_disk_free_bytes = 100ull << 30;
+    agents.push_back(a);
+  }
+  if (version.empty()) return agents;
+  for (const ServiceSpec& s : m.services) {
+    if (s.role == v1::ROLE_JOB) continue;
+    std::vector<std::string> eligible = m.EligibleHosts(s);
+    for (uint32_t r = 0; r < s.replicas; ++r) {
+      const std::string& host = eligible[r % eligible.size()];
+      v1::ContainerInfo c;
+      c.mutable_instance()->set_deployment(m.deployment);
+      c.mutable_instance()->set_service(s.name);
+      c.mutable_instance()->set_slot(v1::SLOT_BLUE);
+      c.mutable_instance()->set_replica(r);
+      std::string v = version;
+      if (!s.versioned()) v = ParseImageReference(s.image)->tag;
+      c.set_version(v);
+      c.set_name(m.deployment + "-" + s.name + "-blue-" + std::to_string(r) + "-" + v);
+      c.set_state(v1::CONTAINER_STATE_RUNNING);
+      c.set_health(v1::HEALTH_HEALTHY);
+      for (AgentState& a : agents) {
+        if (a.id == host) a.containers.push_back(c);
+      }
+    }
+  }
+  return agents;
+}
+
+PlanInput UpgradeInput(const StackManifest& m, const std::string& from, const std::string& to) {
+  PlanInput in;
+  in.manifest = m;
+  in.agents = AgentsOf(m, from);
+  in.current = ReleaseOf(m, from);
+  in.target = ReleaseOf(m, to);
+  return in;
+}
+
+std::vector<std::string> PhaseNames(const Plan& plan) {
+  std::vector<std::string> out;
+  for (const PlanPhase& ph : plan.phases) out.push_back(ph.name);
+  return out;
+}
+
+// "p05-s003-start-api-0" -> "start-api-0"
+std::string Slug(const PlanStep& s) { return s.id.substr(std::string("p05-s003-").size()); }
+
+std::vector<std::string> Slugs(const PlanPhase& ph) {
+  std::vector<std::string> out;
+  for (const PlanStep& s : ph.steps) out.push_back(Slug(s));
+  return out;
+}
+
+// "slug@batch" for each step of a phase.
+std::vector<std::string> SlugsWithBatches(const PlanPhase& ph) {
+  std::vector<std::string> out;
+  for (const PlanStep& s : ph.steps) out.push_back(Slug(s) + "@" + std::to_string(s.batch));
+  return out;
+}
+
+Plan MustPlan(const PlanInput& in) {
+  auto plan = PlanRollout(in);
+  EXPECT_TRUE(plan.ok()) << plan.status();
+  return plan.ok() ? *plan : Plan{};
+}
+
+TEST(PlannerTest, PiprioUpgradeFollowsPiprioOrder) {
+  Plan plan = MustPlan(UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0"));
+  EXPECT_THAT(PhaseNames(plan),
+              ElementsAre("preflight", "backup", "pull", "pin", "stop-scheduler", "migrate-api", "replace-api",
+                          "replace-worker", "start-scheduler", "replace-web", "reload-proxy", "postcheck",
+                          "smoke-test"));
+  EXPECT_EQ(plan.from_version, "1.0.0");
+  EXPECT_EQ(plan.to_version, "1.1.0");
+  EXPECT_EQ(plan.backup_id, "piprio-pre-1.1.0");
+  EXPECT_EQ(plan.rollback_command, "hoist rollback piprio --to 1.0.0 --restore piprio-pre-1.1.0");
+  EXPECT_THAT(plan.FindPhase("stop-scheduler")->reason, HasSubstr("role scheduler"));
+  EXPECT_THAT(plan.FindPhase("replace-worker")->reason, HasSubstr("worker after api (services.worker.after)"));
+  EXPECT_THAT(plan.FindPhase("reload-proxy")->reason, HasSubstr("role proxy"));
+}
+
+TEST(PlannerTest, PiprioPullsEveryNewImageOnEveryHostInOneBatch) {
+  Plan plan = MustPlan(UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0"));
+  const PlanPhase* pull = plan.FindPhase("pull");
+  ASSERT_NE(pull, nullptr);
+  EXPECT_THAT(Slugs(*pull), ElementsAre("pull-app-1-api", "pull-app-1-worker", "pull-app-1-scheduler",
+                                        "pull-app-1-web", "pull-app-2-api", "pull-app-2-worker",
+                                        "pull-app-2-web"));
+  for (const PlanStep& s : pull->steps) {
+    EXPECT_EQ(s.batch, 0u) << s.id;
+    EXPECT_EQ(s.kind, "pull_image");
+    EXPECT_TRUE(s.action.has_pull_image());
+    EXPECT_THAT(s.action.pull_image().image(), HasSubstr(":1.1.0"));
+  }
+}
+
+TEST(PlannerTest, MigrationGateRunsFromTheNewApiImageBeforeApiMoves) {
+  Plan plan = MustPlan(UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0"));
+  const PlanPhase* migrate = plan.FindPhase("migrate-api");
+  ASSERT_NE(migrate, nullptr);
+  ASSERT_EQ(migrate->steps.size(), 1u);
+  const PlanStep& job = migrate->steps[0];
+  EXPECT_EQ(job.kind, "run_job");
+  EXPECT_EQ(job.agent_id, "app-1");
+  ASSERT_TRUE(job.action.has_run_job());
+  EXPECT_EQ(job.action.run_job().name(), "migrate");
+  EXPECT_EQ(job.action.run_job().version(), "1.1.0");
+  EXPECT_EQ(job.action.run_job().spec().image(), "registry.local:5000/piprio/api:1.1.0");
+  EXPECT_THAT(job.action.run_job().spec().command(), ElementsAre("python", "migrations/run_migrations.py"));
+  EXPECT_EQ(job.action.run_job().spec().ports_size(), 0) << "a job must not take the service's ports";
+  EXPECT_EQ(job.timeout, absl::Minutes(10) + absl::Seconds(30));
+  EXPECT_THAT(migrate->reason, HasSubstr("non-zero exit stops the rollout"));
+}
+
+TEST(PlannerTest, ApiIsReplacedStartFirstOneReplicaAtATimeWithProxyDraining) {
+  Plan plan = MustPlan(UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0"));
+  const PlanPhase* api = plan.FindPhase("replace-api");
+  ASSERT_NE(api, nullptr);
+  EXPECT_THAT(SlugsWithBatches(*api),
+              ElementsAre("start-api-0@0", "probe-api-0@1", "proxy-proxy-edge-1@2", "stop-api-0@3",
+                          "remove-api-0@4", "start-api-1@5", "probe-api-1@6", "proxy-proxy-edge-1@7",
+                          "stop-api-1@8", "remove-api-1@9"));
+  const PlanStep& start = api->steps[0];
+  EXPECT_EQ(start.agent_id, "app-1");
+  const v1::StartInstance& si = start.action.start_instance();
+  EXPECT_EQ(si.version(), "1.1.0");
+  EXPECT_EQ(si.instance().service(), "api");
+  EXPECT_EQ(si.instance().replica(), 0u);
+  EXPECT_EQ(si.container_name(), "");
+  EXPECT_EQ(si.spec().image(), "registry.local:5000/piprio/api:1.1.0");
+  EXPECT_EQ(si.spec().network(), "piprio");
+  EXPECT_EQ(si.spec().env().at("PIPRIO_LOG_LEVEL"), "info");
+  EXPECT_THAT(si.spec().env_files(), ElementsAre("/etc/piprio/piprio.env"));
+  EXPECT_EQ(si.spec().stop_timeout().seconds(), 30);
+  const v1::ProbeHealth& probe = api->steps[1].action.probe_health();
+  EXPECT_EQ(probe.check().http().path(), "/health");
+  EXPECT_EQ(probe.check().http().expected_version(), "1.1.0");
+  EXPECT_EQ(probe.check().deadline().seconds(), 180);
+  EXPECT_EQ(probe.version(), "1.1.0");
+  // While replica 0 is replaced, the proxy sends new requests to the new
+  // container and drains the old one.
+  const v1::ProxyUpdate& update = api->steps[2].action.proxy_update();
+  ASSERT_EQ(update.routes_size(), 1);
+  EXPECT_EQ(update.routes(0).name(), "api");
+  std::map<std::string, v1::BackendState> states;
+  for (const v1::ProxyBackend& b : update.routes(0).backends()) states[b.name()] = b.state();
+  EXPECT_EQ(states["piprio-api-blue-0-1.0.0"], v1::BACKEND_STATE_DRAIN);
+  EXPECT_EQ(states["piprio-api-blue-0-1.1.0"], v1::BACKEND_STATE_READY);
+  EXPECT_EQ(states["piprio-api-blue-1-1.0.0"], v1::BACKEND_STATE_READY);
+  EXPECT_EQ(update.routes(0).backends(0).port(), 8000u);
+  const v1::StopInstance& stop = api->steps[3].action.stop_instance();
+  EXPECT_EQ(stop.version(), "1.0.0");
+  EXPECT_EQ(stop.timeout().seconds(), 30);
+  EXPECT_EQ(api->steps[4].action.remove_instance().version(), "1.0.0");
+}
+
+TEST(PlannerTest, WorkersMoveOneAtATimeWithAPauseBetweenBatches) {
+  Plan plan = MustPlan(UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0"));
+  const PlanPhase* workers = plan.FindPhase("replace-worker");
+  ASSERT_NE(workers, nullptr);
+  std::vector<std::string> kinds;
+  for (const PlanStep& s : workers->steps) kinds.push_back(s.kind);
+  EXPECT_THAT(kinds, ElementsAre("start_instance", "probe_health", "stop_instance", "remove_instance", "pause",
+                                 "start_instance", "probe_health", "stop_instance", "remove_instance", "pause",
+                                 "start_instance", "probe_health", "stop_instance", "remove_instance"));
+  for (const PlanStep& s : workers->steps) {
+    if (s.kind == "pause") {
+      EXPECT_EQ(s.timeout, absl::Seconds(10));
+      EXPECT_TRUE(s.agent_id.empty());
+    }
+  }
+  EXPECT_THAT(workers->reason, HasSubstr("1 at a time"));
+  EXPECT_THAT(workers->reason, HasSubstr("pause 10s between batches"));
+}
+
+TEST(PlannerTest, StopFirstBatchesKeepMinHealthy) {
+  StackManifest m = Manifest(R"(deployment: shop
+hosts: [h1, h2]
+services:
+  worker:
+    role: worker
+    repository: reg/worker
+    replicas: 5
+    update_order: stop-first
+    rolling: {max_parallel: 3, min_healthy: 3, pause: 2s}
+    health: {docker: true}
+)");
+  Plan plan = MustPlan(UpgradeInput(m, "1.0.0", "1.1.0"));
+  const PlanPhase* ph = plan.FindPhase("replace-worker");
+  ASSERT_NE(ph, nullptr);
+  // 5 replicas, 3 must stay healthy: 2 per batch although max_parallel is 3.
+  int stopped = 0, worst = 0;
+  uint32_t last_batch = 0;
+  std::set<uint32_t> stop_batches;
+  for (const PlanStep& s : ph->steps) {
+    ASSERT_GE(s.batch, last_batch) << "steps are listed in batch order";
+    last_batch = s.batch;
+    if (s.kind == "stop_instance") {
+      ++stopped;
+      stop_batches.insert(s.batch);
+    }
+    if (s.kind == "probe_health") --stopped;
+    worst = std::max(worst, stopped);
+  }
+  EXPECT_EQ(worst, 2) << "never more than replicas - min_healthy down at once";
+  EXPECT_EQ(stop_batches.size(), 3u) << "batches of 2, 2 and 1";
+  int pauses = 0;
+  for (const PlanStep& s : ph->steps) pauses += s.kind == "pause" ? 1 : 0;
+  EXPECT_EQ(pauses, 2);
+  EXPECT_THAT(ph->reason, HasSubstr("2 at a time, at least 3 of 5 stay healthy"));
+}
+
+TEST(PlannerTest, RatComponentsMoveTogetherStopFirst) {
+  Plan plan = MustPlan(UpgradeInput(Example("rat.yaml"), "1.0.0", "1.1.0"));
+  EXPECT_THAT(PhaseNames(plan), ElementsAre("preflight", "backup", "pull", "pin", "replace-group-ratd",
+                                            "postcheck", "smoke-test"));
+  const PlanPhase* group = plan.FindPhase("replace-group-ratd");
+  ASSERT_NE(group, nullptr);
+  EXPECT_THAT(group->reason, HasSubstr("ratd, runner, ratq, portal move together, stop-first"));
+  EXPECT_THAT(group->reason, HasSubstr("\"runner must match ratd\""));
+  // Every old instance stops before the first new one starts: no mix of versions.
+  size_t last_stop = 0, first_start = group->steps.size();
+  std::vector<std::string> start_order;
+  for (size_t i = 0; i < group->steps.size(); ++i) {
+    const PlanStep& s = group->steps[i];
+    if (s.kind == "stop_instance") last_stop = i;
+    if (s.kind == "start_instance") {
+      first_start = std::min(first_start, i);
+      start_order.push_back(s.instance->service() + "-" + std::to_string(s.instance->replica()));
+    }
+  }
+  EXPECT_LT(last_stop, first_start);
+  EXPECT_THAT(start_order, ElementsAre("ratd-0", "runner-0", "runner-1", "ratq-0", "portal-0"));
+  bool warned = std::any_of(plan.warnings.begin(), plan.warnings.end(),
+                            [](const std::string& w) { return w.find("move together") != std::string::npos; });
+  EXPECT_TRUE(warned) << "the stop-first choice is a warning too";
+}
+
+constexpr char kWebApi[] = R"(deployment: shop
+hosts: [h1, h2]
+services:
+  api:
+    role: api
+    repository: reg/api
+    health: {http: {path: /health, port: 8080}}
+  web:
+    role: web
+    repository: reg/web
+    health: {http: {path: /, port: 3000}}
+)";
+
+TEST(PlannerTest, RequiresRuleMovesWebFirstWhenNewApiBreaksOldWeb) {
+  StackManifest m = Manifest(std::string(kWebApi) +
+                             "rules:\n  - {service: web, when: \"<2\", requires: {service: api, range: \">=1.4 <2\"}}\n");
+  Plan plan = MustPlan(UpgradeInput(m, "1.5.0", "2.0.0"));
+  EXPECT_THAT(PhaseNames(plan), ElementsAre("preflight", "pull", "pin", "replace-web", "replace-api", "postcheck"));
+  EXPECT_THAT(plan.FindPhase("replace-web")->reason,
+              HasSubstr("moves before api: the rule \"web <2 requires api >=1.4 <2\" does not allow web 1.5.0 beside "
+                        "api 2.0.0 but allows web 2.0.0 beside api 1.5.0"));
+}
+
+TEST(PlannerTest, RequiresRulesThatForbidBothOrdersStopWebFirst) {
+  StackManifest m = Manifest(std::string(kWebApi) +
+                             "rules:\n"
+                             "  - {service: web, when: \"<2\", requires: {service: api, range: \"<2\"}}\n"
+                             "  - {service: web, when: \">=2\", requires: {service: api, range: \">=2\"}}\n");
+  Plan plan = MustPlan(UpgradeInput(m, "1.5.0", "2.0.0"));
+  EXPECT_THAT(PhaseNames(plan),
+              ElementsAre("preflight", "pull", "pin", "stop-web", "replace-api", "start-web", "postcheck"));
+  EXPECT_THAT(plan.FindPhase("stop-web")->reason, HasSubstr("the rules allow neither web 1.5.0 beside api 2.0.0 (\"web <2 requires api <2\") nor web 2.0.0 beside api 1.5.0"));
+  bool warned = std::any_of(plan.warnings.begin(), plan.warnings.end(), [](const std::string& w) {
+    return w.find("web stops before api moves") != std::string::npos;
+  });
+  EXPECT_TRUE(warned);
+}
+
+TEST(PlannerTest, AfterConstraintThatForbidsTheFlipMakesWebStopFirst) {
+  std::string text = std::string(kWebApi) + "    after: [api]\n" +
+                     "rules:\n  - {service: web, when: \"<2\", requires: {service: api, range: \">=1.4 <2\"}}\n";
+  Plan plan = MustPlan(UpgradeInput(Manifest(text), "1.5.0", "2.0.0"));
+  EXPECT_THAT(PhaseNames(plan),
+              ElementsAre("preflight", "pull", "pin", "stop-web", "replace-api", "start-web", "postcheck"));
+  EXPECT_THAT(plan.FindPhase("stop-web")->reason, HasSubstr("the order constraints keep web after api"));
+}
+
+TEST(PlannerTest, ReleaseThatBreaksARuleByItselfIsRefused) {
+  StackManifest m = Manifest(std::string(kWebApi) +
+                             "rules:\n  - {service: web, requires: {service: api, range: \"<2\"}}\n");
+  auto plan = PlanRollout(UpgradeInput(m, "1.5.0", "2.0.0"));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("release 2.0.0 breaks the rule \"web requires api <2\" by itself"));
+}
+
+TEST(PlannerTest, FixedHostPortForcesStopFirstWithAWarning) {
+  StackManifest m = Manifest(R"(deployment: shop
+hosts: [h1]
+services:
+  api:
+    role: api
+    repository: reg/api
+    ports: ["127.0.0.1:8080:8080"]
+    health: {http: {path: /health, port: 8080}}
+)");
+  Plan plan = MustPlan(UpgradeInput(m, "1.0.0", "1.1.0"));
+  EXPECT_THAT(Slugs(*plan.FindPhase("replace-api")),
+              ElementsAre("stop-api-0", "remove-api-0", "start-api-0", "probe-api-0"));
+  bool warned = std::any_of(plan.warnings.begin(), plan.warnings.end(), [](const std::string& w) {
+    return w.find("api is replaced stop-first although the manifest asks start-first: it publishes host port 8080") !=
+           std::string::npos;
+  });
+  EXPECT_TRUE(warned);
+}
+
+TEST(PlannerTest, InitialDeployStartsEverythingDatabaseFirst) {
+  StackManifest m = Example("piprio.yaml");
+  PlanInput in;
+  in.manifest = m;
+  in.agents = AgentsOf(m, "");
+  in.target = ReleaseOf(m, "1.1.0");
+  in.options.host_env["app-1"] = {"PIPRIO_SECRET_KEY"};
+  Plan plan = MustPlan(in);
+  EXPECT_TRUE(plan.initial_deploy);
+  EXPECT_EQ(plan.from_version, "");
+  EXPECT_THAT(PhaseNames(plan),
+              ElementsAre("preflight", "pull", "pin", "start-postgres", "migrate-api", "start-api", "start-worker",
+                          "start-scheduler", "start-web", "start-proxy", "postcheck", "smoke-test"));
+  EXPECT_THAT(SlugsWithBatches(*plan.FindPhase("start-postgres")), ElementsAre("start-postgres-0@0", "probe-postgres-0@1"));
+  EXPECT_THAT(SlugsWithBatches(*plan.FindPhase("start-api")),
+              ElementsAre("start-api-0@0", "start-api-1@0", "probe-api-0@1", "probe-api-1@1"));
+  for (const PlanStep* s : plan.AllSteps()) {
+    EXPECT_NE(s->kind, "stop_instance") << s->id;
+    EXPECT_NE(s->kind, "backup") << s->id;
+  }
+  // The pinned database image is pulled too, and started under its tag.
+  const PlanStep& pg = plan.FindPhase("start-postgres")->steps[0];
+  EXPECT_EQ(pg.action.start_instance().spec().image(), "registry.local:5000/postgres:15.4");
+  EXPECT_EQ(pg.action.start_instance().version(), "15.4");
+  // The proxy gets its routes once it runs.
+  const PlanPhase* proxy = plan.FindPhase("start-proxy");
+  ASSERT_EQ(proxy->steps.back().kind, "proxy_update");
+  EXPECT_EQ(proxy->steps.back().action.proxy_update().routes_size(), 2);
+  // It names the proxy service, and the proxy starts with a frontend per route.
+  EXPECT_EQ(proxy->steps.back().action.proxy_update().service(), "proxy");
+  const v1::StartInstance& start = proxy->steps.front().action.start_instance();
+  ASSERT_EQ(start.proxy().frontends_size(), 2);
+  EXPECT_EQ(start.proxy().frontends(0).route(), "web");
+  EXPECT_EQ(start.proxy().frontends(0).listen_port(), 8080u);
+  EXPECT_EQ(start.proxy().frontends(1).listen_port(), 8443u);
+  // Other services start without one.
+  EXPECT_FALSE(plan.FindPhase("start-web")->steps.front().action.start_instance().has_proxy());
+}
+
+TEST(PlannerTest, RollbackWithRestoreStopsAppRestoresThenStartsOldRelease) {
+  StackManifest m = Example("piprio.yaml");
+  PlanInput in = UpgradeInput(m, "1.1.0", "1.0.0");
+  RollbackOptions opts;
+  v1::BackupRecord record;
+  record.set_id("piprio-pre-1.1.0");
+  record.set_agent_id("db-1");
+  v1::BackupArtifact* a = record.add_artifacts();
+  a->set_kind("postgres");
+  a->set_source("piprio");
+  a->set_path("/var/lib/hoist/backups/piprio-pre-1.1.0/piprio.dump");
+  a->set_sha256("ab12");
+  opts.restore = record;
+  auto plan = PlanRollback(in, opts);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(plan->is_rollback);
+  EXPECT_THAT(PhaseNames(*plan),
+              ElementsAre("preflight", "pull", "pin", "stop-app", "restore", "start-api", "start-worker",
+                          "start-scheduler", "start-web", "reload-proxy", "postcheck"));
+  const PlanPhase* stop = plan->FindPhase("stop-app");
+  for (const PlanStep& s : stop->steps) {
+    EXPECT_EQ(s.kind, "stop_instance");
+    EXPECT_NE(s.instance->service(), "postgres");
+    EXPECT_NE(s.instance->service(), "proxy");
+    EXPECT_EQ(s.batch, s.instance->service() == "scheduler" ? 0u : 1u) << s.id;
+  }
+  const PlanStep& restore = plan->FindPhase("restore")->steps.at(0);
+  EXPECT_EQ(restore.kind, "restore");
+  EXPECT_EQ(restore.agent_id, "db-1");
+  EXPECT_EQ(restore.action.restore().backup_id(), "piprio-pre-1.1.0");
+  EXPECT_EQ(restore.action.restore().artifacts_size(), 1);
+  EXPECT_EQ(restore.action.restore().database_instance().service(), "postgres");
+  EXPECT_EQ(restore.action.restore().database_user(), "piprio");
+  // No migration on the way back, and the old version starts.
+  EXPECT_EQ(plan->FindPhase("migrate-api"), nullptr);
+  const PlanStep& start = plan->FindPhase("start-api")->steps.at(0);
+  EXPECT_EQ(Slug(start), "remove-api-0");
+  for (const PlanStep& s : plan->FindPhase("start-api")->steps) {
+    if (s.kind == "start_instance") {
+      EXPECT_EQ(s.action.start_instance().version(), "1.0.0");
+    }
+  }
+}
+
+TEST(PlannerTest, RollbackWithoutRestoreMovesBackInRoleOrder) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.1.0", "1.0.0");
+  auto plan = PlanRollback(in, RollbackOptions{});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(PhaseNames(*plan), ElementsAre("preflight", "pull", "pin", "stop-scheduler", "replace-api",
+                                             "replace-worker", "start-scheduler", "replace-web", "reload-proxy",
+                                             "postcheck"));
+}
+
+TEST(PlannerTest, RefusesAnOlderTargetAsARollback) {
+  auto plan = PlanRollout(UpgradeInput(Example("piprio.yaml"), "1.1.0", "1.0.0"));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(plan.status()),
+              HasSubstr("target 1.0.0 is older than the running 1.1.0: that is a rollback: use hoist rollback"));
+  auto same = PlanRollout(UpgradeInput(Example("piprio.yaml"), "1.1.0", "1.1.0"));
+  EXPECT_THAT(Msg(same.status()), HasSubstr("piprio already runs 1.1.0"));
+  auto rollback = PlanRollback(UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0"), RollbackOptions{});
+  EXPECT_THAT(Msg(rollback.status()), HasSubstr("that is an upgrade"));
+}
+
+TEST(PlannerTest, RefusesAReleaseMissingAnImage) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  in.target.mutable_images()->erase("worker");
+  auto plan = PlanRollout(in);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("release 1.1.0 has no image for worker"));
+}
+
+TEST(PlannerTest, RefusesAReleaseNamingAnUnknownService) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  (*in.target.mutable_images())["crawler"] = "reg/crawler:1.1.0";
+  auto plan = PlanRollout(in);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("release 1.1.0 names unknown service(s) crawler"));
+}
+
+TEST(PlannerTest, RefusesWhenAnAgentIsMissingOrDisconnected) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  in.agents[1].connected = false;
+  in.agents.pop_back();
+  auto plan = PlanRollout(in);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("agents missing: app-2 is not connected; db-1 has never connected"));
+}
+
+TEST(PlannerTest, RefusesAnUnhealthyDeployment) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  in.agents[0].containers[0].set_health(v1::HEALTH_UNHEALTHY);
+  auto plan = PlanRollout(in);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("pre-flight found 1 problem(s) with piprio; nothing was touched: api replica 0 (1.0.0) is unhealthy"));
+}
+
+TEST(PlannerTest, RequiredAndRenamedEnvAreChecked) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  in.target.add_required_env("PIPRIO_SECRET_KEY");
+  (*in.target.mutable_renamed_env())["PIPRIO_LOG_LEVEL"] = "PIPRIO_LOG";
+  auto plan = PlanRollout(in);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(plan.status()),
+              HasSubstr("PIPRIO_LOG_LEVEL was renamed to PIPRIO_LOG in 1.1.0: rename it in services.api.env"));
+  EXPECT_THAT(Msg(plan.status()),
+              HasSubstr("release 1.1.0 requires PIPRIO_SECRET_KEY, which no service's env and no host's env files set"));
+  in.options.host_env["app-1"] = {"PIPRIO_SECRET_KEY", "PIPRIO_LOG"};
+  auto ok = PlanRollout(in);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_THAT(ok->warnings, testing::Contains(HasSubstr("PIPRIO_LOG_LEVEL (renamed to PIPRIO_LOG) is still set")));
+}
+
+TEST(PlannerTest, RefusesLowDisk) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  in.agents[0].image_disk_free_bytes = 10ull << 20;
+  auto plan = PlanRollout(in);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("app-1 has 10 MiB free for images; at least 1024 MiB are needed"));
+}
+
+TEST(PlannerTest, BlueGreenIsNotImplementedYet) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  in.strategy = v1::STRATEGY_BLUE_GREEN;
+  auto plan = PlanRollout(in);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(PlannerTest, OrderConflictBetweenAfterAndMustMatchIsNamed) {
+  StackManifest m = Manifest(R"(deployment: shop
+hosts: [h1]
+services:
+  api:
+    role: api
+    repository: reg/api
+    after: [web]
+  worker:
+    role: worker
+    repository: reg/worker
+  web:
+    role: web
+    repository: reg/web
+    after: [worker]
+rules:
+  - {service: worker, must_match: api}
+)");
+  auto plan = PlanRollout(UpgradeInput(m, "1.0.0", "1.1.0"));
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("the order constraints conflict: web -> group-api -> web (services.api.after names web; services.web.after names worker)"));
+}
+
+TEST(PlannerTest, ReplicasStayOnTheHostTheyRunOn) {
+  StackManifest m = Example("piprio.yaml");
+  PlanInput in = UpgradeInput(m, "1.0.0", "1.1.0");
+  // Move worker replica 0 from app-1 to app-2 in the observed state.
+  for (AgentState& a : in.agents) {
+    if (a.id != "app-1") continue;
+    auto it = std::find_if(a.containers.begin(), a.containers.end(), [](const v1::ContainerInfo& c) {
+      return c.instance().service() == "worker" && c.instance().replica() == 0;
+    });
+    v1::ContainerInfo c = *it;
+    a.containers.erase(it);
+    for (AgentState& b : in.agents) {
+      if (b.id == "app-2") b.containers.push_back(c);
+    }
+  }
+  Plan plan = MustPlan(in);
+  for (const PlanStep& s : plan.FindPhase("replace-worker")->steps) {
+    if (s.kind == "start_instance" && s.instance->replica() == 0) {
+      EXPECT_EQ(s.agent_id, "app-2");
+    }
+  }
+}
+
+TEST(PlannerTest, DatabaseIsNeverReplaced) {
+  Plan plan = MustPlan(UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0"));
+  for (const PlanStep* s : plan.AllSteps()) {
+    if (s->instance.has_value() && s->instance->service() == "postgres") {
+      EXPECT_TRUE(s->kind == "postcheck") << s->id << " touches the database";
+    }
+  }
+  const PlanStep& backup = plan.FindPhase("backup")->steps.at(0);
+  EXPECT_EQ(backup.agent_id, "db-1");
+  EXPECT_EQ(backup.action.backup().items(0).postgres().database(), "piprio");
+  EXPECT_EQ(backup.action.backup().items_size(), 4);  // dump, pgdata, two config files
+}
+
+TEST(PlannerTest, StepIdsAreStableUniqueAndProtoKeepsBatches) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  Plan a = MustPlan(in);
+  Plan b = MustPlan(in);
+  std::set<std::string> ids;
+  const std::regex pattern("p[0-9]{2}-s[0-9]{3}-[a-z0-9.-]+");
+  std::vector<std::string> ids_a, ids_b;
+  for (const PlanStep* s : a.AllSteps()) {
+    EXPECT_TRUE(std::regex_match(s->id, pattern)) << s->id;
+    EXPECT_TRUE(ids.insert(s->id).second) << "duplicate id " << s->id;
+    ids_a.push_back(s->id);
+  }
+  for (const PlanStep* s : b.AllSteps()) ids_b.push_back(s->id);
+  EXPECT_EQ(ids_a, ids_b);
+  EXPECT_EQ(a.AllSteps().front()->id, "p01-s001-agents");
+
+  v1::Plan proto = ToProto(a);
+  ASSERT_EQ(proto.phases_size(), static_cast<int>(a.phases.size()));
+  for (int i = 0; i < proto.phases_size(); ++i) {
+    const v1::PlannedPhase& p = proto.phases(i);
+    EXPECT_EQ(p.name(), a.phases[i].name);
+    EXPECT_EQ(p.reason(), a.phases[i].reason);
+    ASSERT_EQ(p.batches_size(), p.steps_size());
+    for (int j = 0; j < p.steps_size(); ++j) {
+      EXPECT_EQ(p.steps(j).step_id(), a.phases[i].steps[j].id);
+      EXPECT_EQ(p.batches(j), a.phases[i].steps[j].batch);
+      EXPECT_EQ(p.steps(j).state(), v1::STEP_STATE_PENDING);
+    }
+  }
+  ASSERT_EQ(proto.notes_size(), 1);
+  EXPECT_EQ(proto.notes(0).version(), "1.1.0");
+}
+
+TEST(PlannerTest, NotesCoverEveryReleaseBetweenCurrentAndTarget) {
+  StackManifest m = Example("piprio.yaml");
+  PlanInput in = UpgradeInput(m, "1.0.0", "1.3.0");
+  in.intermediate = {ReleaseOf(m, "1.2.0"), ReleaseOf(m, "0.9.0"), ReleaseOf(m, "1.1.0"), ReleaseOf(m, "1.4.0")};
+  Plan plan = MustPlan(in);
+  std::vector<std::string> versions;
+  for (const v1::Release& r : plan.notes) versions.push_back(r.version());
+  EXPECT_THAT(versions, ElementsAre("1.1.0", "1.2.0", "1.3.0"));
+}
+
+
+TEST(PlannerTest, FirstDeployRefusesWhenContainersAlreadyRun) {
+  StackManifest m = Example("piprio.yaml");
+  PlanInput in = UpgradeInput(m, "1.0.0", "1.1.0");
+  in.current.reset();
+  auto plan = PlanRollout(in);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("no release is pinned for piprio but its containers already run"));
+}
+
+TEST(PlannerTest, ReplicasBeyondTheManifestAreStoppedAndRemoved) {
+  StackManifest m = Manifest(R"(deployment: shop
+hosts: [h1, h2]
+services:
+  worker:
+    role: worker
+    repository: reg/worker
+    replicas: 3
+    health: {docker: true}
+)");
+  PlanInput in = UpgradeInput(m, "1.0.0", "1.1.0");
+  in.manifest.services[0].replicas = 2;  // the manifest shrank since the workers started
+  Plan plan = MustPlan(in);
+  std::vector<std::string> slugs = Slugs(*plan.FindPhase("replace-worker"));
+  ASSERT_GE(slugs.size(), 2u);
+  EXPECT_EQ(slugs[slugs.size() - 2], "stop-worker-2");
+  EXPECT_EQ(slugs.back(), "remove-worker-2");
+  for (const std::string& s : slugs) EXPECT_NE(s, "start-worker-2");
+}
+
+TEST(PlannerTest, AlreadyUpgradedReplicasAreLeftAlone) {
+  StackManifest m = Example("piprio.yaml");
+  PlanInput in = UpgradeInput(m, "1.0.0", "1.1.0");
+  // A resumed rollout: api replica 0 already runs 1.1.0, healthy.
+  for (AgentState& a : in.agents) {
+    for (v1::ContainerInfo& c : a.containers) {
+      if (c.instance().service() == "api" && c.instance().replica() == 0) c.set_version("1.1.0");
+    }
+  }
+  Plan plan = MustPlan(in);
+  EXPECT_THAT(Slugs(*plan.FindPhase("replace-api")),
+              ElementsAre("start-api-1", "probe-api-1", "proxy-proxy-edge-1", "stop-api-1", "remove-api-1"));
+}
+
+
+TEST(PlannerTest, RestoreRefusesABackupHeldAwayFromTheDatabase) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.1.0", "1.0.0");
+  RollbackOptions opts;
+  v1::BackupRecord record;
+  record.set_id("piprio-pre-1.1.0");
+  record.set_agent_id("app-1");
+  record.add_artifacts()->set_kind("postgres");
+  opts.restore = record;
+  auto plan = PlanRollback(in, opts);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("backup piprio-pre-1.1.0 is held by app-1 but postgres runs on db-1"));
+}
+
+}  // namespace
+}  // namespace hoist::rollout
