@@ -7,13 +7,8 @@
 // AgentPolicy::extra_labels), so DockerEnv removes it even when a test fails.
 //
 // The Postgres image: no public image can be pulled, so the test builds one
-// FROM scratch out of this host's Postgres 15 (/usr/lib/postgresql/15): the
-// binaries it needs, every shared library ldd names for them, the share
-// directory, the UTC zone file, a passwd line for uid 999, and a data
-// directory initialised on the host with initdb (trust auth, C locale,
-// unix socket in /tmp) and owned by 999. It is packed as one tar file that
-// the Dockerfile ADDs, which keeps ownership and modes. The container runs
-// `postgres -D /pgdata` directly as uid 999; no shell is involved.
+// FROM scratch out of this host's Postgres 15 with
+// deploy/build-postgres-image.sh (through the DockerEnv fixture).
 
 #include <unistd.h>
 
@@ -45,117 +40,6 @@ namespace {
 
 using ::hoist::testing::DockerEnv;
 using ::testing::HasSubstr;
-
-constexpr char kPgBin[] = "/usr/lib/postgresql/15/bin";
-
-absl::Status Run(const std::vector<std::string>& argv) {
-  auto result = RunCommand(argv);
-  if (!result.ok()) return result.status();
-  if (result->exit_code != 0) {
-    return absl::InternalError(absl::StrCat(QuoteArgv(argv), " exited with ", result->exit_code, ": ",
-                                            result->stderr_text));
-  }
-  return absl::OkStatus();
-}
-
-// Copies a host file into stage at the same path, following symlinks.
-absl::Status StageFile(const std::string& stage, const std::string& path) {
-  std::error_code ec;
-  std::filesystem::create_directories(stage + std::filesystem::path(path).parent_path().string(), ec);
-  if (ec) return absl::InternalError(ec.message());
-  std::filesystem::copy_file(path, stage + path, std::filesystem::copy_options::overwrite_existing, ec);
-  if (ec) return absl::InternalError(absl::StrCat("copy ", path, ": ", ec.message()));
-  return absl::OkStatus();
-}
-
-// What building the Postgres image needs from this host.
-absl::Status PostgresImagePrerequisites() {
-  if (!PathExists(absl::StrCat(kPgBin, "/postgres"))) {
-    return absl::FailedPreconditionError("Postgres 15 is not installed on this host (/usr/lib/postgresql/15)");
-  }
-  if (::geteuid() != 0) {
-    return absl::FailedPreconditionError("building the Postgres image needs root (initdb runs as postgres)");
-  }
-  return absl::OkStatus();
-}
-
-// See the file comment.
-absl::StatusOr<std::string> BuildPostgresImage(DockerEnv& env, const std::string& work) {
-  const std::string stage = work + "/rootfs";
-  std::set<std::string> files;
-  for (const char* binary : {"postgres", "pg_dump", "pg_restore", "psql"}) {
-    std::string path = absl::StrCat(kPgBin, "/", binary);
-    files.insert(path);
-    auto ldd = RunCommand({"ldd", path});
-    if (!ldd.ok()) return ldd.status();
-    for (absl::string_view line : absl::StrSplit(ldd->stdout_text, '\n', absl::SkipWhitespace())) {
-      // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-      size_t arrow = line.find("=> ");
-      absl::string_view lib = arrow == absl::string_view::npos ? absl::StripLeadingAsciiWhitespace(line)
-                                                               : line.substr(arrow + 3);
-      lib = lib.substr(0, lib.find(' '));
-      if (absl::StartsWith(lib, "/")) files.insert(std::string(lib));
-    }
-  }
-  files.insert("/usr/lib/postgresql/15/lib/plpgsql.so");
-  files.insert("/usr/share/zoneinfo/Etc/UTC");
-  for (const std::string& file : files) {
-    if (absl::Status s = StageFile(stage, file); !s.ok()) return s;
-  }
-  std::filesystem::copy_file("/usr/share/zoneinfo/Etc/UTC", stage + "/usr/share/zoneinfo/UTC");
-  {
-    std::error_code ec;
-    std::filesystem::create_directories(stage + "/usr/share/postgresql", ec);
-    std::filesystem::copy("/usr/share/postgresql/15", stage + "/usr/share/postgresql/15",
-                          std::filesystem::copy_options::recursive, ec);
-    if (ec) return absl::InternalError(absl::StrCat("copy /usr/share/postgresql/15: ", ec.message()));
-  }
-
-  // initdb runs as postgres, which cannot enter the test's 0700 directory.
-  auto initdb_dir = testing::MakeOwnedTempDir("hoist-steps-initdb");
-  if (!initdb_dir.ok()) return initdb_dir.status();
-  struct Remover {
-    std::string dir;
-    ~Remover() { testing::RemoveTree(dir); }
-  } remover{*initdb_dir};
-  if (absl::Status s = Run({"chmod", "0711", *initdb_dir}); !s.ok()) return s;
-  const std::string pgdata = *initdb_dir + "/pgdata";
-  if (absl::Status s = MakeDirs(pgdata); !s.ok()) return s;
-  if (absl::Status s = Run({"chown", "postgres:postgres", pgdata}); !s.ok()) return s;
-  if (absl::Status s = Run({"runuser", "-u", "postgres", "--", absl::StrCat(kPgBin, "/initdb"), "-D", pgdata,
-                            "--auth=trust", "--username=shop", "--locale=C", "--encoding=UTF8"});
-      !s.ok()) {
-    return s;
-  }
-  auto conf = ReadFileToString(pgdata + "/postgresql.conf");
-  if (!conf.ok()) return conf.status();
-  absl::StrAppend(&*conf,
-                  "\nlisten_addresses = ''\nunix_socket_directories = '/tmp'\ntimezone = 'UTC'\n"
-                  "log_timezone = 'UTC'\nshared_buffers = 16MB\n");
-  if (absl::Status s = WriteFileAtomic(pgdata + "/postgresql.conf", *conf); !s.ok()) return s;
-  if (absl::Status s = Run({"cp", "-a", pgdata, stage + "/pgdata"}); !s.ok()) return s;
-  if (absl::Status s = Run({"chown", "-R", "999:999", stage + "/pgdata"}); !s.ok()) return s;
-  if (absl::Status s = MakeDirs(stage + "/etc"); !s.ok()) return s;
-  if (absl::Status s = WriteFileAtomic(stage + "/etc/passwd", "postgres:x:999:999:postgres:/pgdata:/nonexistent\n");
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = WriteFileAtomic(stage + "/etc/group", "postgres:x:999:\n"); !s.ok()) return s;
-  if (absl::Status s = Run({"chmod", "0644", stage + "/etc/passwd", stage + "/etc/group"}); !s.ok()) return s;
-  if (absl::Status s = MakeDirs(stage + "/tmp"); !s.ok()) return s;
-  if (absl::Status s = Run({"chmod", "1777", stage + "/tmp"}); !s.ok()) return s;
-  if (absl::Status s = Run({"tar", "--numeric-owner", "-cf", work + "/rootfs.tar", "-C", stage, "."}); !s.ok()) {
-    return s;
-  }
-  std::string dockerfile = absl::StrCat(
-      "FROM scratch\n"
-      "ADD rootfs.tar /\n"
-      "ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu PGHOST=/tmp PATH=", kPgBin, "\n"
-      "USER 999:999\n"
-      "ENTRYPOINT [\"",
-      kPgBin, "/postgres\", \"-D\", \"/pgdata\"]\n");
-  return env.BuildImage("steps-postgres", "15", dockerfile, {{"rootfs.tar", work + "/rootfs.tar"}});
-}
 
 class AgentStepsE2eTest : public ::testing::Test {
  protected:
@@ -469,8 +353,8 @@ TEST_F(AgentStepsE2eTest, VolumeBackupAndRestoreThroughAHelperContainer) {
 }
 
 TEST_F(AgentStepsE2eTest, PostgresBackupAndRestore) {
-  HOIST_REQUIRE_REAL_PART(PostgresImagePrerequisites());
-  auto image = BuildPostgresImage(*env_, dir_);
+  HOIST_REQUIRE_REAL_PART(DockerEnv::PostgresImagePrerequisites());
+  auto image = env_->BuildPostgresImage("shop");
   ASSERT_TRUE(image.ok()) << image.status();
   hoist::v1::Step start = NewStep("start-db");
   auto* s = start.mutable_start_instance();

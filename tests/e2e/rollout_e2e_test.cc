@@ -2,7 +2,12 @@
 // real hoist-agent processes (three "hosts" sharing this machine's Docker,
 // each limited to the test's deployment), the fixture's loopback registry
 // and FROM-scratch testsvc images, driven through the OperatorService API
-// as the CLI would. Each test has a deployment and agent ids of its own;
+// as the CLI would. The stack is api x2, worker x3, scheduler, web, the
+// HAProxy proxy in front of web, and a Postgres database (built FROM scratch
+// out of this host's Postgres by deploy/build-postgres-image.sh) that the
+// API's migrations change: the api images carry psql and their release's
+// /migrations.sql, and the migration job runs it against the database over
+// the deployment's network. Each test has a deployment and agent ids of its own;
 // TearDown stops every process it started (by pid) and removes the
 // deployment's containers (by the hoist.deployment label), failed or not.
 
@@ -48,10 +53,11 @@ namespace {
 using ::testing::HasSubstr;
 using Stub = hoist::v1::OperatorService::Stub;
 
-// DEPLOYMENT, REGISTRY, HOST (the agent id prefix) and MIGRATION are
-// replaced per test. The images' entrypoint is /testsvc, so the migration
-// command is its arguments.
+// DEPLOYMENT, REGISTRY, HOST (the agent id prefix), DB_IMAGE and
+// PROXY_IMAGE are replaced per test. The api image's entrypoint is testsvc,
+// whose `exec` runs the psql the image carries.
 constexpr char kStack[] = R"(deployment: DEPLOYMENT
+network: DEPLOYMENT
 hosts:
   - id: HOST-1
     labels: {tier: app}
@@ -60,6 +66,16 @@ hosts:
   - id: HOST-3
     labels: {tier: edge}
 services:
+  db:
+    role: database
+    image: DB_IMAGE
+    placement:
+      hosts: [HOST-1]
+    health:
+      command: [/usr/lib/postgresql/15/bin/psql, -At, -c, select 1]
+      interval: 200ms
+      deadline: 30s
+    stop_timeout: 10s
   api:
     role: api
     repository: REGISTRY/hoist-test/api
@@ -76,7 +92,7 @@ services:
       deadline: 10s
     stop_timeout: 2s
     migration:
-      command: MIGRATION
+      command: [exec, /usr/lib/postgresql/15/bin/psql, -h, db, -v, ON_ERROR_STOP=1, --single-transaction, -f, /migrations.sql]
       timeout: 1m
   worker:
     role: worker
@@ -118,11 +134,41 @@ services:
       interval: 200ms
       deadline: 20s
     stop_timeout: 2s
+  proxy:
+    role: proxy
+    image: PROXY_IMAGE
+    placement:
+      hosts: [HOST-3]
+    ports:
+      - {container: 8080, host_ip: 127.0.0.1}
+    routes:
+      - {name: web, service: web, port: 8080, listen: 8080}
+    drain_timeout: 2s
+    health:
+      tcp: {port: 8080}
+      interval: 200ms
+      deadline: 30s
+    stop_timeout: 2s
+backup:
+  postgres: {service: db, database: postgres, user: app}
 )";
 
-constexpr char kGoodMigration[] = R"([job, --print, "applying migrations"])";
-constexpr char kFailingMigration[] = R"([job, --print, "migration 0042 failed", --exit-code, "1"])";
+// What each release's migration does to the database. 1.0.0's is idempotent
+// (a rollback that starts 1.0.0 again may run it once more); 1.1.0 changes the
+// seeded row and the table's shape; the broken one changes the database and
+// then fails, inside psql's single transaction.
+constexpr char kMigration100[] =
+    "CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, v text NOT NULL);\n"
+    "INSERT INTO items VALUES (1, 'seeded by 1.0.0') ON CONFLICT (id) DO NOTHING;\n";
+constexpr char kMigration110[] =
+    "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"
+    "UPDATE items SET v = 'changed by 1.1.0', note = 'new in 1.1.0' WHERE id = 1;\n";
+constexpr char kBrokenMigration[] =
+    "CREATE TABLE half_done (x int);\n"
+    "UPDATE items SET v = 'half-migrated' WHERE id = 1;\n"
+    "SELECT 1 / 0 AS migration_0042;\n";
 
+// The services versioned by releases.
 const std::vector<std::string> kServices = {"api", "worker", "scheduler", "web"};
 const std::map<std::string, int> kReplicas = {{"api", 2}, {"worker", 3}, {"scheduler", 1}, {"web", 1}};
 
@@ -161,22 +207,49 @@ class RolloutE2eTest : public PostgresTest {
       return;
     }
     docker_ = env->release();
-    // name, version, env; built in parallel (each build is mostly the daemon's I/O).
-    std::vector<std::tuple<std::string, std::string, std::map<std::string, std::string>>> images;
-    for (const char* version : {"1.0.0", "1.1.0"}) {
-      for (const std::string& service : kServices) images.emplace_back(service, version, std::map<std::string, std::string>{});
+    if (absl::Status s = DockerEnv::PostgresImagePrerequisites(); !s.ok()) {
+      *suite_status_ = s;
+      return;
     }
-    // An API that never becomes healthy: /health answers 503.
-    images.emplace_back("api-unhealthy", "1.1.0", std::map<std::string, std::string>{{"TESTSVC_UNHEALTHY", "1"}});
+    auto db = docker_->BuildPostgresImage("app");
+    auto proxy = docker_->BuildProxyImage();
+    if (!db.ok() || !proxy.ok()) {
+      *suite_status_ = db.ok() ? proxy.status() : db.status();
+      return;
+    }
+    *db_image_ = *db;
+    *proxy_image_ = *proxy;
+    // (name, version, env, migration): an api image sits on the database
+    // image for its psql and carries its release's migration. Built in
+    // parallel (each build is mostly the daemon's I/O).
+    struct Image {
+      std::string name, version;
+      std::map<std::string, std::string> env;
+      const char* migration = nullptr;
+    };
+    std::vector<Image> images;
+    for (const char* version : {"1.0.0", "1.1.0"}) {
+      for (const std::string& service : kServices) {
+        const char* migration = nullptr;
+        if (service == "api") migration = std::string(version) == "1.0.0" ? kMigration100 : kMigration110;
+        images.push_back({service, version, {}, migration});
+      }
+    }
+    // An API that never becomes healthy (/health answers 503), and one whose
+    // migration fails half-way.
+    images.push_back({"api-unhealthy", "1.1.0", {{"TESTSVC_UNHEALTHY", "1"}}, kMigration110});
+    images.push_back({"api-broken", "1.1.0", {}, kBrokenMigration});
     std::vector<std::future<absl::StatusOr<std::string>>> builds;
-    for (const auto& [name, version, env] : images) {
-      builds.push_back(std::async(std::launch::async, [&name, &version, &env] {
-        return docker_->BuildTestImage(name, version, env);
+    for (const Image& image : images) {
+      builds.push_back(std::async(std::launch::async, [&image] {
+        if (image.migration == nullptr) return docker_->BuildTestImage(image.name, image.version, image.env);
+        return docker_->BuildTestImageOn(*db_image_, image.name, image.version, image.env,
+                                         {{"/migrations.sql", image.migration}});
       }));
     }
     for (auto& b : builds) {
-      absl::StatusOr<std::string> image = b.get();
-      if (!image.ok() && suite_status_->ok()) *suite_status_ = image.status();
+      absl::StatusOr<std::string> built = b.get();
+      if (!built.ok() && suite_status_->ok()) *suite_status_ = built.status();
     }
   }
 
@@ -227,11 +300,12 @@ class RolloutE2eTest : public PostgresTest {
 
   std::string Host(int i) const { return absl::StrCat(deployment_, "-host-", i); }
 
-  std::string Stack(const std::string& migration) const {
+  std::string Stack() const {
     return absl::StrReplaceAll(kStack, {{"DEPLOYMENT", deployment_},
                                         {"REGISTRY", docker_->registry()},
                                         {"HOST", absl::StrCat(deployment_, "-host")},
-                                        {"MIGRATION", migration}});
+                                        {"DB_IMAGE", *db_image_},
+                                        {"PROXY_IMAGE", *proxy_image_}});
   }
 
   std::string Image(const std::string& name, const std::string& version) const {
@@ -342,9 +416,9 @@ class RolloutE2eTest : public PostgresTest {
     return last;
   }
 
-  void ApplyStack(const std::string& migration) {
+  void ApplyStack() {
     hoist::v1::ApplyStackRequest req;
-    req.set_manifest_yaml(Stack(migration));
+    req.set_manifest_yaml(Stack());
     req.set_file_name("stack.yaml");
     hoist::v1::ApplyStackResponse resp;
     grpc::Status s = Write(&Stub::ApplyStack, req, &resp);
@@ -453,6 +527,37 @@ class RolloutE2eTest : public PostgresTest {
     return out.ok() ? Lines(*out) : std::vector<std::string>{};
   }
 
+  // Runs SQL in the deployment's database container with its psql; the
+  // unaligned, tuples-only output.
+  absl::StatusOr<std::string> Sql(const std::string& sql) {
+    auto names = docker_->Docker({"ps", "--filter", absl::StrCat("label=", labels::kDeployment, "=", deployment_),
+                                  "--filter", absl::StrCat("label=", labels::kService, "=db"), "--format",
+                                  "{{.Names}}"});
+    if (!names.ok()) return names.status();
+    if (Lines(*names).size() != 1) return absl::NotFoundError(absl::StrCat("db containers: [", *names, "]"));
+    auto out = docker_->Docker({"exec", Lines(*names)[0], "/usr/lib/postgresql/15/bin/psql", "-At", "-v",
+                                "ON_ERROR_STOP=1", "-c", sql});
+    if (!out.ok()) return out.status();
+    return std::string(absl::StripTrailingAsciiWhitespace(*out));
+  }
+
+  // What the proxy's web route answers on /version.
+  absl::StatusOr<std::string> ThroughProxy() {
+    auto names = docker_->Docker({"ps", "--filter", absl::StrCat("label=", labels::kDeployment, "=", deployment_),
+                                  "--filter", absl::StrCat("label=", labels::kService, "=proxy"), "--format",
+                                  "{{.Names}}"});
+    if (!names.ok()) return names.status();
+    if (Lines(*names).size() != 1) return absl::NotFoundError(absl::StrCat("proxy containers: [", *names, "]"));
+    auto port = docker_->Docker({"port", Lines(*names)[0], "8080/tcp"});
+    if (!port.ok()) return port.status();
+    std::string hostport = Lines(*port).at(0);
+    auto got = HttpGet(absl::StrCat("http://127.0.0.1:", hostport.substr(hostport.rfind(':') + 1), "/version"),
+                       absl::Seconds(3));
+    if (!got.ok()) return got.status();
+    if (got->status != 200) return absl::UnavailableError(absl::StrCat("HTTP ", got->status, ": ", got->body));
+    return std::string(absl::StripTrailingAsciiWhitespace(got->body));
+  }
+
   // Deploys 1.0.0 of the applied stack and waits until the matrix shows it.
   void Deploy100() {
     CreateRelease("1.0.0");
@@ -470,7 +575,7 @@ class RolloutE2eTest : public PostgresTest {
   void StartFleet(int controllers) {
     StartController("hoistd-1");
     ASSERT_FALSE(HasFailure());
-    ASSERT_NO_FATAL_FAILURE(ApplyStack(kGoodMigration));
+    ASSERT_NO_FATAL_FAILURE(ApplyStack());
     for (int i = 2; i <= controllers; ++i) StartController(absl::StrCat("hoistd-", i));
     ASSERT_FALSE(HasFailure());
     StartAgents();
@@ -479,6 +584,8 @@ class RolloutE2eTest : public PostgresTest {
 
   static inline DockerEnv* docker_ = nullptr;
   static inline absl::Status* const suite_status_ = new absl::Status();
+  static inline std::string* const db_image_ = new std::string();
+  static inline std::string* const proxy_image_ = new std::string();
 
   std::string deployment_;
   std::string dir_;
@@ -504,20 +611,22 @@ TEST_F(RolloutE2eTest, UpgradeMovesEveryServiceTo110WithoutSkew) {
     EXPECT_EQ(RunningContainers(service, "1.1.0").size(), static_cast<size_t>(n)) << service;
     EXPECT_THAT(RunningContainers(service, "1.0.0"), ::testing::IsEmpty()) << service << " 1.0.0 still runs";
   }
+  // 1.1.0's migration ran against the database; the proxy sends web's traffic to 1.1.0.
+  EXPECT_EQ(Sql("SELECT v || '/' || note FROM items WHERE id = 1").value_or("(error)"), "changed by 1.1.0/new in 1.1.0");
+  EXPECT_EQ(ThroughProxy().value_or("(error)"), "1.1.0");
 }
 
 TEST_F(RolloutE2eTest, FailedMigrationStopsTheUpgradeAndTheOldReleaseKeepsRunning) {
   ASSERT_NO_FATAL_FAILURE(StartFleet(1));
   ASSERT_NO_FATAL_FAILURE(Deploy100());
-  // The next stack version's migration exits 1.
-  ApplyStack(kFailingMigration);
-  CreateRelease("1.1.0");
+  // This 1.1.0's migration creates a table and changes a row, then fails.
+  CreateRelease("1.1.0", {{"api", "api-broken"}});
   auto id = StartRollout("1.1.0");
   ASSERT_TRUE(id.ok()) << id.status();
   hoist::v1::Rollout r = WaitRollout(*id);
   ASSERT_EQ(r.state(), hoist::v1::ROLLOUT_STATE_FAILED) << Describe(r);
-  EXPECT_THAT(r.error(), HasSubstr("exit code 1"));
-  EXPECT_THAT(r.error(), HasSubstr("migration 0042 failed")) << "the job's log tail should be in the error";
+  EXPECT_THAT(r.error(), HasSubstr("exit code"));
+  EXPECT_THAT(r.error(), HasSubstr("division by zero")) << "psql's error, from the job's log tail, should be in it";
   EXPECT_FALSE(r.rollback_command().empty());
   for (const auto& ph : r.plan().phases()) {
     for (const auto& st : ph.steps()) {
@@ -534,6 +643,69 @@ TEST_F(RolloutE2eTest, FailedMigrationStopsTheUpgradeAndTheOldReleaseKeepsRunnin
     EXPECT_EQ(RunningContainers(service, "1.0.0").size(), static_cast<size_t>(kReplicas.at(service))) << service;
     EXPECT_THAT(RunningContainers(service, "1.1.0"), ::testing::IsEmpty()) << service;
   }
+  // And the database is as 1.0.0 left it.
+  EXPECT_EQ(Sql("SELECT v FROM items WHERE id = 1").value_or("(error)"), "seeded by 1.0.0");
+  EXPECT_EQ(Sql("SELECT count(*) FROM pg_tables WHERE tablename = 'half_done'").value_or("(error)"), "0");
+  EXPECT_EQ(ThroughProxy().value_or("(error)"), "1.0.0");
+}
+
+TEST_F(RolloutE2eTest, RollbackWithRestoreBringsTheDataBackAsItWasBeforeTheUpgrade) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(1));
+  ASSERT_NO_FATAL_FAILURE(Deploy100());
+  ASSERT_EQ(Sql("SELECT v FROM items WHERE id = 1").value_or("(error)"), "seeded by 1.0.0");
+  ASSERT_TRUE(Sql("INSERT INTO items VALUES (2, 'written at 1.0.0')").ok());
+  CreateRelease("1.1.0");
+  auto id = StartRollout("1.1.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  hoist::v1::Rollout up = WaitRollout(*id);
+  ASSERT_EQ(up.state(), hoist::v1::ROLLOUT_STATE_SUCCEEDED) << up.error() << "\n" << Describe(up);
+  ASSERT_EQ(Sql("SELECT v || '/' || note FROM items WHERE id = 1").value_or("(error)"), "changed by 1.1.0/new in 1.1.0");
+  ASSERT_TRUE(Sql("INSERT INTO items VALUES (3, 'written at 1.1.0')").ok());
+
+  // The backup the upgrade took before it changed anything.
+  hoist::v1::ListBackupsRequest list;
+  list.set_deployment(deployment_);
+  hoist::v1::ListBackupsResponse backups;
+  ASSERT_TRUE(Read(&Stub::ListBackups, list, &backups).ok());
+  std::string backup_id;
+  for (const auto& b : backups.backups()) {
+    if (b.rollout_id() == *id) backup_id = b.id();
+  }
+  ASSERT_FALSE(backup_id.empty()) << "the upgrade should have recorded its backup:\n" << backups.DebugString();
+
+  // A migration ran since: a rollback without the restore is refused, and so
+  // is one whose confirmation is not the deployment's name.
+  hoist::v1::RollbackRequest rb;
+  rb.set_deployment(deployment_);
+  hoist::v1::RollbackResponse rb_resp;
+  grpc::Status refused = Write(&Stub::Rollback, rb, &rb_resp);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.error_message(), HasSubstr(backup_id)) << "the refusal should name the backup to restore";
+  rb.set_restore_backup_id(backup_id);
+  rb.set_confirm_name("not-the-deployment");
+  refused = Write(&Stub::Rollback, rb, &rb_resp);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << refused.error_message();
+  EXPECT_THAT(refused.error_message(), HasSubstr(absl::StrCat("--confirm ", deployment_)));
+
+  rb.set_confirm_name(deployment_);
+  grpc::Status started = Write(&Stub::Rollback, rb, &rb_resp);
+  ASSERT_TRUE(started.ok()) << started.error_message();
+  hoist::v1::Rollout back = WaitRollout(rb_resp.rollout().id());
+  ASSERT_EQ(back.state(), hoist::v1::ROLLOUT_STATE_SUCCEEDED) << back.error() << "\n" << Describe(back);
+
+  hoist::v1::GetVersionMatrixResponse m;
+  ASSERT_TRUE(WaitMatrixAt("1.0.0", &m)) << "the matrix should show 1.0.0 everywhere, healthy:\n" << m.DebugString();
+  EXPECT_EQ(m.pinned_version(), "1.0.0");
+  // The data is as it was when the backup was taken: 1.1.0's change and
+  // column are gone, the row written before the upgrade is back, the one
+  // written after it is not.
+  EXPECT_EQ(Sql("SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM items").value_or("(error)"),
+            "1=seeded by 1.0.0,2=written at 1.0.0");
+  EXPECT_EQ(Sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'note'")
+                .value_or("(error)"),
+            "0");
+  EXPECT_EQ(ThroughProxy().value_or("(error)"), "1.0.0");
 }
 
 TEST_F(RolloutE2eTest, ApiThatNeverBecomesHealthyFailsTheUpgradeAndTheOldApiStillServes) {

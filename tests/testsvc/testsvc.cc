@@ -64,6 +64,11 @@ constexpr char kUsage[] = R"(usage: testsvc [serve] [flags]  (the default)
        testsvc job [--exit-code N] [--print TEXT]... [--sleep-ms N]
                          print TEXTs and version=$TESTSVC_VERSION, sleep
        testsvc probe URL GET within 2 s; exit 0 on 2xx, else 1
+       testsvc exec PROGRAM [ARG]...
+                         replace testsvc with PROGRAM (an absolute path),
+                         so that an image whose entrypoint is testsvc can
+                         run another program it carries (psql for a
+                         migration); exit 127 if it cannot be run
        testsvc get URL   GET and print the body; exit 0 on 2xx, else 1
 Flags also take --flag=value and override the env vars. URLs need a numeric
 IPv4 host or localhost, e.g. http://127.0.0.1:8080/health. Endpoints:
@@ -736,7 +741,16 @@ int main(int argc, char** argv) {
   if (command == "serve") return Serve(ParseServeConfig(args));
   if (command == "job") return RunJob(args);
   if (command == "probe" || command == "get") return RunClient(command, args);
+  if (command == "exec") {
+    if (args.empty() || !args[0].starts_with("/")) UsageError("exec needs an absolute program path");
+    std::vector<char*> exec_argv;
+    for (std::string& a : args) exec_argv.push_back(a.data());
+    exec_argv.push_back(nullptr);
+    ::execv(exec_argv[0], exec_argv.data());
+    std::fprintf(stderr, "testsvc: exec %s: %s\n", exec_argv[0], std::strerror(errno));
+    return 127;
+  }
   if (command == "help") PrintUsageAndExit();
   UsageError("unknown command \"" + command +
-             "\"; expected serve, job, probe or get");
+             "\"; expected serve, job, probe, get or exec");
 }
