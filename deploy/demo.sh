@@ -73,15 +73,35 @@ PIDS+=($!)
 for _ in $(seq 100); do curl -fs "http://$REGISTRY/v2/" >/dev/null && break; sleep 0.1; done
 
 say "building the demo app's images (FROM scratch) at 1.0.0 and 1.1.0"
+echo "  building the database image (FROM scratch, this host's Postgres 15)"
+bash deploy/build-postgres-image.sh "$REGISTRY/demo/postgres:15" demo "hoist.demo=$WORK" >/dev/null
+docker push -q "$REGISTRY/demo/postgres:15" >/dev/null
+echo "  $REGISTRY/demo/postgres:15"
 mkdir -p "$WORK/image" && cp "$TESTSVC" "$WORK/image/testsvc"
+# Each api release carries its migrations and sits on the database image for
+# psql: 1.0.0 creates the orders table, 1.1.0 adds a column (expand only).
+cat >"$WORK/image/migrations-1.0.0.sql" <<'SQL'
+CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, item text NOT NULL);
+INSERT INTO orders (item) SELECT 'first order' WHERE NOT EXISTS (SELECT 1 FROM orders);
+SQL
+cat >"$WORK/image/migrations-1.1.0.sql" <<'SQL'
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS shipped boolean NOT NULL DEFAULT false;
+SQL
 for version in 1.0.0 1.1.0; do
   for service in api worker scheduler web; do
+    base=scratch migrations=""
+    if [[ $service == api ]]; then
+      base="$REGISTRY/demo/postgres:15"
+      migrations="COPY migrations-$version.sql /migrations.sql"
+    fi
     cat >"$WORK/image/Dockerfile" <<EOF
-FROM scratch
+FROM $base
 COPY testsvc /testsvc
+$migrations
 ENV TESTSVC_VERSION=$version TESTSVC_ROLE=$service TESTSVC_PORT=8080
 LABEL hoist.demo=$WORK
 EXPOSE 8080
+ENTRYPOINT []
 CMD ["/testsvc"]
 EOF
     docker build -q -t "$REGISTRY/demo/$service:$version" "$WORK/image" >/dev/null
@@ -90,6 +110,7 @@ EOF
   done
   echo "  $REGISTRY/demo/{api,worker,scheduler,web}:$version"
 done
+docker rmi "$REGISTRY/demo/postgres:15" >/dev/null
 
 echo "  building the proxy image (FROM scratch, this host's HAProxy)"
 bash deploy/build-proxy-image.sh "$REGISTRY/demo/haproxy:2.6" "hoist.demo=$WORK" >/dev/null
@@ -143,6 +164,11 @@ say "upgrading to 1.1.0"
 "$HOIST" upgrade 1.1.0 --yes
 
 echo "through the proxy: $(curl -fsS "http://127.0.0.1:$PROXY_PORT/")"
+
+db="$(docker ps -q --filter label=hoist.deployment=demo --filter label=hoist.service=db | head -1)"
+echo "the database after 1.1.0's migration: $(docker exec "$db" psql -At -c "SELECT 'orders(' ||
+  string_agg(column_name, ', ' ORDER BY ordinal_position) || ')' FROM information_schema.columns
+  WHERE table_name = 'orders'")"
 
 say "the version matrix after the upgrade"
 "$HOIST" matrix
