@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -23,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "shared/logging.h"
@@ -1190,9 +1192,46 @@ absl::Status DockerClient::RemoveVolume(absl::string_view name) {
   return Expect(call, {}).status();
 }
 
+namespace {
+
+// An exclusive flock on /run/lock/hoist-network-NAME.lock, held while it
+// lives: agents that share one Docker daemon on one machine serialise
+// creating a network, so that none finds it missing while another creates it
+// (Docker's duplicate-name check is not atomic). Best effort: without the
+// lock directory, or after waiting 30 s for a stuck holder, it goes on
+// unlocked, and EnsureNetwork's removal of duplicates is the fallback.
+class HostNetworkLock {
+ public:
+  explicit HostNetworkLock(absl::string_view name) {
+    const std::string path = absl::StrCat("/run/lock/hoist-network-", name, ".lock");
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) return;
+    const absl::Time give_up = absl::Now() + absl::Seconds(30);
+    while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) break;
+      if (absl::Now() > give_up) {
+        spdlog::warn("network {}: {} is still locked after 30 s; creating it without the lock", name, path);
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+  ~HostNetworkLock() {
+    if (fd_ >= 0) ::close(fd_);  // closing releases the lock
+  }
+  HostNetworkLock(const HostNetworkLock&) = delete;
+  HostNetworkLock& operator=(const HostNetworkLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace
+
 absl::StatusOr<std::string> DockerClient::EnsureNetwork(absl::string_view name,
                                                        const std::map<std::string, std::string>& labels) {
   if (absl::Status s = CheckName("network name", name); !s.ok()) return s;
+  HostNetworkLock host_lock(name);
   // Networks of exactly this name (the name filter matches substrings), oldest first.
   auto same_name = [&]() -> absl::StatusOr<std::vector<std::pair<absl::Time, std::string>>> {
     Call call;
