@@ -23,7 +23,8 @@
 # network and the same HAProxy binary Hoist uses (the FROM-scratch image of
 # deploy/build-proxy-image.sh) sits in front as a plain container published on
 # 127.0.0.1, finding the tasks through Docker's DNS (tasks.SERVICE, re-resolved
-# every 100 ms) with its own 200 ms health checks. compose uses the same HAProxy
+# every 100 ms) with its own health checks (every 200 ms, down after two
+# failures, up after one success). compose uses the same HAProxy
 # and the same resolver and check settings on the project's network; both
 # peers get the retry settings of Hoist's generated configuration. All three
 # thus measure the orchestration, not the proxy.
@@ -148,6 +149,15 @@ load_discard() {
   rm -f "$WORK/$1.load"
 }
 
+# What the peer's HAProxy said during the row, on stderr, when requests failed:
+# servers going down or up other than by DNS answers.
+proxy_events() {
+  local name="$1" container="$2"
+  [[ "$(grep -m1 "^${name}_failed=" "$WORK/$name.load" | cut -d= -f2)" == 0 ]] && return 0
+  docker logs "$container" 2>&1 | grep -v 'changed its IP\|administratively READY\|resolves again\|No IP for server' |
+    head -n 10 | sed "s/^/  $name proxy: /" >&2 || true
+}
+
 # One line of an error message, for NAME_error=.
 one_line() { tr '\n' ' ' <"$1" | sed 's/  */ /g; s/ $//' | cut -c1-300; }
 
@@ -159,6 +169,7 @@ peer_haproxy_cfg() {
   cat <<EOF
 global
     maxconn 4096
+    log stdout format raw local0 notice
 defaults
     mode http
     timeout connect 2s
@@ -182,7 +193,7 @@ frontend fe_web
 backend be_web
     balance roundrobin
     option httpchk GET /health
-    server-template web 4 $name:8080 check inter 200ms fall 1 rise 1 resolvers docker init-addr none
+    server-template web 4 $name:8080 check inter 200ms fall 2 rise 1 resolvers docker init-addr none
 EOF
 }
 
@@ -231,6 +242,7 @@ EOF
   WEB_VERSION=1.1.0 docker-compose -p "$RUN" up -d >>"$WORK/compose.log" 2>&1 || return 1
   wait_for_body "$port" "hello from web 1.1.0" || return 1
   load_stop compose "$t0"
+  proxy_events compose "${RUN}_proxy_1"
   cd "$ROOT"
   WEB_VERSION=1.1.0 docker-compose -f "$WORK/compose/docker-compose.yml" -p "$RUN" down -t 1 >>"$WORK/compose.log" 2>&1
 }
@@ -262,6 +274,7 @@ row_swarm() {
   docker service update -q --image "$REGISTRY/zdbench/web:1.1.0" "$RUN-web" >>"$WORK/swarm.log" 2>&1 || return 1
   wait_for_body "$port" "hello from web 1.1.0" || return 1
   load_stop swarm "$t0"
+  proxy_events swarm "$RUN-swarm-proxy"
   docker service rm "$RUN-web" >/dev/null
   docker rm -f "$RUN-swarm-proxy" >/dev/null
 }
@@ -373,15 +386,20 @@ run_row() {
   return 1
 }
 
-run_row compose row_compose || true
-run_row swarm row_swarm || true
-log "starting hoistd and three agents; deploying 1.0.0"
-if hoist_fleet; then
-  run_row hoist_rolling row_hoist_rolling && run_row hoist_bluegreen row_hoist_bluegreen || true
-else
-  for name in hoist_rolling hoist_bluegreen; do echo "${name}_error=hoistd and the agents did not start or deploy 1.0.0"; done
-  tail -n 20 "$WORK"/hoist.log "$WORK"/hoistd-1.log "$WORK"/host-*.log >&2 2>/dev/null || true
+ROWS="${ROWS:-compose swarm hoist}"
+[[ " $ROWS " == *" compose "* ]] && { run_row compose row_compose || true; }
+[[ " $ROWS " == *" swarm "* ]] && { run_row swarm row_swarm || true; }
+if [[ " $ROWS " == *" hoist "* ]]; then
+  log "starting hoistd and three agents; deploying 1.0.0"
+  if hoist_fleet; then
+    run_row hoist_rolling row_hoist_rolling && run_row hoist_bluegreen row_hoist_bluegreen || true
+  else
+    for name in hoist_rolling hoist_bluegreen; do echo "${name}_error=hoistd and the agents did not start or deploy 1.0.0"; done
+    tail -n 20 "$WORK"/hoist.log "$WORK"/hoistd-1.log "$WORK"/host-*.log >&2 2>/dev/null || true
+  fi
 fi
+# Keeps the logs of the run (the work directory is removed at exit).
+[[ -n "${KEEP_LOGS:-}" ]] && cp -r "$WORK" "$KEEP_LOGS"
 
 # Ratios to the peers measured above (n/a when a side is missing or the peer's figure is 0).
 ratio() {
