@@ -15,10 +15,11 @@
 #
 # The peer setup, and why: Swarm is initialised on this node with
 # --advertise-addr 127.0.0.1 when the node is in no swarm (and left again at
-# the end). Its routing mesh does not work in this environment: the ingress
-# port and the service VIP refuse or do not route (IPVS is not available),
-# while task-to-task traffic on an overlay network does. Host-mode publishing
-# cannot hold two replicas (or a start-first update) on one node and one port.
+# the end). Its routing mesh does not work on this machine: the kernel has no
+# IPVS (/proc/net/ip_vs is missing), so a published ingress port refuses
+# connections and a service VIP has no route, while task-to-task traffic on an
+# overlay network works. Host-mode publishing cannot hold two replicas (or a
+# start-first update) on one node and one port.
 # So the service runs with --endpoint-mode dnsrr on an attachable overlay
 # network and the same HAProxy binary Hoist uses (the FROM-scratch image of
 # deploy/build-proxy-image.sh) sits in front as a plain container published on
