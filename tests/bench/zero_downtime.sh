@@ -47,12 +47,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
 BUILD_DIR="${BUILD_DIR:-build}"
+[[ $BUILD_DIR == /* ]] || BUILD_DIR="$ROOT/$BUILD_DIR"
 RATE="${RATE:-250}"
-HOISTD="$ROOT/$BUILD_DIR/controller/hoistd"
-AGENT="$ROOT/$BUILD_DIR/agent/hoist-agent"
-HOIST="$ROOT/$BUILD_DIR/controller/cli/hoist"
-TESTSVC="$ROOT/$BUILD_DIR/tests/testsvc"
-LOADGEN="$ROOT/$BUILD_DIR/tests/hoist-loadgen"
+HOISTD="$BUILD_DIR/controller/hoistd"
+AGENT="$BUILD_DIR/agent/hoist-agent"
+HOIST="$BUILD_DIR/controller/cli/hoist"
+TESTSVC="$BUILD_DIR/tests/testsvc"
+LOADGEN="$BUILD_DIR/tests/hoist-loadgen"
 for b in "$HOISTD" "$AGENT" "$HOIST" "$TESTSVC" "$LOADGEN"; do
   [[ -x "$b" ]] || {
     echo "zero_downtime: $b is not built; run cmake --build $BUILD_DIR --target hoistd hoist-agent hoist testsvc hoist-loadgen" >&2
@@ -84,7 +85,7 @@ cleanup() {
   if [[ -f "$WORK/compose/docker-compose.yml" ]]; then
     (cd "$WORK/compose" && WEB_VERSION=1.0.0 docker-compose -p "$RUN" down -t 1 >/dev/null 2>&1)
   fi
-  docker service ls -q --filter "label=$LABEL" | xargs -r docker service rm >/dev/null 2>&1
+  docker service ls -q --filter "label=$LABEL" 2>/dev/null | xargs -r docker service rm >/dev/null 2>&1
   for filter in "label=$LABEL" "label=hoist.deployment=$DEPLOYMENT"; do
     docker ps -aq --filter "$filter" | xargs -r docker rm -f >/dev/null 2>&1
   done
