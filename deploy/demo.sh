@@ -36,6 +36,7 @@ WORK="$(mktemp -d /tmp/hoist-demo.XXXXXX)"
 chmod 755 "$WORK"
 PIDS=()
 source deploy/lib/postgres.sh
+source deploy/lib/fleet.sh
 
 cleanup() {
   local rc=$?
@@ -60,86 +61,50 @@ pg_throwaway_start "$WORK"
 DB="$PG_URL"
 
 say "starting a local registry"
-REG_PORT="$(free_port)"
-REGISTRY="127.0.0.1:$REG_PORT"
-cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $WORK/registry}}
-http: {addr: $REGISTRY}
-EOF
-/usr/bin/docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do curl -fs "http://$REGISTRY/v2/" >/dev/null && break; sleep 0.1; done
+fleet_registry_start
 
 say "building the demo app's images (FROM scratch) at 1.0.0 and 1.1.0"
 echo "  building the database image (FROM scratch, this host's Postgres 15)"
 bash deploy/build-postgres-image.sh "$REGISTRY/demo/postgres:15" demo "hoist.demo=$WORK" >/dev/null
 docker push -q "$REGISTRY/demo/postgres:15" >/dev/null
 echo "  $REGISTRY/demo/postgres:15"
-mkdir -p "$WORK/image" && cp "$TESTSVC" "$WORK/image/testsvc"
 # Each api release carries its migrations and sits on the database image for
 # psql: 1.0.0 creates the orders table, 1.1.0 adds a column (expand only).
-cat >"$WORK/image/migrations-1.0.0.sql" <<'SQL'
+cat >"$WORK/migrations-1.0.0.sql" <<'SQL'
 CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, item text NOT NULL);
 INSERT INTO orders (item) SELECT 'first order' WHERE NOT EXISTS (SELECT 1 FROM orders);
 SQL
-cat >"$WORK/image/migrations-1.1.0.sql" <<'SQL'
+cat >"$WORK/migrations-1.1.0.sql" <<'SQL'
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS shipped boolean NOT NULL DEFAULT false;
 SQL
 for version in 1.0.0 1.1.0; do
   for service in api worker scheduler web; do
-    base=scratch migrations=""
-    if [[ $service == api ]]; then
-      base="$REGISTRY/demo/postgres:15"
-      migrations="COPY migrations-$version.sql /migrations.sql"
-    fi
-    cat >"$WORK/image/Dockerfile" <<EOF
-FROM $base
-COPY testsvc /testsvc
-$migrations
-ENV TESTSVC_VERSION=$version TESTSVC_ROLE=$service TESTSVC_PORT=8080
-LABEL hoist.demo=$WORK
-EXPOSE 8080
-ENTRYPOINT []
-CMD ["/testsvc"]
-EOF
-    docker build -q -t "$REGISTRY/demo/$service:$version" "$WORK/image" >/dev/null
-    docker push -q "$REGISTRY/demo/$service:$version" >/dev/null
-    docker rmi "$REGISTRY/demo/$service:$version" >/dev/null  # the agents pull it
+    extra=()
+    [[ $service == api ]] && extra=("$REGISTRY/demo/postgres:15" "$WORK/migrations-$version.sql=/migrations.sql")
+    fleet_testsvc_image "$TESTSVC" "$REGISTRY/demo/$service:$version" "$service" "$version" "hoist.demo=$WORK" \
+      "${extra[@]}"
   done
   echo "  $REGISTRY/demo/{api,worker,scheduler,web}:$version"
 done
 docker rmi "$REGISTRY/demo/postgres:15" >/dev/null
 
 echo "  building the proxy image (FROM scratch, this host's HAProxy)"
-bash deploy/build-proxy-image.sh "$REGISTRY/demo/haproxy:2.6" "hoist.demo=$WORK" >/dev/null
-docker push -q "$REGISTRY/demo/haproxy:2.6" >/dev/null
-docker rmi "$REGISTRY/demo/haproxy:2.6" >/dev/null
+fleet_proxy_image "$REGISTRY/demo/haproxy:2.6" "hoist.demo=$WORK"
 echo "  $REGISTRY/demo/haproxy:2.6"
 
 say "starting two hoistd replicas and three agents"
-C1="127.0.0.1:$(free_port)"
-C2="127.0.0.1:$(free_port)"
-"$HOISTD" --replica-id hoistd-1 --listen "$C1" --http-listen "127.0.0.1:$(free_port)" --database-url "$DB" \
-  >"$WORK/hoistd-1.log" 2>&1 &
-PIDS+=($!)
+fleet_hoistd_start "$HOISTD" hoistd-1 "$DB"
+C1="$HOISTD_ADDR"
 sleep 1  # the first replica applies the schema and takes the lead
-"$HOISTD" --replica-id hoistd-2 --listen "$C2" --http-listen "127.0.0.1:$(free_port)" --database-url "$DB" \
-  >"$WORK/hoistd-2.log" 2>&1 &
-PIDS+=($!)
+fleet_hoistd_start "$HOISTD" hoistd-2 "$DB"
+C2="$HOISTD_ADDR"
+FLEET_DOMAIN=demo
 for i in 1 2 3; do
   tier=app; [[ $i == 3 ]] && tier=edge
-  mkdir -p "$WORK/agent-$i"
-  "$AGENT" --controller "$C2,$C1" --insecure --agent-id "host-$i" --labels "tier=$tier" \
-    --host-name "host-$i.demo" --state-dir "$WORK/agent-$i" >"$WORK/agent-$i.log" 2>&1 &
-  PIDS+=($!)
+  fleet_agent_start "$AGENT" "host-$i" "$C2,$C1" "tier=$tier"
 done
 export HOIST_CONTROLLER="$C1,$C2" HOIST_INSECURE=true HOIST_DEPLOYMENT=demo
-for _ in $(seq 100); do
-  [[ "$("$HOIST" agents --output json 2>/dev/null | grep -o '"connected": *true' | wc -l)" == 3 ]] && break
-  sleep 0.2
-done
+fleet_wait_agents "$HOIST" 3
 "$HOIST" agents
 
 say "applying the stack and recording releases 1.0.0 and 1.1.0"
