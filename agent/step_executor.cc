@@ -582,16 +582,20 @@ absl::Status StepExecutor::ProbeHealth(const StepContext& ctx, hoist::v1::StepRe
                                                         : "";
   auto* out = result->mutable_probe();
   uint32_t attempt = 0;
+  // The detail of the last attempt that had its whole timeout: an attempt cut
+  // short by the deadline may only say it ran out of time.
+  std::string last_whole_detail;
   for (;;) {
     ++attempt;
     absl::Time attempt_start = clock_->Now();
     ProbeOutcome outcome;
+    const absl::Duration allowed = std::min(attempt_timeout, deadline - attempt_start);
+    const bool cut_short = allowed < attempt_timeout;
     auto container = RunningContainerOf(probe.instance(), prefer_version);
     if (!container.ok()) {
       outcome.detail = std::string(container.status().message());
     } else {
-      outcome = ProbeOnce(*docker_, *container, check,
-                          std::max(absl::Milliseconds(1), std::min(attempt_timeout, deadline - attempt_start)));
+      outcome = ProbeOnce(*docker_, *container, check, std::max(absl::Milliseconds(1), allowed));
       absl::MutexLock lock(&mu_);
       observed_health_[container->id] = outcome.passed ? hoist::v1::HEALTH_HEALTHY : hoist::v1::HEALTH_UNHEALTHY;
     }
@@ -611,11 +615,16 @@ absl::Status StepExecutor::ProbeHealth(const StepContext& ctx, hoist::v1::StepRe
     }
     absl::Time next = attempt_start + interval;
     if (next >= deadline) {
+      std::string last = outcome.detail;
+      if (cut_short && !last_whole_detail.empty() && last_whole_detail != outcome.detail) {
+        last = absl::StrCat(outcome.detail, " (cut short by the deadline); the attempt before: ", last_whole_detail);
+      }
       return absl::DeadlineExceededError(absl::StrCat("instance ", Describe(probe.instance()), " not healthy after ",
                                                       attempt, attempt == 1 ? " attempt" : " attempts", " in ",
                                                       absl::FormatDuration(clock_->Now() - first),
-                                                      "; last attempt: ", outcome.detail));
+                                                      "; last attempt: ", last));
     }
+    if (!cut_short) last_whole_detail = outcome.detail;
     if (!SleepUntil(next)) return absl::CancelledError(kStoppingMessage);
   }
 }

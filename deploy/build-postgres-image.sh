@@ -80,5 +80,7 @@ EXPOSE 5432
 STOPSIGNAL SIGINT
 ENTRYPOINT ["$PGBIN/postgres", "-D", "/pgdata"]
 EOF
-docker build -q "${LABELS[@]}" -t "$TAG" "$STAGE" >/dev/null
+# --no-cache: builds running side by side must not share layers that one of
+# them may remove while another builds on them.
+docker build -q --no-cache "${LABELS[@]}" -t "$TAG" "$STAGE" >/dev/null
 echo "$TAG"

@@ -43,5 +43,7 @@ LABEL org.opencontainers.image.title="hoist-haproxy" org.opencontainers.image.ve
 STOPSIGNAL SIGUSR1
 CMD ["/usr/sbin/haproxy", "-db", "-f", "/etc/haproxy/haproxy.cfg"]
 EOF
-docker build -q "${LABELS[@]}" -t "$TAG" "$STAGE" >/dev/null
+# --no-cache: builds running side by side must not share layers that one of
+# them may remove while another builds on them.
+docker build -q --no-cache "${LABELS[@]}" -t "$TAG" "$STAGE" >/dev/null
 echo "$TAG"
