@@ -358,6 +358,9 @@ class HookedStore : public rollout::RolloutStore {
     return inner_->ListReleases(d);
   }
   absl::Status Pin(uint64_t e, const std::string& d, const std::string& v) override { return inner_->Pin(e, d, v); }
+  absl::Status SetLiveSlot(uint64_t e, const std::string& d, hoist::v1::Slot slot) override {
+    return inner_->SetLiveSlot(e, d, slot);
+  }
   absl::Status CreateRollout(uint64_t e, const StoredRollout& r, const std::vector<StoredStep>& s) override {
     return inner_->CreateRollout(e, r, s);
   }
@@ -375,6 +378,7 @@ class HookedStore : public rollout::RolloutStore {
     return inner_->SetRolloutState(e, id, s, error);
   }
   absl::Status RequestCancel(const std::string& id) override { return inner_->RequestCancel(id); }
+  absl::Status RequestFinish(const std::string& id) override { return inner_->RequestFinish(id); }
   absl::StatusOr<std::vector<hoist::v1::Lock>> ListLocks() override { return inner_->ListLocks(); }
   absl::Status AppendEvent(uint64_t e, const hoist::v1::RolloutEvent& ev) override {
     return inner_->AppendEvent(e, ev);
