@@ -34,6 +34,7 @@
 #include "shared/clock.h"
 #include "tests/bench/loadgen.h"
 #include "tests/fixtures/docker_env.h"
+#include "tests/fixtures/hoist_fleet.h"
 #include "tests/fixtures/postgres_cluster.h"
 #include "tests/fixtures/temp_dir.h"
 #include "tests/fixtures/test_env.h"
@@ -88,11 +89,6 @@ images:
   web: REGISTRY/hoist-test/web:VERSION
 )";
 
-std::string Fill(std::string text, const std::map<std::string, std::string>& values) {
-  for (const auto& [k, v] : values) text = absl::StrReplaceAll(text, {{k, v}});
-  return text;
-}
-
 class ProxyE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -102,9 +98,6 @@ class ProxyE2eTest : public ::testing::Test {
     auto pg = PostgresCluster::Start();
     HOIST_REQUIRE_REAL_PART(pg.status());
     pg_ = std::move(*pg);
-    auto dir = MakeOwnedTempDir("hoist-proxy-e2e");
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    dir_ = *dir;
     deployment_ = absl::StrCat("zd-", getpid());
 
     for (const char* v : {"1.0.0", "1.1.0"}) {
@@ -120,68 +113,17 @@ class ProxyE2eTest : public ::testing::Test {
                {"REGISTRY", env_->registry()},
                {"PROXY_IMAGE", *proxy_image},
                {"PROXY_PORT", absl::StrCat(proxy_port_)}};
-
-    auto db = pg_->CreateDatabase("hoist");
-    ASSERT_TRUE(db.ok()) << db.status();
-    auto port = PickFreePort();
-    ASSERT_TRUE(port.ok());
-    controller_ = absl::StrCat("127.0.0.1:", *port);
-    Start("hoistd", {HOIST_HOISTD_PATH, "--replica-id", "hoistd-1", "--listen", controller_, "--http-listen",
-                     "127.0.0.1:0", "--database-url", pg_->ConnectionString("hoist")});
-    for (int i = 1; i <= 3; ++i) {
-      std::string id = absl::StrCat("host-", i);
-      Start(id, {HOIST_AGENT_PATH, "--controller", controller_, "--insecure", "--agent-id", id, "--labels",
-                 i == 3 ? "tier=edge" : "tier=app", "--host-name", id + ".test", "--state-dir", dir_ + "/" + id,
-                 "--deployments", deployment_});
-    }
-    // Agents reconnect until the controller serves; wait for all three.
-    absl::Time deadline = absl::Now() + absl::Seconds(60);
-    for (;;) {
-      auto agents = Hoist({"agents", "--output", "json"});
-      if (agents.ok() && CountOf(absl::StrReplaceAll(agents->stdout_text, {{" ", ""}}), "\"connected\":true") == 3) break;
-      ASSERT_LT(absl::Now(), deadline) << "three agents did not connect; last answer: "
-                                       << (agents.ok() ? agents->stdout_text + agents->stderr_text
-                                                       : std::string(agents.status().message()));
-      absl::SleepFor(absl::Milliseconds(200));
-    }
+    auto fleet = HoistFleet::Start(
+        env_.get(), pg_.get(),
+        {.deployment = deployment_,
+         .agents = {{"host-1", "tier=app"}, {"host-2", "tier=app"}, {"host-3", "tier=edge"}}});
+    ASSERT_TRUE(fleet.ok()) << fleet.status();
+    fleet_ = std::move(*fleet);
   }
 
   void TearDown() override {
-    for (pid_t pid : pids_) kill(pid, SIGTERM);
-    for (pid_t pid : pids_) {
-      if (!WaitForExit(pid, absl::Seconds(10)).ok()) {
-        kill(pid, SIGKILL);
-        (void)WaitForExit(pid, absl::Seconds(5));
-      }
-    }
-    if (env_ != nullptr && !deployment_.empty()) {
-      auto ids = env_->Docker({"ps", "-aq", "--filter", absl::StrCat("label=hoist.deployment=", deployment_)});
-      if (ids.ok()) {
-        std::vector<std::string> args = {"rm", "-f"};
-        for (absl::string_view id : absl::StrSplit(*ids, '\n', absl::SkipWhitespace())) args.emplace_back(id);
-        if (args.size() > 2) (void)env_->Docker(args);
-      }
-      auto nets = env_->Docker({"network", "ls", "-q", "--filter", absl::StrCat("label=hoist.deployment=", deployment_)});
-      if (nets.ok()) {
-        for (absl::string_view id : absl::StrSplit(*nets, '\n', absl::SkipWhitespace())) {
-          (void)env_->Docker({"network", "rm", std::string(id)});
-        }
-      }
-    }
-    if (HasFailure() && !dir_.empty()) {
-      for (const char* name : {"hoistd", "host-1", "host-2", "host-3"}) {
-        std::string log = ReadWholeFile(absl::StrCat(dir_, "/", name, ".log"));
-        if (log.size() > 6000) log = log.substr(log.size() - 6000);
-        std::cerr << "---- " << name << " log (tail)\n" << log << "\n";
-      }
-    }
-    if (!dir_.empty()) RemoveTree(dir_);
-  }
-
-  void Start(const std::string& name, const std::vector<std::string>& argv) {
-    auto pid = Spawn(argv, {.log_path = dir_ + "/" + name + ".log"});
-    ASSERT_TRUE(pid.ok()) << pid.status();
-    pids_.push_back(*pid);
+    if (fleet_ != nullptr) fleet_->set_dump_logs_at_exit(HasFailure());
+    fleet_.reset();
   }
 
   static int CountOf(absl::string_view text, absl::string_view what) {
@@ -190,35 +132,17 @@ class ProxyE2eTest : public ::testing::Test {
     return n;
   }
 
-  absl::StatusOr<CommandResult> Hoist(std::vector<std::string> args, absl::Duration timeout = absl::Minutes(1)) {
-    args.insert(args.begin(), HOIST_CLI_PATH);
-    return RunCommand(args, {.timeout = timeout,
-                             .extra_env = {absl::StrCat("HOIST_CONTROLLER=", controller_), "HOIST_INSECURE=true",
-                                           absl::StrCat("HOIST_DEPLOYMENT=", deployment_)}});
-  }
-
-  // Runs a hoist command that must succeed; returns its output.
   std::string MustHoist(std::vector<std::string> args, absl::Duration timeout = absl::Minutes(1)) {
-    std::string what = absl::StrJoin(args, " ");
-    auto r = Hoist(std::move(args), timeout);
-    EXPECT_TRUE(r.ok()) << what << ": " << r.status();
-    if (!r.ok()) return "";
-    EXPECT_EQ(r->exit_code, 0) << "hoist " << what << " failed:\n" << r->stdout_text << r->stderr_text;
-    return r->stdout_text;
-  }
-
-  std::string WriteFile(const std::string& name, const std::string& text) {
-    std::string path = dir_ + "/" + name;
-    std::ofstream(path) << text;
-    return path;
+    return fleet_->MustHoist(std::move(args), timeout);
   }
 
   void ApplyStackAndReleases() {
-    MustHoist({"apply", WriteFile("stack.yaml", Fill(kStack, values_))});
+    MustHoist({"apply", fleet_->WriteFile("stack.yaml", FillTemplate(kStack, values_))});
     for (const char* v : {"1.0.0", "1.1.0"}) {
       auto values = values_;
       values["VERSION"] = v;
-      MustHoist({"release", "create", WriteFile(absl::StrCat("release-", v, ".yaml"), Fill(kRelease, values))});
+      MustHoist({"release", "create",
+                 fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kRelease, values))});
     }
   }
 
@@ -239,12 +163,10 @@ class ProxyE2eTest : public ::testing::Test {
 
   std::unique_ptr<DockerEnv> env_;
   std::unique_ptr<PostgresCluster> pg_;
-  std::string dir_;
+  std::unique_ptr<HoistFleet> fleet_;
   std::string deployment_;
-  std::string controller_;
   uint16_t proxy_port_ = 0;
   std::map<std::string, std::string> values_;
-  std::vector<pid_t> pids_;
 };
 
 TEST_F(ProxyE2eTest, RollingUpgradeThroughHaproxyDropsNoRequest) {
