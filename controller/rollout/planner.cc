@@ -159,6 +159,11 @@ class Planner {
   // One backend of `route` for container c (replica r of the route's service) in `slot`.
   void AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t replica, const Live& c, v1::Slot slot,
                   v1::BackendState state) const;
+  // For every proxy with a route `pick` selects and a running instance: one
+  // proxy_update per host; fill adds a route's backends and returns its summary.
+  void StepProxyUpdate(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
+                       const std::function<std::string(const RouteSpec&, v1::ProxyRoute*)>& fill, uint32_t batch,
+                       const std::string& slug, const std::string& verb);
   // Blue-green: one proxy_update per proxy host setting the routes `pick`
   // selects to the running containers of each (slot, state) pair given.
   void StepProxySlots(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
@@ -608,10 +613,31 @@ void Planner::StepRemove(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, 
 void Planner::StepProxyRoutes(PlanPhase& ph, const std::string& service,
                               const std::vector<std::pair<uint32_t, const Live*>>& draining,
                               uint32_t batch) {
+  auto pick = [&](const RouteSpec& r) { return r.service == service || service.empty(); };
+  auto fill = [&](const RouteSpec& r, v1::ProxyRoute* route) {
+    int ready = 0, drain = 0;
+    for (const auto& [replica, cs] : live_[r.service]) {
+      for (const Live& c : cs) {
+        if (!c.running) continue;
+        bool drains = std::any_of(draining.begin(), draining.end(), [&](const auto& d) {
+          return d.first == replica && d.second->version == c.version && d.second->agent == c.agent;
+        });
+        AddBackend(route, r, replica, c, live_slot_, drains ? v1::BACKEND_STATE_DRAIN : v1::BACKEND_STATE_READY);
+        (drains ? drain : ready)++;
+      }
+    }
+    return absl::StrCat(r.name, " -> ", ready, " ready", drain > 0 ? absl::StrCat(", ", drain, " draining") : "");
+  };
+  StepProxyUpdate(ph, pick, fill, batch, "proxy", "update");
+}
+
+void Planner::StepProxyUpdate(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
+                              const std::function<std::string(const RouteSpec&, v1::ProxyRoute*)>& fill,
+                              uint32_t batch, const std::string& slug, const std::string& verb) {
   for (const ServiceSpec& proxy : m_.services) {
     std::vector<const RouteSpec*> routes;
     for (const RouteSpec& r : proxy.routes) {
-      if (r.service == service || service.empty()) routes.push_back(&r);
+      if (pick(r)) routes.push_back(&r);
     }
     if (routes.empty()) continue;
     std::set<std::string> proxy_hosts;
@@ -629,23 +655,11 @@ void Planner::StepProxyRoutes(PlanPhase& ph, const std::string& service,
     for (const RouteSpec* r : routes) {
       v1::ProxyRoute* route = update.add_routes();
       route->set_name(r->name);
-      int ready = 0, drain = 0;
-      for (const auto& [replica, cs] : live_[r->service]) {
-        for (const Live& c : cs) {
-          if (!c.running) continue;
-          bool drains = std::any_of(draining.begin(), draining.end(), [&](const auto& d) {
-            return d.first == replica && d.second->version == c.version && d.second->agent == c.agent;
-          });
-          AddBackend(route, *r, replica, c, live_slot_, drains ? v1::BACKEND_STATE_DRAIN : v1::BACKEND_STATE_READY);
-          (drains ? drain : ready)++;
-        }
-      }
-      summary.push_back(absl::StrCat(r->name, " -> ", ready, " ready",
-                                     drain > 0 ? absl::StrCat(", ", drain, " draining") : ""));
+      summary.push_back(fill(*r, route));
     }
     for (const std::string& host : proxy_hosts) {
-      PlanStep& st = AddStep(ph, absl::StrCat("proxy-", proxy.name, "-", host), "proxy_update", host,
-                             absl::StrCat("update ", proxy.name, " routes on ", host, ": ",
+      PlanStep& st = AddStep(ph, absl::StrCat(slug, "-", proxy.name, "-", host), "proxy_update", host,
+                             absl::StrCat(verb, " ", proxy.name, " routes on ", host, ": ",
                                           absl::StrJoin(summary, "; ")),
                              batch, proxy.drain_timeout + kStepSlack);
       *st.action.mutable_proxy_update() = update;
@@ -679,50 +693,22 @@ void Planner::AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t rep
 void Planner::StepProxySlots(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
                              const std::vector<std::pair<v1::Slot, v1::BackendState>>& sets, uint32_t batch,
                              const std::string& slug) {
-  for (const ServiceSpec& proxy : m_.services) {
-    std::vector<const RouteSpec*> routes;
-    for (const RouteSpec& r : proxy.routes) {
-      if (pick(r)) routes.push_back(&r);
-    }
-    if (routes.empty()) continue;
-    std::set<std::string> proxy_hosts;
-    for (const auto& [replica, cs] : live_[proxy.name]) {
-      for (const Live& c : cs) {
-        if (c.running) proxy_hosts.insert(c.agent);
-      }
-    }
-    if (proxy_hosts.empty()) continue;
-    v1::ProxyUpdate update;
-    update.set_deployment(m_.deployment);
-    update.set_service(proxy.name);
-    *update.mutable_drain_timeout() = DurationProto(proxy.drain_timeout);
-    std::vector<std::string> summary;
-    for (const RouteSpec* r : routes) {
-      v1::ProxyRoute* route = update.add_routes();
-      route->set_name(r->name);
-      std::vector<std::string> parts;
-      for (const auto& [slot, state] : sets) {
-        int n = 0;
-        for (const auto& [replica, cs] : SlotLive(slot)[r->service]) {
-          for (const Live& c : cs) {
-            if (!c.running) continue;
-            AddBackend(route, *r, replica, c, slot, state);
-            ++n;
-          }
+  auto fill = [&](const RouteSpec& r, v1::ProxyRoute* route) {
+    std::vector<std::string> parts;
+    for (const auto& [slot, state] : sets) {
+      int n = 0;
+      for (const auto& [replica, cs] : SlotLive(slot)[r.service]) {
+        for (const Live& c : cs) {
+          if (!c.running) continue;
+          AddBackend(route, r, replica, c, slot, state);
+          ++n;
         }
-        parts.push_back(absl::StrCat(n, " ", SlotWord(slot), " ",
-                                     state == v1::BACKEND_STATE_READY ? "serving" : "drained"));
       }
-      summary.push_back(absl::StrCat(r->name, " -> ", absl::StrJoin(parts, ", ")));
+      parts.push_back(absl::StrCat(n, " ", SlotWord(slot), " ", state == v1::BACKEND_STATE_READY ? "serving" : "drained"));
     }
-    for (const std::string& host : proxy_hosts) {
-      PlanStep& st = AddStep(ph, absl::StrCat(slug, "-", proxy.name, "-", host), "proxy_update", host,
-                             absl::StrCat("set ", proxy.name, " routes on ", host, " in one update: ",
-                                          absl::StrJoin(summary, "; ")),
-                             batch, proxy.drain_timeout + kStepSlack);
-      *st.action.mutable_proxy_update() = update;
-    }
-  }
+    return absl::StrCat(r.name, " -> ", absl::StrJoin(parts, ", "));
+  };
+  StepProxyUpdate(ph, pick, fill, batch, slug, "set, in one update,");
 }
 
 void Planner::StepJob(PlanPhase& ph, const ServiceSpec& s, const std::string& job_name,
