@@ -1567,8 +1567,9 @@ absl::StatusOr<Plan> Planner::BuildBlueGreen() {
         "smoke-test",
         absl::StrCat("before the switch: the smoke test runs against ", new_word, " while ", old_word,
                      " still serves users",
-                     preview.empty() ? absl::StrCat(" (the proxy has no <route>-preview route, so the test reaches ",
-                                                    new_word, " over the network only)")
+                     preview.empty() ? absl::StrCat(" (the proxy has no <route>-preview route: the test runs from the new "
+                                                    "image on the deployment network, where service names reach both "
+                                                    "slots; it can reach ", new_word, " by container name)")
                                      : absl::StrCat(", through the preview route ", absl::StrJoin(preview, ", ")),
                      "; a failure stops the rollout before any user sees ", to_version_));
     StepJob(sp, s, "smoke-test", m_.smoke_test->job.command, m_.smoke_test->job.timeout, "smoke_test",
