@@ -470,9 +470,10 @@ class ExecutorTest : public PostgresTest {
 
   // Applies the stack and records releases, as the leader of `epoch`.
   void Prepare(Leader* l, const std::string& deployment, const std::vector<std::string>& versions,
-               const std::string& pause = "50ms") {
+               const std::string& pause = "50ms", const std::string& extra_services = "") {
     hoist::v1::ApplyStackRequest apply;
-    apply.set_manifest_yaml(absl::StrReplaceAll(kStack, {{"DEPLOYMENT", deployment}, {"PAUSE", pause}}));
+    apply.set_manifest_yaml(
+        absl::StrReplaceAll(std::string(kStack) + extra_services, {{"DEPLOYMENT", deployment}, {"PAUSE", pause}}));
     apply.set_file_name("stack.yaml");
     auto d = l->manager.ApplyStack(l->epoch, apply, "tester");
     ASSERT_TRUE(d.ok()) << d.status();
@@ -880,52 +881,9 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
 
 // --- blue-green ---
 
-// A stack with a proxy in front of the API and the web front end, and a
-// scheduler: what a blue-green upgrade needs. The proxy's image is pinned, so
-// it stays outside the slots.
-constexpr char kBlueGreenStack[] = R"(deployment: DEPLOYMENT
-network: DEPLOYMENT
-hosts:
-  - id: host-1
-    labels: {tier: app}
-  - id: host-2
-    labels: {tier: app}
-  - id: host-3
-    labels: {tier: edge}
-services:
-  api:
-    role: api
-    repository: registry.test/shop/api
-    replicas: 2
-    placement:
-      labels: {tier: app}
-      distinct_hosts: true
-    ports:
-      - container: 8080
-    health:
-      http: {path: /health, port: 8080, check_version: true}
-      interval: 200ms
-      deadline: 30s
-    migration:
-      command: [/app, migrate]
-      timeout: 1m
-  scheduler:
-    role: scheduler
-    repository: registry.test/shop/scheduler
-    placement:
-      hosts: [host-1]
-  web:
-    role: web
-    repository: registry.test/shop/web
-    placement:
-      labels: {tier: app}
-    ports:
-      - container: 8080
-    health:
-      http: {path: /health, port: 8080}
-      interval: 200ms
-      deadline: 30s
-  proxy:
+// What a blue-green upgrade needs on top of kStack: a proxy in front of the
+// API and the web front end. Its image is pinned, so it stays outside the slots.
+constexpr char kProxyService[] = R"(  proxy:
     role: proxy
     image: registry.test/haproxy:2.6
     placement:
@@ -948,23 +906,9 @@ class BlueGreenExecutorTest : public ExecutorTest {
     });
   }
 
-  // The deployment at 1.0.0 in the blue slot, with releases 1.0.0 and 1.1.0.
+  // The deployment, with a proxy, at 1.0.0 in the blue slot, with releases 1.0.0 and 1.1.0.
   void DeployedBlue(Leader* l, const std::string& deployment) {
-    hoist::v1::ApplyStackRequest apply;
-    apply.set_manifest_yaml(absl::StrReplaceAll(kBlueGreenStack, {{"DEPLOYMENT", deployment}}));
-    apply.set_file_name("stack.yaml");
-    auto d = l->manager.ApplyStack(l->epoch, apply, "tester");
-    ASSERT_TRUE(d.ok()) << d.status();
-    for (const char* v : {"1.0.0", "1.1.0"}) {
-      hoist::v1::Release r;
-      r.set_deployment(deployment);
-      r.set_version(v);
-      for (const char* s : {"api", "scheduler", "web"}) {
-        (*r.mutable_images())[s] = absl::StrCat("registry.test/shop/", s, ":", v);
-      }
-      auto created = l->manager.CreateRelease(l->epoch, r, "tester");
-      ASSERT_TRUE(created.ok()) << created.status();
-    }
+    Prepare(l, deployment, {"1.0.0", "1.1.0"}, "50ms", kProxyService);
     auto id = Start(l, deployment, "1.0.0");
     ASSERT_TRUE(id.ok()) << id.status();
     ASSERT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
@@ -1058,15 +1002,15 @@ TEST_F(BlueGreenExecutorTest, GraceHoldsBlueAndCutoverSwitchesBackForwardThenFin
   ASSERT_TRUE(id.ok()) << id.status();
   ASSERT_TRUE(WaitState(*id, hoist::v1::ROLLOUT_STATE_GRACE)) << "the rollout never reached its grace period";
 
-  // Green serves, blue still runs beside it (its scheduler handed over).
+  // Green serves, blue still runs beside it.
   EXPECT_EQ(LiveSlot("shop"), hoist::v1::SLOT_GREEN);
   std::map<std::string, int> running = Running();
   EXPECT_EQ(running["api/green"], 2);
   EXPECT_EQ(running["api/blue"], 2);
   EXPECT_EQ(running["web/green"], 1);
   EXPECT_EQ(running["web/blue"], 1);
-  EXPECT_EQ(running["scheduler/green"], 1);
-  EXPECT_EQ(running["scheduler/blue"], 0);
+  EXPECT_EQ(running["worker/green"], 2);
+  EXPECT_EQ(running["worker/blue"], 2);
   std::vector<hoist::v1::Step> switches = ProxyUpdates("-switch-");
   ASSERT_EQ(switches.size(), 1u) << "one proxy step switches every route";
   EXPECT_EQ(States(switches[0]), (std::map<std::string, hoist::v1::BackendState>{
@@ -1113,7 +1057,7 @@ TEST_F(BlueGreenExecutorTest, GraceHoldsBlueAndCutoverSwitchesBackForwardThenFin
   running = Running();
   EXPECT_EQ(running["api/green"], 2);
   EXPECT_EQ(running["web/green"], 1);
-  EXPECT_EQ(running["api/blue"] + running["web/blue"] + running["scheduler/blue"], 0);
+  EXPECT_EQ(running["api/blue"] + running["web/blue"] + running["worker/blue"], 0);
   for (const auto& [agent, inv] : fleet_->Inventories()) {
     for (const auto& c : inv.containers()) {
       if (c.instance().service() != "proxy") {
@@ -1202,7 +1146,7 @@ TEST_F(BlueGreenExecutorTest, FailedGreenHealthCheckLeavesBlueServingAndTheProxy
   std::map<std::string, int> running = Running();
   EXPECT_EQ(running["api/blue"], 2);
   EXPECT_EQ(running["web/blue"], 1);
-  EXPECT_EQ(running["scheduler/blue"], 1) << "the scheduler hands over only after green is healthy";
+  EXPECT_EQ(running["worker/blue"], 2);
   EXPECT_EQ(running["web/green"], 1) << "green is left for inspection";
   EXPECT_TRUE(pg_store_->ListLocks().ok() && pg_store_->ListLocks()->empty()) << "the lock must be released";
 
