@@ -136,6 +136,25 @@ absl::Status Executor::RunGrace(const StoredRollout& rollout, const StoredStep& 
       absl::MutexLock lock(&grace_mu_);
       auto r = store_->GetRollout(rollout.id);
       auto d = store_->GetDeployment(rollout.deployment);
+      if (r.ok() && d.ok() && (r->cancel_requested || runner->cancel.load())) {
+        // Cancelled: nothing is retired, both slots keep running, and the pin
+        // follows the slot that serves (after a switch back, the old release).
+        const bool old_serves = d->live_slot != target;
+        if (old_serves) {
+          if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.from_version); !s.ok()) return s;
+        }
+        if (absl::Status s = store_->SetRolloutState(epoch, rollout.id, hoist::v1::ROLLOUT_STATE_RUNNING, "");
+            !s.ok()) {
+          return s;
+        }
+        Event(epoch, rollout, "grace_cancelled",
+              absl::StrCat("cancelled during the grace period: ", old_serves ? old_word : new_word, " serves (",
+                           old_serves ? rollout.from_version : rollout.to_version, ", pinned), ",
+                           old_serves ? new_word : old_word,
+                           " keeps running without traffic; the next blue-green rollout removes it"),
+              &step, hoist::v1::ROLLOUT_STATE_RUNNING, hoist::v1::STEP_STATE_RUNNING);
+        return absl::OkStatus();
+      }
       if (r.ok() && d.ok() && d->live_slot == target) {
         const bool finish = r->finish_requested;
         if (finish || clock_->Now() >= until) {

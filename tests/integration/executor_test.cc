@@ -1156,5 +1156,32 @@ TEST_F(BlueGreenExecutorTest, FailedGreenHealthCheckLeavesBlueServingAndTheProxy
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_NE(next->FindPhase("clear-green"), nullptr);
 }
+
+TEST_F(BlueGreenExecutorTest, CancelDuringGraceAfterASwitchBackKeepsBothSlotsAndPinsTheOldRelease) {
+  Leader* l = NewLeader();
+  DeployedBlue(l, "undo");
+  ASSERT_FALSE(HasFailure());
+  auto id = StartBlueGreen(l, "undo", absl::Hours(1));
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(WaitState(*id, hoist::v1::ROLLOUT_STATE_GRACE));
+  auto back = Cutover(l, "undo", hoist::v1::CUTOVER_DIRECTION_BACK);
+  ASSERT_TRUE(back.ok()) << back.status();
+  auto cancelled = l->manager.Cancel(*id, "1.1.0 is wrong", "tester");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  StoredRollout done = WaitDone(*id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_CANCELLED);
+  EXPECT_EQ(LiveSlot("undo"), hoist::v1::SLOT_BLUE);
+  auto d = pg_store_->GetDeployment("undo");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pinned_version, "1.0.0") << "the pin follows the slot that serves";
+  std::map<std::string, int> running = Running();
+  EXPECT_EQ(running["api/blue"], 2);
+  EXPECT_EQ(running["api/green"], 2) << "nothing is retired on a cancel";
+  EXPECT_TRUE(ProxyUpdates("-retire-").empty());
+  auto locks = pg_store_->ListLocks();
+  ASSERT_TRUE(locks.ok());
+  EXPECT_TRUE(locks->empty()) << "the lock must be released";
+}
+
 }  // namespace
 }  // namespace hoist::testing
