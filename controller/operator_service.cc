@@ -152,7 +152,9 @@ grpc::Status OperatorServiceImpl::WatchRollout(grpc::ServerContext* context,
       after = e.sequence();
     }
     auto r = store_->GetRollout(request->id());
-    if (r.ok() && IsTerminal(r->state)) {
+    // A blue-green rollout in its grace period waits for the operator: the
+    // watch ends there too (hoist watch shows the cutover commands).
+    if (r.ok() && (IsTerminal(r->state) || r->state == hoist::v1::ROLLOUT_STATE_GRACE)) {
       // Drain what was written with the final state, then end the stream.
       auto rest = store_->EventsAfter(request->id(), after);
       if (rest.ok()) {
@@ -185,6 +187,15 @@ grpc::Status OperatorServiceImpl::Rollback(grpc::ServerContext* context, const h
   if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
   auto r = manager_->Rollback(epoch, *request, Actor(*context));
   if (r.ok()) *response->mutable_rollout() = *r;
+  return Done(r);
+}
+
+grpc::Status OperatorServiceImpl::Cutover(grpc::ServerContext* context, const hoist::v1::CutoverRequest* request,
+                                          hoist::v1::CutoverResponse* response) {
+  uint64_t epoch;
+  if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
+  auto r = manager_->Cutover(epoch, *request, Actor(*context));
+  if (r.ok()) *response = *r;
   return Done(r);
 }
 

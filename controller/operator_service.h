@@ -54,6 +54,8 @@ class OperatorServiceImpl final : public hoist::v1::OperatorService::Service {
                              hoist::v1::CancelRolloutResponse*) override;
   grpc::Status Rollback(grpc::ServerContext*, const hoist::v1::RollbackRequest*,
                         hoist::v1::RollbackResponse*) override;
+  grpc::Status Cutover(grpc::ServerContext*, const hoist::v1::CutoverRequest*,
+                       hoist::v1::CutoverResponse*) override;
   grpc::Status GetStatus(grpc::ServerContext*, const hoist::v1::GetStatusRequest*,
                          hoist::v1::GetStatusResponse*) override;
   grpc::Status GetVersionMatrix(grpc::ServerContext*, const hoist::v1::GetVersionMatrixRequest*,

@@ -361,7 +361,10 @@ int RunCutover(const Args& args, CliIo& io) {
   std::string slot = resp.live_slot() == v1::SLOT_GREEN ? "green" : "blue";
   inv.out() << "Traffic to " << *deployment << " now goes to " << slot << " (switch took "
             << HumanDuration(ToAbslDuration(resp.took())) << ")\n";
-  if (req.direction() == v1::CUTOVER_DIRECTION_FINISH) inv.out() << "Blue is being retired.\n";
+  if (req.direction() == v1::CUTOVER_DIRECTION_FINISH) {
+    inv.out() << "The " << (resp.live_slot() == v1::SLOT_GREEN ? "blue" : "green")
+              << " slot is being retired; hoist status shows when it is gone.\n";
+  }
   return kExitOk;
 }
 

@@ -13,6 +13,8 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
+constexpr absl::Duration kGracePoll = absl::Milliseconds(100);
+
 bool Finished(hoist::v1::StepState s) {
   return s == hoist::v1::STEP_STATE_SUCCEEDED || s == hoist::v1::STEP_STATE_SKIPPED;
 }
@@ -107,6 +109,73 @@ bool Executor::WaitIdle(const std::string& rollout_id, absl::Duration timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
 }
 
+absl::Status Executor::WhileGraceHeld(const std::function<absl::Status()>& fn) {
+  absl::MutexLock lock(&grace_mu_);
+  return fn();
+}
+
+absl::Status Executor::RunGrace(const StoredRollout& rollout, const StoredStep& step, uint64_t epoch, Runner* runner,
+                                absl::Time started) {
+  const hoist::v1::Slot target = rollout.plan.target_slot();
+  const std::string new_word = target == hoist::v1::SLOT_GREEN ? "green" : "blue";
+  const std::string old_word = target == hoist::v1::SLOT_GREEN ? "blue" : "green";
+  // From the step's first start: a new leader does not restart the period.
+  const absl::Time began = step.started_at == absl::InfinitePast() ? started : step.started_at;
+  const absl::Time until = began + step.timeout;
+  if (absl::Status s = store_->SetRolloutState(epoch, rollout.id, hoist::v1::ROLLOUT_STATE_GRACE, ""); !s.ok()) {
+    return s;
+  }
+  Event(epoch, rollout, "grace_started",
+        absl::StrCat(new_word, " serves; ", old_word, " is kept until ",
+                     absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", until, absl::UTCTimeZone()),
+                     " (hoist cutover --back | --finish)"),
+        &step, hoist::v1::ROLLOUT_STATE_GRACE, hoist::v1::STEP_STATE_RUNNING);
+  for (;;) {
+    if (runner->abort.load()) return absl::FailedPreconditionError("stopped: leadership lost during the grace period");
+    {
+      absl::MutexLock lock(&grace_mu_);
+      auto r = store_->GetRollout(rollout.id);
+      auto d = store_->GetDeployment(rollout.deployment);
+      if (r.ok() && d.ok() && (r->cancel_requested || runner->cancel.load())) {
+        // Cancelled: nothing is retired, both slots keep running, and the pin
+        // follows the slot that serves (after a switch back, the old release).
+        const bool old_serves = d->live_slot != target;
+        if (old_serves) {
+          if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.from_version); !s.ok()) return s;
+        }
+        if (absl::Status s = store_->SetRolloutState(epoch, rollout.id, hoist::v1::ROLLOUT_STATE_RUNNING, "");
+            !s.ok()) {
+          return s;
+        }
+        Event(epoch, rollout, "grace_cancelled",
+              absl::StrCat("cancelled during the grace period: ", old_serves ? old_word : new_word, " serves (",
+                           old_serves ? rollout.from_version : rollout.to_version, ", pinned), ",
+                           old_serves ? new_word : old_word,
+                           " keeps running without traffic; the next blue-green rollout removes it"),
+              &step, hoist::v1::ROLLOUT_STATE_RUNNING, hoist::v1::STEP_STATE_RUNNING);
+        return absl::OkStatus();
+      }
+      if (r.ok() && d.ok() && d->live_slot == target) {
+        const bool finish = r->finish_requested;
+        if (finish || clock_->Now() >= until) {
+          if (absl::Status s = store_->SetRolloutState(epoch, rollout.id, hoist::v1::ROLLOUT_STATE_RUNNING, "");
+              !s.ok()) {
+            return s;
+          }
+          Event(epoch, rollout, "grace_ended",
+                absl::StrCat(finish ? "hoist cutover --finish" : "the grace period is over", ": retiring ", old_word),
+                &step, hoist::v1::ROLLOUT_STATE_RUNNING, hoist::v1::STEP_STATE_RUNNING);
+          return absl::OkStatus();
+        }
+      } else if (!r.ok() || !d.ok()) {
+        spdlog::warn("rollout {}: cannot read its grace state: {}", rollout.id,
+                     (!r.ok() ? r.status() : d.status()).message());
+      }
+    }
+    clock_->SleepFor(kGracePoll);
+  }
+}
+
 void Executor::Event(uint64_t epoch, const StoredRollout& rollout, const std::string& kind, const std::string& message,
                      const StoredStep* step, hoist::v1::RolloutState state, hoist::v1::StepState step_state,
                      const hoist::v1::StepProgress* progress) {
@@ -186,6 +255,11 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
     }
   } else if (step.kind == "pin") {
     if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.to_version); !s.ok()) return s;
+  } else if (step.kind == "live_slot") {
+    hoist::v1::Slot slot = rollout.plan.target_slot();
+    if (absl::Status s = store_->SetLiveSlot(epoch, rollout.deployment, slot); !s.ok()) return s;
+  } else if (step.kind == "grace") {
+    if (absl::Status s = RunGrace(rollout, step, epoch, runner, started); !s.ok()) return s;
   } else if (step.kind == "pause") {
     const absl::Time until = started + step.timeout;
     while (clock_->Now() < until && !runner->cancel.load() && !runner->abort.load()) {
@@ -314,6 +388,15 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
     if (!rollout->rollback_command.empty()) {
       message = absl::StrCat(message, "\nto roll back: ", rollout->rollback_command);
     }
+    if (rollout->strategy == hoist::v1::STRATEGY_BLUE_GREEN) {
+      auto d = store_->GetDeployment(rollout->deployment);
+      if (d.ok() && d->live_slot != rollout->plan.target_slot()) {
+        const bool green = rollout->plan.target_slot() == hoist::v1::SLOT_GREEN;
+        message = absl::StrCat(message, "\nthe proxy was not switched: ", green ? "blue" : "green", " still serves ",
+                               rollout->from_version, "; the ", green ? "green" : "blue",
+                               " containers are left for inspection and the next blue-green rollout removes them");
+      }
+    }
   }
   if (absl::Status s = store_->SetRolloutState(epoch, id, final_state, final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "" : message);
       !s.ok()) {
@@ -329,8 +412,9 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
                  final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "ok" : "failed", message})
       .IgnoreError();
 
+  // A failed blue-green upgrade needs no rollback: the old slot still serves.
   if (final_state == hoist::v1::ROLLOUT_STATE_FAILED && rollout->on_failure == hoist::v1::ON_FAILURE_ROLLBACK &&
-      rollout->kind == "upgrade") {
+      rollout->kind == "upgrade" && rollout->strategy != hoist::v1::STRATEGY_BLUE_GREEN) {
     RollbackLauncher launcher;
     {
       absl::MutexLock lock(&mu_);

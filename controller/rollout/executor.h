@@ -7,6 +7,11 @@
 // first unfinished step; a step that was running is sent again with the same
 // id, and the agent's journal returns its recorded result instead of running
 // it twice.
+//
+// Blue-green: the "grace" step puts the rollout in ROLLOUT_STATE_GRACE and
+// waits until its period (counted from the step's first start, which
+// Postgres keeps across failovers) has passed while the new slot serves, or
+// until `hoist cutover --finish`; a switch back holds the period open.
 
 #include <atomic>
 #include <cstdint>
@@ -61,6 +66,10 @@ class Executor {
   // Blocks until the rollout is no longer run by this executor, or timeout.
   bool WaitIdle(const std::string& rollout_id, absl::Duration timeout);
 
+  // Runs fn while no grace period can end on this replica, so that a cutover
+  // and the retirement of a slot never interleave. Returns fn's status.
+  absl::Status WhileGraceHeld(const std::function<absl::Status()>& fn);
+
  private:
   struct Runner {
     std::thread thread;
@@ -78,6 +87,9 @@ class Executor {
              hoist::v1::StepState step_state = hoist::v1::STEP_STATE_UNSPECIFIED,
              const hoist::v1::StepProgress* progress = nullptr);
   void Reap(bool all);
+  // The "grace" step: OK once the old slot may be retired; FAILED_PRECONDITION when the runner must stop.
+  absl::Status RunGrace(const StoredRollout& rollout, const StoredStep& step, uint64_t epoch, Runner* runner,
+                        absl::Time started);
 
   RolloutStore* const store_;
   StepDispatcher* const dispatcher_;
@@ -88,6 +100,8 @@ class Executor {
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::unique_ptr<Runner>> runners_ ABSL_GUARDED_BY(mu_);
   RollbackLauncher rollback_ ABSL_GUARDED_BY(mu_);
+  // Held by a cutover and by the decision that a grace period is over.
+  absl::Mutex grace_mu_;
 };
 
 }  // namespace hoist::rollout

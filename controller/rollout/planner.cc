@@ -1,12 +1,14 @@
 #include "controller/rollout/planner.h"
 
 #include <algorithm>
+#include <functional>
 #include <tuple>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "controller/rollout/move_order.h"
 #include "controller/rollout/status_macros.h"
@@ -72,6 +74,7 @@ class Planner {
   Planner(const PlanInput& in, Mode mode) : in_(in), m_(in.manifest), mode_(mode) {}
 
   absl::StatusOr<Plan> Build(const RollbackOptions* rollback);
+  absl::StatusOr<Plan> BuildBlueGreen();
 
  private:
   // --- inputs and checks ---
@@ -99,13 +102,21 @@ class Planner {
   }
   void Finish();
 
-  v1::InstanceRef Ref(const std::string& service, uint32_t replica) const {
+  // SLOT_UNSPECIFIED: the live slot.
+  v1::InstanceRef Ref(const std::string& service, uint32_t replica, v1::Slot slot = v1::SLOT_UNSPECIFIED) const {
     v1::InstanceRef r;
     r.set_deployment(m_.deployment);
     r.set_service(service);
-    r.set_slot(v1::SLOT_BLUE);
+    r.set_slot(slot == v1::SLOT_UNSPECIFIED ? live_slot_ : slot);
     r.set_replica(replica);
     return r;
+  }
+  std::string SlotWord(v1::Slot slot) const {
+    return (slot == v1::SLOT_UNSPECIFIED ? live_slot_ : slot) == v1::SLOT_GREEN ? "green" : "blue";
+  }
+  // The containers the plan tracks in a slot: live_ or idle_.
+  std::map<std::string, std::map<uint32_t, std::vector<Live>>>& SlotLive(v1::Slot slot) {
+    return slot == v1::SLOT_UNSPECIFIED || slot == live_slot_ ? live_ : idle_;
   }
   bool Moves(const ServiceSpec& s) const {
     return std::find(moving_.begin(), moving_.end(), s.name) != moving_.end();
@@ -131,11 +142,33 @@ class Planner {
     return h == nullptr || h->address.empty() ? agent : h->address;
   }
 
-  void StepStart(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, uint32_t batch);
+  // `slot` SLOT_UNSPECIFIED is the live slot; another slot's steps carry its
+  // name in their ids and descriptions.
+  void StepStart(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, uint32_t batch,
+                 v1::Slot slot = v1::SLOT_UNSPECIFIED);
   bool StepProbe(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, const std::string& version,
-                 uint32_t batch, bool postcheck);
-  void StepStop(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, Live& c, uint32_t batch);
-  void StepRemove(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, const Live& c, uint32_t batch);
+                 uint32_t batch, bool postcheck, v1::Slot slot = v1::SLOT_UNSPECIFIED);
+  void StepStop(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, Live& c, uint32_t batch,
+                v1::Slot slot = v1::SLOT_UNSPECIFIED);
+  void StepRemove(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, const Live& c, uint32_t batch,
+                  v1::Slot slot = v1::SLOT_UNSPECIFIED);
+  // " green" for a slot other than the live one, else "".
+  std::string SlotTag(v1::Slot slot) const {
+    return slot == v1::SLOT_UNSPECIFIED || slot == live_slot_ ? "" : absl::StrCat(" ", SlotWord(slot));
+  }
+  // One backend of `route` for container c (replica r of the route's service) in `slot`.
+  void AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t replica, const Live& c, v1::Slot slot,
+                  v1::BackendState state) const;
+  // For every proxy with a route `pick` selects and a running instance: one
+  // proxy_update per host; fill adds a route's backends and returns its summary.
+  void StepProxyUpdate(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
+                       const std::function<std::string(const RouteSpec&, v1::ProxyRoute*)>& fill, uint32_t batch,
+                       const std::string& slug, const std::string& verb);
+  // Blue-green: one proxy_update per proxy host setting the routes `pick`
+  // selects to the running containers of each (slot, state) pair given.
+  void StepProxySlots(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
+                      const std::vector<std::pair<v1::Slot, v1::BackendState>>& sets, uint32_t batch,
+                      const std::string& slug);
   // Sends every proxy the backends of routes to `service` as they are now,
   // the containers in `draining` marked DRAIN. Nothing when no proxy runs.
   void StepProxyRoutes(PlanPhase& ph, const std::string& service,
@@ -165,12 +198,16 @@ class Planner {
   const PlanInput& in_;
   const StackManifest& m_;
   Mode mode_;
+  const v1::Slot live_slot_ = in_.live_slot == v1::SLOT_GREEN ? v1::SLOT_GREEN : v1::SLOT_BLUE;
+  const v1::Slot idle_slot_ = live_slot_ == v1::SLOT_GREEN ? v1::SLOT_BLUE : v1::SLOT_GREEN;
   Plan plan_;
   std::string from_version_;
   std::string to_version_;
   std::map<std::string, const AgentState*> agents_;
   // service -> replica -> containers (any version); observed, then as planned.
   std::map<std::string, std::map<uint32_t, std::vector<Live>>> live_;
+  // The same for the idle slot: leftovers observed, then what a blue-green plan starts there.
+  std::map<std::string, std::map<uint32_t, std::vector<Live>>> idle_;
   std::map<std::string, std::vector<v1::ContainerInfo>> observed_;
   std::map<std::string, std::vector<std::string>> placement_;  // service -> host per replica
   std::vector<std::string> moving_;
@@ -267,9 +304,17 @@ absl::Status Planner::CollectObserved() {
   for (const AgentState& a : in_.agents) {
     for (const v1::ContainerInfo& c : a.containers) {
       if (c.instance().deployment() != m_.deployment) continue;
-      if (c.instance().slot() == v1::SLOT_GREEN) {
-        plan_.warnings.push_back(absl::StrCat("a green-slot container ", c.name(), " runs on ", a.id,
-                                              "; the rolling plan leaves it alone"));
+      const v1::Slot slot = c.instance().slot() == v1::SLOT_GREEN ? v1::SLOT_GREEN : v1::SLOT_BLUE;
+      if (slot != live_slot_) {
+        if (in_.strategy == v1::STRATEGY_BLUE_GREEN && m_.FindService(c.instance().service()) != nullptr &&
+            agents_.contains(a.id)) {
+          idle_[c.instance().service()][c.instance().replica()].push_back(
+              Live{c.version(), a.id, c.state() == v1::CONTAINER_STATE_RUNNING});
+        } else {
+          plan_.warnings.push_back(absl::StrCat("a ", SlotWord(slot), "-slot container ", c.name(), " is on ", a.id,
+                                                ", but ", SlotWord(live_slot_),
+                                                " serves; the rolling plan leaves it alone"));
+        }
         continue;
       }
       const ServiceSpec* s = m_.FindService(c.instance().service());
@@ -485,15 +530,15 @@ v1::ContainerSpec Planner::SpecOf(const ServiceSpec& s, const std::string& image
   return spec;
 }
 
-void Planner::StepStart(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, uint32_t batch) {
+void Planner::StepStart(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, uint32_t batch, v1::Slot slot) {
   const std::string& host = placement_[s.name][replica];
   const std::string version = NewVersion(s);
   const std::string image = NewImage(s);
   PlanStep& st = AddStep(ph, absl::StrCat("start-", s.name, "-", replica), "start_instance", host,
-                         absl::StrCat("start ", s.name, " replica ", replica, " on ", host, " at ",
+                         absl::StrCat("start", SlotTag(slot), " ", s.name, " replica ", replica, " on ", host, " at ",
                                       version, " (", image, ")"),
                          batch, in_.options.start_timeout);
-  st.instance = Ref(s.name, replica);
+  st.instance = Ref(s.name, replica, slot);
   v1::StartInstance* a = st.action.mutable_start_instance();
   *a->mutable_instance() = *st.instance;
   a->set_version(version);
@@ -506,11 +551,11 @@ void Planner::StepStart(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, u
       f->set_listen_port(r.listen);
     }
   }
-  live_[s.name][replica].push_back(Live{version, host, true});
+  SlotLive(slot)[s.name][replica].push_back(Live{version, host, true});
 }
 
 bool Planner::StepProbe(PlanPhase& ph, const ServiceSpec& s, uint32_t replica,
-                        const std::string& version, uint32_t batch, bool postcheck) {
+                        const std::string& version, uint32_t batch, bool postcheck, v1::Slot slot) {
   if (!s.health.has_value() || replica >= placement_[s.name].size()) return false;
   const std::string& host = placement_[s.name][replica];
   std::string how;
@@ -526,12 +571,12 @@ bool Planner::StepProbe(PlanPhase& ph, const ServiceSpec& s, uint32_t replica,
   PlanStep& st = AddStep(
       ph, absl::StrCat(postcheck ? "check-" : "probe-", s.name, "-", replica),
       postcheck ? "postcheck" : "probe_health", host,
-      postcheck ? absl::StrCat("check ", s.name, " replica ", replica, " (", version, ") on ", host,
+      postcheck ? absl::StrCat("check", SlotTag(slot), " ", s.name, " replica ", replica, " (", version, ") on ", host,
                                " passes ", how)
-                : absl::StrCat("wait until ", s.name, " replica ", replica, " (", version, ") on ",
+                : absl::StrCat("wait until", SlotTag(slot), " ", s.name, " replica ", replica, " (", version, ") on ",
                                host, " passes ", how, " (deadline ", Fmt(s.health->deadline), ")"),
       batch, s.health->deadline + kStepSlack);
-  st.instance = Ref(s.name, replica);
+  st.instance = Ref(s.name, replica, slot);
   v1::ProbeHealth* a = st.action.mutable_probe_health();
   *a->mutable_instance() = *st.instance;
   *a->mutable_check() = CheckOf(*s.health, version);
@@ -539,12 +584,13 @@ bool Planner::StepProbe(PlanPhase& ph, const ServiceSpec& s, uint32_t replica,
   return true;
 }
 
-void Planner::StepStop(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, Live& c, uint32_t batch) {
+void Planner::StepStop(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, Live& c, uint32_t batch,
+                       v1::Slot slot) {
   PlanStep& st = AddStep(ph, absl::StrCat("stop-", s.name, "-", replica), "stop_instance", c.agent,
-                         absl::StrCat("stop ", s.name, " replica ", replica, " (", c.version, ") on ",
+                         absl::StrCat("stop", SlotTag(slot), " ", s.name, " replica ", replica, " (", c.version, ") on ",
                                       c.agent, " (SIGTERM, kill after ", Fmt(s.stop_timeout), ")"),
                          batch, s.stop_timeout + kStepSlack);
-  st.instance = Ref(s.name, replica);
+  st.instance = Ref(s.name, replica, slot);
   v1::StopInstance* a = st.action.mutable_stop_instance();
   *a->mutable_instance() = *st.instance;
   *a->mutable_timeout() = DurationProto(s.stop_timeout);
@@ -553,12 +599,12 @@ void Planner::StepStop(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, Li
 }
 
 void Planner::StepRemove(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, const Live& c,
-                         uint32_t batch) {
+                         uint32_t batch, v1::Slot slot) {
   PlanStep& st = AddStep(ph, absl::StrCat("remove-", s.name, "-", replica), "remove_instance", c.agent,
-                         absl::StrCat("remove the stopped ", s.name, " replica ", replica, " (",
+                         absl::StrCat("remove the stopped", SlotTag(slot), " ", s.name, " replica ", replica, " (",
                                       c.version, ") container on ", c.agent),
                          batch, kRemoveTimeout);
-  st.instance = Ref(s.name, replica);
+  st.instance = Ref(s.name, replica, slot);
   v1::RemoveInstance* a = st.action.mutable_remove_instance();
   *a->mutable_instance() = *st.instance;
   a->set_version(c.version);
@@ -567,10 +613,31 @@ void Planner::StepRemove(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, 
 void Planner::StepProxyRoutes(PlanPhase& ph, const std::string& service,
                               const std::vector<std::pair<uint32_t, const Live*>>& draining,
                               uint32_t batch) {
+  auto pick = [&](const RouteSpec& r) { return r.service == service || service.empty(); };
+  auto fill = [&](const RouteSpec& r, v1::ProxyRoute* route) {
+    int ready = 0, drain = 0;
+    for (const auto& [replica, cs] : live_[r.service]) {
+      for (const Live& c : cs) {
+        if (!c.running) continue;
+        bool drains = std::any_of(draining.begin(), draining.end(), [&](const auto& d) {
+          return d.first == replica && d.second->version == c.version && d.second->agent == c.agent;
+        });
+        AddBackend(route, r, replica, c, live_slot_, drains ? v1::BACKEND_STATE_DRAIN : v1::BACKEND_STATE_READY);
+        (drains ? drain : ready)++;
+      }
+    }
+    return absl::StrCat(r.name, " -> ", ready, " ready", drain > 0 ? absl::StrCat(", ", drain, " draining") : "");
+  };
+  StepProxyUpdate(ph, pick, fill, batch, "proxy", "update");
+}
+
+void Planner::StepProxyUpdate(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
+                              const std::function<std::string(const RouteSpec&, v1::ProxyRoute*)>& fill,
+                              uint32_t batch, const std::string& slug, const std::string& verb) {
   for (const ServiceSpec& proxy : m_.services) {
     std::vector<const RouteSpec*> routes;
     for (const RouteSpec& r : proxy.routes) {
-      if (r.service == service || service.empty()) routes.push_back(&r);
+      if (pick(r)) routes.push_back(&r);
     }
     if (routes.empty()) continue;
     std::set<std::string> proxy_hosts;
@@ -586,41 +653,13 @@ void Planner::StepProxyRoutes(PlanPhase& ph, const std::string& service,
     *update.mutable_drain_timeout() = DurationProto(proxy.drain_timeout);
     std::vector<std::string> summary;
     for (const RouteSpec* r : routes) {
-      const ServiceSpec* target = m_.FindService(r->service);
       v1::ProxyRoute* route = update.add_routes();
       route->set_name(r->name);
-      int ready = 0, drain = 0;
-      for (const auto& [replica, cs] : live_[r->service]) {
-        for (const Live& c : cs) {
-          if (!c.running) continue;
-          v1::ProxyBackend* b = route->add_backends();
-          b->set_name(absl::StrCat(m_.deployment, "-", r->service, "-blue-", replica, "-", c.version));
-          // A fixed host port is reached on the host; otherwise by name on the network.
-          const PortSpec* published = nullptr;
-          for (const PortSpec& p : target->ports) {
-            if (p.container_port == r->port && p.host_port != 0) published = &p;
-          }
-          if (published != nullptr) {
-            bool specific = !published->host_ip.empty() && published->host_ip != "0.0.0.0";
-            b->set_address(specific ? published->host_ip : HostAddress(c.agent));
-            b->set_port(published->host_port);
-          } else {
-            b->set_address(b->name());
-            b->set_port(r->port);
-          }
-          bool drains = std::any_of(draining.begin(), draining.end(), [&](const auto& d) {
-            return d.first == replica && d.second->version == c.version && d.second->agent == c.agent;
-          });
-          b->set_state(drains ? v1::BACKEND_STATE_DRAIN : v1::BACKEND_STATE_READY);
-          (drains ? drain : ready)++;
-        }
-      }
-      summary.push_back(absl::StrCat(r->name, " -> ", ready, " ready",
-                                     drain > 0 ? absl::StrCat(", ", drain, " draining") : ""));
+      summary.push_back(fill(*r, route));
     }
     for (const std::string& host : proxy_hosts) {
-      PlanStep& st = AddStep(ph, absl::StrCat("proxy-", proxy.name, "-", host), "proxy_update", host,
-                             absl::StrCat("update ", proxy.name, " routes on ", host, ": ",
+      PlanStep& st = AddStep(ph, absl::StrCat(slug, "-", proxy.name, "-", host), "proxy_update", host,
+                             absl::StrCat(verb, " ", proxy.name, " routes on ", host, ": ",
                                           absl::StrJoin(summary, "; ")),
                              batch, proxy.drain_timeout + kStepSlack);
       *st.action.mutable_proxy_update() = update;
@@ -629,6 +668,48 @@ void Planner::StepProxyRoutes(PlanPhase& ph, const std::string& service,
 }
 
 void Planner::StepProxyReload(PlanPhase& ph, uint32_t batch) { StepProxyRoutes(ph, "", {}, batch); }
+
+void Planner::AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t replica, const Live& c, v1::Slot slot,
+                         v1::BackendState state) const {
+  const ServiceSpec* target = m_.FindService(r.service);
+  v1::ProxyBackend* b = route->add_backends();
+  b->set_name(absl::StrCat(m_.deployment, "-", r.service, "-", SlotWord(slot), "-", replica, "-", c.version));
+  // A fixed host port is reached on the host; otherwise by name on the network.
+  const PortSpec* published = nullptr;
+  for (const PortSpec& p : target->ports) {
+    if (p.container_port == r.port && p.host_port != 0) published = &p;
+  }
+  if (published != nullptr) {
+    bool specific = !published->host_ip.empty() && published->host_ip != "0.0.0.0";
+    b->set_address(specific ? published->host_ip : HostAddress(c.agent));
+    b->set_port(published->host_port);
+  } else {
+    b->set_address(b->name());
+    b->set_port(r.port);
+  }
+  b->set_state(state);
+}
+
+void Planner::StepProxySlots(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
+                             const std::vector<std::pair<v1::Slot, v1::BackendState>>& sets, uint32_t batch,
+                             const std::string& slug) {
+  auto fill = [&](const RouteSpec& r, v1::ProxyRoute* route) {
+    std::vector<std::string> parts;
+    for (const auto& [slot, state] : sets) {
+      int n = 0;
+      for (const auto& [replica, cs] : SlotLive(slot)[r.service]) {
+        for (const Live& c : cs) {
+          if (!c.running) continue;
+          AddBackend(route, r, replica, c, slot, state);
+          ++n;
+        }
+      }
+      parts.push_back(absl::StrCat(n, " ", SlotWord(slot), " ", state == v1::BACKEND_STATE_READY ? "serving" : "drained"));
+    }
+    return absl::StrCat(r.name, " -> ", absl::StrJoin(parts, ", "));
+  };
+  StepProxyUpdate(ph, pick, fill, batch, slug, "set, in one update,");
+}
 
 void Planner::StepJob(PlanPhase& ph, const ServiceSpec& s, const std::string& job_name,
                       const std::vector<std::string>& command, absl::Duration timeout,
@@ -1184,10 +1265,12 @@ void Planner::Finish() {
 }
 
 absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
-  if (in_.strategy == v1::STRATEGY_BLUE_GREEN) {
-    return absl::UnimplementedError(
-        "blue-green rollouts are not planned yet; use --strategy rolling");
+  if (in_.strategy == v1::STRATEGY_BLUE_GREEN && mode_ == Mode::kInitial) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "blue-green switches traffic from what runs to a second set of containers, but nothing of ", m_.deployment,
+        " runs yet; deploy ", in_.target.version(), " with --strategy rolling first"));
   }
+  if (in_.strategy == v1::STRATEGY_BLUE_GREEN && mode_ == Mode::kUpgrade) return BuildBlueGreen();
   HOIST_RETURN_IF_ERROR(CheckReleases());
   HOIST_RETURN_IF_ERROR(CollectObserved());
   Place();
@@ -1291,6 +1374,286 @@ absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
   return std::move(plan_);
 }
 
+absl::StatusOr<Plan> Planner::BuildBlueGreen() {
+  HOIST_RETURN_IF_ERROR(CheckReleases());
+  HOIST_RETURN_IF_ERROR(CollectObserved());
+  Place();
+  const std::string old_word = SlotWord(live_slot_);
+  const std::string new_word = SlotWord(idle_slot_);
+
+  // What moves into the new slot: versioned services other than databases.
+  // The proxy is where the switch happens, so it stays outside the slots.
+  std::vector<std::string> problems;
+  const ServiceSpec* proxy = nullptr;
+  for (const ServiceSpec& s : m_.services) {
+    if (s.role == v1::ROLE_PROXY) {
+      if (s.versioned()) {
+        problems.push_back(absl::StrCat("services.", s.name, " is a proxy with a repository: blue-green switches "
+                                        "traffic inside the proxy, so the proxy cannot move with a slot; pin it "
+                                        "with image:"));
+      } else if (!s.routes.empty() && proxy == nullptr) {
+        proxy = &s;
+      }
+      continue;
+    }
+    if (!s.versioned() || s.role == v1::ROLE_DATABASE) continue;
+    moving_.push_back(s.name);
+    if (s.role == v1::ROLE_JOB) continue;
+    for (const PortSpec& p : s.ports) {
+      if (p.host_port != 0) {
+        problems.push_back(absl::StrCat("services.", s.name, ".ports publishes host port ", p.host_port,
+                                        ", which the ", old_word, " and the ", new_word,
+                                        " containers cannot hold at once; let the proxy reach it on the network "
+                                        "(drop the host port)"));
+      }
+    }
+  }
+  if (proxy == nullptr) {
+    problems.push_back(absl::StrCat(m_.file_name, " has no service with role proxy and routes: blue-green switches "
+                                    "traffic in the proxy"));
+  } else {
+    bool running = false;
+    for (const auto& [r, cs] : live_[proxy->name]) {
+      for (const Live& c : cs) running = running || c.running;
+    }
+    if (!running) {
+      problems.push_back(absl::StrCat("no ", proxy->name, " instance runs, so there is no proxy to switch"));
+    }
+  }
+  if (!problems.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot plan a blue-green upgrade of ", m_.deployment, ": ",
+                                                      absl::StrJoin(problems, "; "), "; or use --strategy rolling"));
+  }
+  HOIST_RETURN_IF_ERROR(Preflight());
+
+  plan_.deployment = m_.deployment;
+  plan_.from_version = from_version_;
+  plan_.to_version = to_version_;
+  plan_.strategy = v1::STRATEGY_BLUE_GREEN;
+  plan_.target_slot = idle_slot_;
+  plan_.grace_period = in_.options.grace_period;
+  plan_.on_failure = in_.options.on_failure == v1::ON_FAILURE_UNSPECIFIED ? v1::ON_FAILURE_STOP
+                                                                          : in_.options.on_failure;
+  for (const v1::Release& r : in_.intermediate) {
+    auto v = Version::Parse(r.version());
+    if (v.ok() && *v > *Version::Parse(from_version_) && *v < *Version::Parse(to_version_)) plan_.notes.push_back(r);
+  }
+  plan_.notes.push_back(in_.target);
+  std::sort(plan_.notes.begin(), plan_.notes.end(), [](const v1::Release& a, const v1::Release& b) {
+    return *Version::Parse(a.version()) < *Version::Parse(b.version());
+  });
+  for (const ServiceSpec& s : m_.services) {
+    if (s.role == v1::ROLE_DATABASE) {
+      plan_.warnings.push_back(absl::StrCat(s.name, " (database) is shared by both slots and not replaced",
+                                            m_.backup.has_value() ? "; it is backed up first" : ""));
+    }
+    if (!s.health.has_value() && s.role != v1::ROLE_JOB && s.replicas > 0 && Moves(s)) {
+      plan_.warnings.push_back(absl::StrCat(s.name, " has no health check: Hoist only knows its ", new_word,
+                                            " containers started before traffic switches to them"));
+    }
+  }
+  if (!m_.network.empty()) {
+    plan_.warnings.push_back(absl::StrCat(
+        "both slots answer to the same service names on network ", m_.network, ": between the start of ", new_word,
+        " and the retirement of ", old_word, " a call between services may reach either version"));
+  }
+
+  PhasePreflight();
+  if (m_.backup.has_value()) {
+    if (in_.options.skip_backup) {
+      plan_.warnings.push_back("the backup is skipped at the operator's request: a rollback cannot restore data");
+    } else {
+      HOIST_RETURN_IF_ERROR(PhaseBackup());
+    }
+  }
+
+  // Leftovers in the idle slot (a blue-green rollout that failed before its
+  // switch): they take no traffic, and the new slot needs their names.
+  if (!idle_.empty()) {
+    PlanPhase& ph = AddPhase(
+        absl::StrCat("clear-", new_word),
+        absl::StrCat(new_word, " containers are left from an earlier blue-green rollout that did not switch; "
+                     "the proxy sends them nothing, so they are removed before ", new_word, " starts again"));
+    for (auto& [service, replicas] : idle_) {
+      const ServiceSpec& s = *m_.FindService(service);
+      for (auto& [r, cs] : replicas) {
+        for (Live& c : cs) {
+          if (c.running) StepStop(ph, s, r, c, 0, idle_slot_);
+          StepRemove(ph, s, r, c, 1, idle_slot_);
+        }
+      }
+    }
+    idle_.clear();
+  }
+
+  PhasePull(moving_);
+
+  // Migration gates, api first (the role order of a rolling upgrade).
+  std::vector<const ServiceSpec*> gated;
+  for (v1::Role role : {v1::ROLE_API, v1::ROLE_WORKER, v1::ROLE_SCHEDULER, v1::ROLE_WEB, v1::ROLE_JOB}) {
+    for (const ServiceSpec& s : m_.services) {
+      if (s.role == role && Moves(s) && s.migration.has_value()) gated.push_back(&s);
+    }
+  }
+  for (const ServiceSpec* s : gated) {
+    PlanPhase& ph = AddPhase(
+        absl::StrCat("migrate-", s->name),
+        absl::StrCat("migration gate for ", s->name, ": runs from the ", to_version_, " image before any ", new_word,
+                     " container starts, while ", old_word, " (", from_version_,
+                     ") keeps serving: the migration must be expand-only (add, never drop or rename) so that ",
+                     from_version_, " still works on the migrated schema during the grace period; a non-zero exit "
+                     "stops the rollout with ", old_word, " serving and nothing else changed"));
+    StepJob(ph, *s, "migrate", s->migration->command, s->migration->timeout, "run_job",
+            absl::StrCat("run the ", s->name, " migration"), 0);
+  }
+  for (const ServiceSpec& s : m_.services) {
+    if (s.role != v1::ROLE_JOB || !Moves(s)) continue;
+    PlanPhase& ph = AddPhase(absl::StrCat("run-", s.name),
+                             absl::StrCat("role job: runs once from the new image after the migrations, before ",
+                                          new_word, " starts"));
+    StepJob(ph, s, s.name, s.command, s.job_timeout, "run_job", absl::StrCat("run the one-shot job ", s.name), 0);
+  }
+
+  // The whole new slot at once: the old one serves meanwhile, so nothing
+  // waits on a batch. Schedulers are singletons and wait for the handover.
+  std::vector<const ServiceSpec*> schedulers;
+  {
+    PlanPhase& ph = AddPhase(
+        absl::StrCat("start-", new_word),
+        absl::StrCat(old_word, " keeps serving, so every ", new_word, " instance starts at once beside it (names carry "
+                     "the slot: <deployment>-<service>-", new_word, "-<replica>-<version>) and must pass its health "
+                     "check; a failure stops the rollout with the proxy untouched and ", old_word, " serving, the ",
+                     new_word, " containers left for inspection (the next blue-green rollout removes them)"));
+    for (const std::string& name : moving_) {
+      const ServiceSpec& s = *m_.FindService(name);
+      if (s.role == v1::ROLE_JOB) continue;
+      if (s.role == v1::ROLE_SCHEDULER) {
+        schedulers.push_back(&s);
+        continue;
+      }
+      for (uint32_t r = 0; r < s.replicas; ++r) {
+        StepStart(ph, s, r, 0, idle_slot_);
+        StepProbe(ph, s, r, NewVersion(s), 1, false, idle_slot_);
+      }
+    }
+    if (ph.steps.empty()) {
+      AddStep(ph, "none", "preflight", "", absl::StrCat("no service other than schedulers moves"), 0,
+              kControllerStepTimeout);
+    }
+  }
+
+  // Preview routes ("<route>-preview" of the same service) reach the new
+  // slot only, for the smoke test and for people, before any user does.
+  std::set<std::string> preview;
+  for (const RouteSpec& r : proxy->routes) {
+    const std::string base = r.name.size() > 8 && absl::EndsWith(r.name, "-preview")
+                                 ? r.name.substr(0, r.name.size() - 8) : "";
+    if (!base.empty() && std::find(moving_.begin(), moving_.end(), r.service) != moving_.end()) {
+      preview.insert(r.name);
+    }
+  }
+  auto is_preview = [&](const RouteSpec& r) { return preview.contains(r.name); };
+  auto is_switched = [&](const RouteSpec& r) { return !preview.contains(r.name) && Moves(*m_.FindService(r.service)); };
+  if (!preview.empty()) {
+    PlanPhase& ph = AddPhase(
+        "preview",
+        absl::StrCat("the preview route(s) ", absl::StrJoin(preview, ", "), " now reach ", new_word,
+                     " only, so it can be tried before any user request goes there"));
+    StepProxySlots(ph, is_preview, {{idle_slot_, v1::BACKEND_STATE_READY}}, 0, "preview");
+  }
+  if (m_.smoke_test.has_value()) {
+    const ServiceSpec& s = *m_.FindService(m_.smoke_test->service);
+    PlanPhase& sp = AddPhase(
+        "smoke-test",
+        absl::StrCat("before the switch: the smoke test runs against ", new_word, " while ", old_word,
+                     " still serves users",
+                     preview.empty() ? absl::StrCat(" (the proxy has no <route>-preview route: the test runs from the new "
+                                                    "image on the deployment network, where service names reach both "
+                                                    "slots; it can reach ", new_word, " by container name)")
+                                     : absl::StrCat(", through the preview route ", absl::StrJoin(preview, ", ")),
+                     "; a failure stops the rollout before any user sees ", to_version_));
+    StepJob(sp, s, "smoke-test", m_.smoke_test->job.command, m_.smoke_test->job.timeout, "smoke_test",
+            absl::StrCat("run the smoke test with the ", s.name, " ", NewVersion(s), " image"), 0);
+  }
+  for (const ServiceSpec* s : schedulers) {
+    PlanPhase& ph = AddPhase(
+        absl::StrCat("handover-", s->name),
+        absl::StrCat("role scheduler, a singleton: the ", old_word, " ", s->name, " stops before the ", new_word,
+                     " one starts, so scheduled work never runs twice; it moves last, once the rest of ", new_word,
+                     " is healthy. A switch back moves the proxy only: the scheduler stays on ", to_version_,
+                     ", which expand-only migrations keep safe"));
+    for (auto& [r, cs] : live_[s->name]) {
+      for (Live& c : cs) {
+        if (c.running) StepStop(ph, *s, r, c, 0);
+      }
+    }
+    for (uint32_t r = 0; r < s->replicas; ++r) {
+      StepStart(ph, *s, r, 1, idle_slot_);
+      StepProbe(ph, *s, r, NewVersion(*s), 2, false, idle_slot_);
+    }
+  }
+
+  {
+    PlanPhase& ph = AddPhase(
+        "pin", absl::StrCat("just before the switch: until ", new_word, " takes traffic, ", from_version_,
+                            " is what should run; from here a restart of the controller or any host comes back on ",
+                            to_version_));
+    AddStep(ph, "pin", "pin", "", absl::StrCat("record ", to_version_, " as ", m_.deployment, "'s pinned version"),
+            0, kControllerStepTimeout);
+  }
+  {
+    PlanPhase& ph = AddPhase(
+        "switch",
+        absl::StrCat("ONE proxy_update per proxy host switches every route to ", new_word,
+                     " at once: validated first (routes and addresses), then applied through HAProxy's runtime API "
+                     "without a reload; ", old_word, "'s servers stay in the backends, drained, so `hoist cutover "
+                     "--back` is one more runtime change"));
+    StepProxySlots(ph, is_switched,
+                   {{idle_slot_, v1::BACKEND_STATE_READY}, {live_slot_, v1::BACKEND_STATE_DRAIN}}, 0, "switch");
+    AddStep(ph, absl::StrCat("live-", new_word), "live_slot", "",
+            absl::StrCat("record ", new_word, " as the slot that serves ", m_.deployment), 1, kControllerStepTimeout);
+  }
+  {
+    PlanPhase& ph = AddPhase(
+        "grace",
+        absl::StrCat(new_word, " serves; ", old_word, " keeps running for ", Fmt(in_.options.grace_period),
+                     " so that `hoist cutover --back` is instant. `hoist cutover --finish` ends it early; while ",
+                     old_word, " serves again the period does not run out"));
+    AddStep(ph, "grace", "grace", "",
+            absl::StrCat("keep ", old_word, " (", from_version_, ") for ", Fmt(in_.options.grace_period)), 0,
+            in_.options.grace_period);
+  }
+  {
+    PlanPhase& ph = AddPhase(
+        absl::StrCat("retire-", old_word),
+        absl::StrCat("after the grace period: ", old_word, "'s servers leave the proxy first, then its containers "
+                     "stop and are removed; ", new_word, " becomes the slot the next rollout starts from"));
+    StepProxySlots(ph, is_switched, {{idle_slot_, v1::BACKEND_STATE_READY}}, 0, "retire");
+    for (const std::string& name : moving_) {
+      const ServiceSpec& s = *m_.FindService(name);
+      if (s.role == v1::ROLE_JOB) continue;
+      for (auto& [r, cs] : live_[name]) {
+        for (Live& c : cs) {
+          if (c.running) StepStop(ph, s, r, c, 1);
+          StepRemove(ph, s, r, c, 2);
+        }
+      }
+    }
+  }
+  {
+    PlanPhase& ph = AddPhase("postcheck",
+                             absl::StrCat("last: every ", new_word, " instance is probed once more on ", to_version_));
+    for (const std::string& name : moving_) {
+      const ServiceSpec& s = *m_.FindService(name);
+      if (s.role == v1::ROLE_JOB) continue;
+      for (uint32_t r = 0; r < s.replicas; ++r) StepProbe(ph, s, r, NewVersion(s), 0, true, idle_slot_);
+    }
+    if (ph.steps.empty()) plan_.phases.pop_back();
+  }
+  Finish();
+  return std::move(plan_);
+}
+
 }  // namespace
 
 std::vector<const PlanStep*> Plan::AllSteps() const {
@@ -1327,6 +1690,8 @@ hoist::v1::Plan ToProto(const Plan& plan) {
   out.set_from_version(plan.from_version);
   out.set_to_version(plan.to_version);
   out.set_strategy(plan.strategy);
+  out.set_target_slot(plan.target_slot);
+  if (plan.grace_period > absl::ZeroDuration()) *out.mutable_grace_period() = DurationProto(plan.grace_period);
   for (const PlanPhase& ph : plan.phases) {
     hoist::v1::PlannedPhase* p = out.add_phases();
     p->set_name(ph.name);

@@ -5,7 +5,7 @@
 // the reason it sits where it does. Nothing here touches the network, the
 // database or Docker; the executor runs the plan and `hoist plan` prints it.
 //
-// Order of an upgrade (rolling): preflight, backup, pull (every host, in
+// Order of an upgrade (rolling; blue-green is described at PlanRollout): preflight, backup, pull (every host, in
 // parallel), pin, stop the scheduler, then one phase per service (or per group
 // of services that must match) in role order: jobs, api (with its migration as
 // a gate first), workers, scheduler (started again), web, proxy; then
@@ -55,6 +55,8 @@ struct PlanOptions {
   // Timeouts of steps whose length the manifest does not give.
   absl::Duration pull_timeout = absl::Minutes(10);
   absl::Duration start_timeout = absl::Minutes(1);
+  // Blue-green: how long the old slot keeps running after the switch.
+  absl::Duration grace_period = absl::Minutes(10);
 };
 
 struct PlanInput {
@@ -66,6 +68,11 @@ struct PlanInput {
   // Releases after current up to target, for their notes (any order).
   std::vector<hoist::v1::Release> intermediate;
   hoist::v1::Strategy strategy = hoist::v1::STRATEGY_ROLLING;
+  // The slot the proxy sends traffic to now. Rolling plans replace its
+  // containers in place; a blue-green plan starts the new version in the
+  // other slot. Containers of the other slot are never touched by a rolling
+  // plan.
+  hoist::v1::Slot live_slot = hoist::v1::SLOT_BLUE;
   PlanOptions options;
 };
 
@@ -74,7 +81,8 @@ struct PlanStep {
   std::string id;
   // "preflight", "backup", "pull_image", "pin", "stop_instance",
   // "start_instance", "probe_health", "run_job", "remove_instance", "pause",
-  // "proxy_update", "postcheck", "smoke_test", "restore".
+  // "proxy_update", "postcheck", "smoke_test", "restore"; blue-green adds
+  // "live_slot" (record the slot that serves) and "grace" (wait, switchable).
   std::string kind;
   // Agent that runs it; empty for controller-side steps (preflight, pin, pause).
   std::string agent_id;
@@ -112,6 +120,10 @@ struct Plan {
   // Releases after from_version up to to_version, oldest first.
   std::vector<hoist::v1::Release> notes;
   std::vector<std::string> warnings;
+  // Blue-green: the slot the new version starts in, and how long the old one
+  // is kept after the switch.
+  hoist::v1::Slot target_slot = hoist::v1::SLOT_UNSPECIFIED;
+  absl::Duration grace_period = absl::ZeroDuration();
 
   // Every step in order, for tests and printing.
   std::vector<const PlanStep*> AllSteps() const;
@@ -126,7 +138,16 @@ struct Plan {
 //   FAILED_PRECONDITION: agents missing or disconnected, current instances
 //     unhealthy, required env missing (renamed ones named), low disk, rules
 //     the target release breaks by itself, orders no rule allows;
-//   UNIMPLEMENTED: blue-green (not planned yet; use rolling).
+//
+// Blue-green (input.strategy): preflight, backup, clear leftovers of the idle
+// slot, pull, migration gates (expand/contract: the old slot serves while
+// they run), one-shot jobs, every moving service started in the idle slot
+// and health-checked, the preview route and the smoke test, the scheduler
+// handed over, pin, ONE proxy step per proxy host switching every route at
+// once, the grace period, then the old slot retired and the new one checked.
+// Refusals on top of the above, FAILED_PRECONDITION: a first deploy, no
+// running proxy with routes, a moving service publishing a host port (both
+// slots cannot hold it), a versioned proxy.
 absl::StatusOr<Plan> PlanRollout(const PlanInput& input);
 
 struct RollbackOptions {

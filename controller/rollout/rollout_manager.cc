@@ -1,6 +1,8 @@
 #include "controller/rollout/rollout_manager.h"
 
 #include <map>
+#include <thread>
+#include <vector>
 #include <set>
 #include <tuple>
 
@@ -128,6 +130,7 @@ absl::StatusOr<PlanInput> RolloutManager::Input(const std::string& deployment, c
   if (!manifest.ok()) return manifest.status();
   PlanInput in;
   in.manifest = *std::move(manifest);
+  in.live_slot = d->live_slot;
   in.strategy = strategy == hoist::v1::STRATEGY_UNSPECIFIED ? hoist::v1::STRATEGY_ROLLING : strategy;
   auto releases = store_->ListReleases(deployment);
   if (!releases.ok()) return releases.status();
@@ -249,6 +252,15 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::StartRollout(uint64_t epoch,
     return in.status();
   }
   in->options.on_failure = request.on_failure();
+  if (request.has_grace_period()) {
+    const absl::Duration grace = ToDuration(request.grace_period());
+    if (grace < absl::ZeroDuration()) {
+      absl::Status s = absl::InvalidArgumentError("grace_period: must not be negative");
+      Audit(actor, "rollout.upgrade", request.deployment(), "", s, "");
+      return s;
+    }
+    if (grace > absl::ZeroDuration()) in->options.grace_period = grace;
+  }
   auto plan = PlanRollout(*in);
   if (!plan.ok()) {
     Audit(actor, "rollout.upgrade", request.deployment(), "", plan.status(), "");
@@ -309,6 +321,137 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::Rollback(uint64_t epoch, cons
     return plan.status();
   }
   return Store(epoch, *plan, "rollback", hoist::v1::ON_FAILURE_STOP, actor);
+}
+
+absl::StatusOr<hoist::v1::CutoverResponse> RolloutManager::Cutover(uint64_t epoch,
+                                                                   const hoist::v1::CutoverRequest& request,
+                                                                   const std::string& actor) {
+  const std::string& deployment = request.deployment();
+  const hoist::v1::CutoverDirection direction = request.direction();
+  const std::string word = direction == hoist::v1::CUTOVER_DIRECTION_BACK      ? "back"
+                           : direction == hoist::v1::CUTOVER_DIRECTION_FORWARD ? "forward"
+                                                                               : "finish";
+  std::string rollout_id;
+  auto refuse = [&](absl::Status s) {
+    Audit(actor, "cutover", deployment, rollout_id, s, "");
+    return s;
+  };
+  if (absl::Status s = Required("deployment", deployment); !s.ok()) return refuse(s);
+  if (direction == hoist::v1::CUTOVER_DIRECTION_UNSPECIFIED) {
+    return refuse(absl::InvalidArgumentError("direction: give back, forward or finish"));
+  }
+  auto latest = store_->ListRollouts(deployment, 1);
+  if (!latest.ok()) return refuse(latest.status());
+  if (latest->empty() || latest->front().strategy != hoist::v1::STRATEGY_BLUE_GREEN ||
+      latest->front().state != hoist::v1::ROLLOUT_STATE_GRACE) {
+    std::string what = latest->empty() ? std::string("it has no rollout yet")
+                                       : absl::StrCat("its latest rollout ", latest->front().id, " is a ",
+                                                      latest->front().strategy == hoist::v1::STRATEGY_BLUE_GREEN
+                                                          ? "blue-green"
+                                                          : "rolling",
+                                                      " one in state ", RolloutStateName(latest->front().state));
+    if (!latest->empty()) rollout_id = latest->front().id;
+    return refuse(absl::FailedPreconditionError(absl::StrCat(
+        deployment, " has no blue-green rollout in its grace period (", what,
+        "); cutover switches between the slots of a blue-green upgrade until its old slot is retired: "
+        "hoist upgrade VERSION --strategy blue-green")));
+  }
+  const StoredRollout rollout = latest->front();
+  rollout_id = rollout.id;
+  const hoist::v1::Slot target = rollout.plan.target_slot();
+  const hoist::v1::Slot old = target == hoist::v1::SLOT_GREEN ? hoist::v1::SLOT_BLUE : hoist::v1::SLOT_GREEN;
+  hoist::v1::CutoverResponse out;
+  const absl::Time start = clock_->Now();
+  absl::Status result = executor_->WhileGraceHeld([&]() -> absl::Status {
+    auto now_rollout = store_->GetRollout(rollout.id);
+    if (!now_rollout.ok()) return now_rollout.status();
+    if (now_rollout->state != hoist::v1::ROLLOUT_STATE_GRACE) {
+      return absl::FailedPreconditionError(absl::StrCat("the grace period of rollout ", rollout.id,
+                                                        " has just ended (now ", RolloutStateName(now_rollout->state),
+                                                        "); nothing was switched"));
+    }
+    auto d = store_->GetDeployment(deployment);
+    if (!d.ok()) return d.status();
+    if (direction == hoist::v1::CUTOVER_DIRECTION_FINISH) {
+      if (d->live_slot != target) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            SlotName(old), " (", rollout.from_version, ") serves ", deployment, " since a cutover --back: --finish "
+            "would retire the slot that serves. Switch to ", SlotName(target), " first: hoist cutover --forward"));
+      }
+      if (absl::Status s = store_->RequestFinish(rollout.id); !s.ok()) return s;
+      out.set_live_slot(target);
+      return absl::OkStatus();
+    }
+    const bool back = direction == hoist::v1::CUTOVER_DIRECTION_BACK;
+    auto steps = store_->GetSteps(rollout.id);
+    if (!steps.ok()) return steps.status();
+    std::vector<const StoredStep*> switches;
+    for (const StoredStep& st : *steps) {
+      if (st.phase_name == "switch" && st.kind == "proxy_update" && st.action.has_value()) switches.push_back(&st);
+    }
+    if (switches.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("rollout ", rollout.id, " has no proxy switch step to repeat"));
+    }
+    // The switch step as planned, or with every backend's state flipped: the
+    // same servers, so HAProxy only changes states (no server added).
+    const std::string stamp = absl::StrCat(absl::ToUnixMicros(start));
+    std::vector<absl::StatusOr<hoist::v1::StepResult>> results(switches.size(), absl::UnknownError("not run"));
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < switches.size(); ++i) {
+      hoist::v1::Step action = *switches[i]->action;
+      if (back) {
+        for (auto& route : *action.mutable_proxy_update()->mutable_routes()) {
+          for (auto& b : *route.mutable_backends()) {
+            b.set_state(b.state() == hoist::v1::BACKEND_STATE_DRAIN ? hoist::v1::BACKEND_STATE_READY
+                                                                    : hoist::v1::BACKEND_STATE_DRAIN);
+          }
+        }
+      }
+      action.set_step_id(absl::StrCat(rollout.id, "/cutover-", stamp, "-", word, "-", switches[i]->agent_id));
+      action.set_rollout_id(rollout.id);
+      const absl::Duration timeout =
+          switches[i]->timeout > absl::ZeroDuration() ? switches[i]->timeout : absl::Minutes(1);
+      SetTimestamp(clock_->Now() + timeout, action.mutable_deadline());
+      threads.emplace_back([this, &results, i, action, agent = switches[i]->agent_id] {
+        results[i] = dispatcher_->RunStep(agent, action, nullptr, nullptr);
+      });
+    }
+    for (auto& t : threads) t.join();
+    std::vector<std::string> failures;
+    for (size_t i = 0; i < switches.size(); ++i) {
+      if (!results[i].ok()) {
+        failures.push_back(absl::StrCat(switches[i]->agent_id, ": ", results[i].status().message()));
+      } else if (results[i]->outcome() != hoist::v1::STEP_OUTCOME_SUCCEEDED) {
+        failures.push_back(absl::StrCat(switches[i]->agent_id, ": ", results[i]->message()));
+      }
+    }
+    if (!failures.empty()) {
+      return absl::UnavailableError(absl::StrCat(
+          "the switch ", word, " failed on ", absl::StrJoin(failures, "; "), "; ", SlotName(d->live_slot),
+          " is still recorded as serving, but a proxy host that succeeded may have switched: run the cutover again"));
+    }
+    const hoist::v1::Slot now_serving = back ? old : target;
+    if (absl::Status s = store_->SetLiveSlot(epoch, deployment, now_serving); !s.ok()) return s;
+    out.set_live_slot(now_serving);
+    return absl::OkStatus();
+  });
+  const absl::Duration took = clock_->Now() - start;
+  SetDuration(took, out.mutable_took());
+  std::string detail =
+      direction == hoist::v1::CUTOVER_DIRECTION_FINISH
+          ? absl::StrCat("finish: ", SlotName(old), " (", rollout.from_version, ") is retired now")
+          : absl::StrCat(word, ": ", SlotName(out.live_slot()), " serves ",
+                         out.live_slot() == target ? rollout.to_version : rollout.from_version, " (switch took ",
+                         absl::FormatDuration(absl::Trunc(took, absl::Milliseconds(1))), ")");
+  Audit(actor, "cutover", deployment, rollout.id, result, detail);
+  if (!result.ok()) return result;
+  hoist::v1::RolloutEvent e;
+  e.set_rollout_id(rollout.id);
+  e.set_kind("cutover");
+  e.set_message(absl::StrCat("hoist cutover --", detail, " by ", actor));
+  e.set_rollout_state(hoist::v1::ROLLOUT_STATE_GRACE);
+  store_->AppendEvent(epoch, e).IgnoreError();
+  return out;
 }
 
 absl::StatusOr<std::string> RolloutManager::RollBackFailed(uint64_t epoch, const StoredRollout& failed) {

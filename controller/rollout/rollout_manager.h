@@ -40,6 +40,14 @@ class RolloutManager {
   absl::StatusOr<hoist::v1::Rollout> Rollback(uint64_t epoch, const hoist::v1::RollbackRequest& request,
                                               const std::string& actor);
   absl::StatusOr<hoist::v1::Rollout> Cancel(const std::string& id, const std::string& reason, const std::string& actor);
+  // Blue-green, during a rollout's grace period: BACK switches every route to
+  // the old slot at once, FORWARD to the new one again (each one proxy_update
+  // per proxy host, built from the rollout's own switch step), FINISH asks
+  // the executor to retire the old slot now. FAILED_PRECONDITION when the
+  // deployment has no blue-green rollout in its grace period, or FINISH while
+  // the old slot serves. Every call goes to the audit log.
+  absl::StatusOr<hoist::v1::CutoverResponse> Cutover(uint64_t epoch, const hoist::v1::CutoverRequest& request,
+                                                     const std::string& actor);
   // The rollback of a failed upgrade, for the executor's ON_FAILURE_ROLLBACK.
   absl::StatusOr<std::string> RollBackFailed(uint64_t epoch, const StoredRollout& failed);
 

@@ -50,6 +50,8 @@ struct StoredRollout {
   std::string error;
   std::string requested_by;
   bool cancel_requested = false;
+  // Blue-green: `hoist cutover --finish` asked to end the grace period.
+  bool finish_requested = false;
   std::string backup_id;
   // The exact command that undoes this rollout, shown when it fails.
   std::string rollback_command;
@@ -65,6 +67,8 @@ struct StoredDeployment {
   std::string file_name;
   std::string pinned_version;  // empty before the first deploy
   absl::Time updated_at = absl::InfinitePast();
+  // The slot the proxy sends traffic to (blue until a blue-green rollout switches).
+  hoist::v1::Slot live_slot = hoist::v1::SLOT_BLUE;
 };
 
 struct AuditEntry {
@@ -89,6 +93,8 @@ class RolloutStore {
   virtual absl::StatusOr<hoist::v1::Release> GetRelease(const std::string& deployment, const std::string& version) = 0;
   virtual absl::StatusOr<std::vector<hoist::v1::Release>> ListReleases(const std::string& deployment) = 0;
   virtual absl::Status Pin(uint64_t epoch, const std::string& deployment, const std::string& version) = 0;
+  // Records which slot serves the deployment (blue-green switch and cutover).
+  virtual absl::Status SetLiveSlot(uint64_t epoch, const std::string& deployment, hoist::v1::Slot slot) = 0;
 
   // Creates the rollout and its steps and takes the deployment's lock, in one
   // transaction. FAILED_PRECONDITION naming the holder when the lock is taken.
@@ -97,7 +103,7 @@ class RolloutStore {
   virtual absl::StatusOr<StoredRollout> GetRollout(const std::string& id) = 0;
   virtual absl::StatusOr<std::vector<StoredStep>> GetSteps(const std::string& rollout_id) = 0;
   virtual absl::StatusOr<std::vector<StoredRollout>> ListRollouts(const std::string& deployment, int limit) = 0;
-  // Ids of rollouts in pending or running state, oldest first.
+  // Ids of rollouts in pending, running or grace state, oldest first.
   virtual absl::StatusOr<std::vector<std::string>> UnfinishedRollouts() = 0;
   virtual absl::Status MarkStepRunning(uint64_t epoch, const std::string& rollout_id, int seq) = 0;
   virtual absl::Status FinishStep(uint64_t epoch, const std::string& rollout_id, int seq,
@@ -109,6 +115,8 @@ class RolloutStore {
                                        const std::string& error) = 0;
   // Any replica may ask; the leader's executor sees it.
   virtual absl::Status RequestCancel(const std::string& id) = 0;
+  // Asks a blue-green rollout in its grace period to retire the old slot now.
+  virtual absl::Status RequestFinish(const std::string& id) = 0;
   virtual absl::StatusOr<std::vector<hoist::v1::Lock>> ListLocks() = 0;
 
   // Events: the executor appends; watchers read after a sequence number.

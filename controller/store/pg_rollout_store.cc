@@ -37,7 +37,8 @@ absl::StatusOr<M> Parse(const pqxx::field& f, absl::string_view what) {
 std::string RolloutColumns() {
   return absl::StrCat("id, deployment, kind, from_version, to_version, strategy, on_failure, state, plan, error,"
                       " requested_by, cancel_requested, backup_id, rollback_command, ",
-                      Micros("created_at"), ", ", Micros("started_at"), ", ", Micros("finished_at"));
+                      Micros("created_at"), ", ", Micros("started_at"), ", ", Micros("finished_at"),
+                      ", finish_requested");
 }
 
 absl::StatusOr<StoredRollout> RolloutFromRow(const pqxx::row& row) {
@@ -61,6 +62,7 @@ absl::StatusOr<StoredRollout> RolloutFromRow(const pqxx::row& row) {
   r.created_at = FromMicros(row[14].as<int64_t>());
   r.started_at = FromMicros(row[15].as<int64_t>());
   r.finished_at = FromMicros(row[16].as<int64_t>());
+  r.finish_requested = row[17].as<bool>();
   return r;
 }
 
@@ -82,11 +84,12 @@ absl::StatusOr<StoredDeployment> PgRolloutStore::GetDeployment(const std::string
   absl::Status s = pool_->Transact([&](pqxx::work& tx) -> absl::Status {
     pqxx::result r = tx.exec_params(
         absl::StrCat("SELECT name, manifest_yaml, manifest_sha256, file_name, COALESCE(pinned_version, ''), ",
-                     Micros("updated_at"), " FROM deployments WHERE name = $1"),
+                     Micros("updated_at"), ", live_slot FROM deployments WHERE name = $1"),
         name);
     if (r.empty()) return absl::NotFoundError(absl::StrCat("no deployment named \"", name, "\"; apply its stack first"));
     d = {r[0][0].as<std::string>(), r[0][1].as<std::string>(), r[0][2].as<std::string>(),
-         r[0][3].as<std::string>(), r[0][4].as<std::string>(), FromMicros(r[0][5].as<int64_t>())};
+         r[0][3].as<std::string>(), r[0][4].as<std::string>(), FromMicros(r[0][5].as<int64_t>()),
+         ParseSlot(r[0][6].as<std::string>())};
     return absl::OkStatus();
   });
   if (!s.ok()) return s;
@@ -98,10 +101,11 @@ absl::StatusOr<std::vector<StoredDeployment>> PgRolloutStore::ListDeployments() 
   absl::Status s = pool_->Transact([&](pqxx::work& tx) {
     pqxx::result r = tx.exec(absl::StrCat("SELECT name, manifest_yaml, manifest_sha256, file_name,"
                                           " COALESCE(pinned_version, ''), ", Micros("updated_at"),
-                                          " FROM deployments ORDER BY name"));
+                                          ", live_slot FROM deployments ORDER BY name"));
     for (const auto& row : r) {
       out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
-                     row[3].as<std::string>(), row[4].as<std::string>(), FromMicros(row[5].as<int64_t>())});
+                     row[3].as<std::string>(), row[4].as<std::string>(), FromMicros(row[5].as<int64_t>()),
+                     ParseSlot(row[6].as<std::string>())});
     }
     return absl::OkStatus();
   });
@@ -178,6 +182,14 @@ absl::Status PgRolloutStore::Pin(uint64_t epoch, const std::string& deployment, 
   return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
     tx.exec_params0("UPDATE deployments SET pinned_version = $2, updated_at = now() WHERE name = $1", deployment,
                     version);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PgRolloutStore::SetLiveSlot(uint64_t epoch, const std::string& deployment, hoist::v1::Slot slot) {
+  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+    tx.exec_params0("UPDATE deployments SET live_slot = $2, updated_at = now() WHERE name = $1", deployment,
+                    SlotName(slot == hoist::v1::SLOT_GREEN ? slot : hoist::v1::SLOT_BLUE));
     return absl::OkStatus();
   });
 }
@@ -289,7 +301,7 @@ absl::StatusOr<std::vector<StoredRollout>> PgRolloutStore::ListRollouts(const st
 absl::StatusOr<std::vector<std::string>> PgRolloutStore::UnfinishedRollouts() {
   std::vector<std::string> out;
   absl::Status s = pool_->Transact([&](pqxx::work& tx) {
-    for (const auto& row : tx.exec("SELECT id FROM rollouts WHERE state IN ('pending', 'running') ORDER BY created_at")) {
+    for (const auto& row : tx.exec("SELECT id FROM rollouts WHERE state IN ('pending', 'running', 'grace') ORDER BY created_at")) {
       out.push_back(row[0].as<std::string>());
     }
     return absl::OkStatus();
@@ -341,6 +353,14 @@ absl::Status PgRolloutStore::SetRolloutState(uint64_t epoch, const std::string& 
 absl::Status PgRolloutStore::RequestCancel(const std::string& id) {
   return pool_->Transact([&](pqxx::work& tx) -> absl::Status {
     pqxx::result r = tx.exec_params("UPDATE rollouts SET cancel_requested = true WHERE id = $1 RETURNING state", id);
+    if (r.empty()) return absl::NotFoundError(absl::StrCat("no rollout with id \"", id, "\""));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PgRolloutStore::RequestFinish(const std::string& id) {
+  return pool_->Transact([&](pqxx::work& tx) -> absl::Status {
+    pqxx::result r = tx.exec_params("UPDATE rollouts SET finish_requested = true WHERE id = $1 RETURNING state", id);
     if (r.empty()) return absl::NotFoundError(absl::StrCat("no rollout with id \"", id, "\""));
     return absl::OkStatus();
   });

@@ -5,7 +5,7 @@
 
 namespace hoist {
 
-// RolloutStore on the tables of migrations/0002 and audit_log.
+// RolloutStore on the tables of migrations/0002 and 0003 and audit_log.
 class PgRolloutStore : public rollout::RolloutStore {
  public:
   explicit PgRolloutStore(PgPool* pool) : pool_(pool) {}
@@ -17,6 +17,7 @@ class PgRolloutStore : public rollout::RolloutStore {
   absl::StatusOr<hoist::v1::Release> GetRelease(const std::string& deployment, const std::string& version) override;
   absl::StatusOr<std::vector<hoist::v1::Release>> ListReleases(const std::string& deployment) override;
   absl::Status Pin(uint64_t epoch, const std::string& deployment, const std::string& version) override;
+  absl::Status SetLiveSlot(uint64_t epoch, const std::string& deployment, hoist::v1::Slot slot) override;
   absl::Status CreateRollout(uint64_t epoch, const rollout::StoredRollout& rollout,
                              const std::vector<rollout::StoredStep>& steps) override;
   absl::StatusOr<rollout::StoredRollout> GetRollout(const std::string& id) override;
@@ -29,6 +30,7 @@ class PgRolloutStore : public rollout::RolloutStore {
   absl::Status SetRolloutState(uint64_t epoch, const std::string& id, hoist::v1::RolloutState state,
                                const std::string& error) override;
   absl::Status RequestCancel(const std::string& id) override;
+  absl::Status RequestFinish(const std::string& id) override;
   absl::StatusOr<std::vector<hoist::v1::Lock>> ListLocks() override;
   absl::Status AppendEvent(uint64_t epoch, const hoist::v1::RolloutEvent& event) override;
   absl::StatusOr<std::vector<hoist::v1::RolloutEvent>> EventsAfter(const std::string& rollout_id,

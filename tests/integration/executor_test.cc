@@ -358,6 +358,9 @@ class HookedStore : public rollout::RolloutStore {
     return inner_->ListReleases(d);
   }
   absl::Status Pin(uint64_t e, const std::string& d, const std::string& v) override { return inner_->Pin(e, d, v); }
+  absl::Status SetLiveSlot(uint64_t e, const std::string& d, hoist::v1::Slot slot) override {
+    return inner_->SetLiveSlot(e, d, slot);
+  }
   absl::Status CreateRollout(uint64_t e, const StoredRollout& r, const std::vector<StoredStep>& s) override {
     return inner_->CreateRollout(e, r, s);
   }
@@ -375,6 +378,7 @@ class HookedStore : public rollout::RolloutStore {
     return inner_->SetRolloutState(e, id, s, error);
   }
   absl::Status RequestCancel(const std::string& id) override { return inner_->RequestCancel(id); }
+  absl::Status RequestFinish(const std::string& id) override { return inner_->RequestFinish(id); }
   absl::StatusOr<std::vector<hoist::v1::Lock>> ListLocks() override { return inner_->ListLocks(); }
   absl::Status AppendEvent(uint64_t e, const hoist::v1::RolloutEvent& ev) override {
     return inner_->AppendEvent(e, ev);
@@ -466,9 +470,10 @@ class ExecutorTest : public PostgresTest {
 
   // Applies the stack and records releases, as the leader of `epoch`.
   void Prepare(Leader* l, const std::string& deployment, const std::vector<std::string>& versions,
-               const std::string& pause = "50ms") {
+               const std::string& pause = "50ms", const std::string& extra_services = "") {
     hoist::v1::ApplyStackRequest apply;
-    apply.set_manifest_yaml(absl::StrReplaceAll(kStack, {{"DEPLOYMENT", deployment}, {"PAUSE", pause}}));
+    apply.set_manifest_yaml(
+        absl::StrReplaceAll(std::string(kStack) + extra_services, {{"DEPLOYMENT", deployment}, {"PAUSE", pause}}));
     apply.set_file_name("stack.yaml");
     auto d = l->manager.ApplyStack(l->epoch, apply, "tester");
     ASSERT_TRUE(d.ok()) << d.status();
@@ -871,6 +876,311 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
     }
   }
   EXPECT_TRUE(announced) << "the failed rollout's events should say the rollback started";
+}
+
+
+// --- blue-green ---
+
+// What a blue-green upgrade needs on top of kStack: a proxy in front of the
+// API and the web front end. Its image is pinned, so it stays outside the slots.
+constexpr char kProxyService[] = R"(  proxy:
+    role: proxy
+    image: registry.test/haproxy:2.6
+    placement:
+      hosts: [host-3]
+    ports:
+      - "8080:8080"
+    routes:
+      - {name: web, service: web, port: 8080, listen: 8080}
+      - {name: api, service: api, port: 8080, listen: 8081}
+)";
+
+class BlueGreenExecutorTest : public ExecutorTest {
+ protected:
+  void SetUp() override {
+    ExecutorTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    fleet_->AfterExecution([this](const hoist::v1::Step& s) {
+      absl::MutexLock lock(&sent_mu_);
+      sent_.push_back(s);
+    });
+  }
+
+  // The deployment, with a proxy, at 1.0.0 in the blue slot, with releases 1.0.0 and 1.1.0.
+  void DeployedBlue(Leader* l, const std::string& deployment) {
+    Prepare(l, deployment, {"1.0.0", "1.1.0"}, "50ms", kProxyService);
+    auto id = Start(l, deployment, "1.0.0");
+    ASSERT_TRUE(id.ok()) << id.status();
+    ASSERT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+    SyncInventory(l->epoch);
+  }
+
+  absl::StatusOr<std::string> StartBlueGreen(Leader* l, const std::string& deployment, absl::Duration grace) {
+    hoist::v1::StartRolloutRequest req;
+    req.set_deployment(deployment);
+    req.set_target_version("1.1.0");
+    req.set_strategy(hoist::v1::STRATEGY_BLUE_GREEN);
+    req.mutable_grace_period()->set_seconds(absl::ToInt64Seconds(grace));
+    auto r = l->manager.StartRollout(l->epoch, req, "tester");
+    if (!r.ok()) return r.status();
+    return r->id();
+  }
+
+  bool WaitState(const std::string& id, hoist::v1::RolloutState state) {
+    return WaitUntil([&] {
+      auto r = pg_store_->GetRollout(id);
+      return r.ok() && r->state == state;
+    });
+  }
+
+  absl::StatusOr<hoist::v1::CutoverResponse> Cutover(Leader* l, const std::string& deployment,
+                                                      hoist::v1::CutoverDirection direction) {
+    hoist::v1::CutoverRequest req;
+    req.set_deployment(deployment);
+    req.set_direction(direction);
+    return l->manager.Cutover(l->epoch, req, "tester");
+  }
+
+  hoist::v1::Slot LiveSlot(const std::string& deployment) {
+    auto d = pg_store_->GetDeployment(deployment);
+    EXPECT_TRUE(d.ok()) << d.status();
+    return d.ok() ? d->live_slot : hoist::v1::SLOT_UNSPECIFIED;
+  }
+
+  // Running containers of the fake agents per slot: "api/green" -> count.
+  std::map<std::string, int> Running() {
+    std::map<std::string, int> out;
+    for (const auto& [agent, inv] : fleet_->Inventories()) {
+      for (const auto& c : inv.containers()) {
+        if (c.state() != hoist::v1::CONTAINER_STATE_RUNNING) continue;
+        ++out[absl::StrCat(c.instance().service(), "/", SlotName(c.instance().slot()))];
+      }
+    }
+    return out;
+  }
+
+  // Proxy updates the fake agents executed whose step id contains `part`, in order.
+  std::vector<hoist::v1::Step> ProxyUpdates(const std::string& part) {
+    absl::MutexLock lock(&sent_mu_);
+    std::vector<hoist::v1::Step> out;
+    for (const auto& s : sent_) {
+      if (s.has_proxy_update() && absl::StrContains(s.step_id(), part)) out.push_back(s);
+    }
+    return out;
+  }
+
+  // "web/green" -> state, for one proxy update.
+  static std::map<std::string, hoist::v1::BackendState> States(const hoist::v1::Step& s) {
+    std::map<std::string, hoist::v1::BackendState> out;
+    for (const auto& r : s.proxy_update().routes()) {
+      for (const auto& b : r.backends()) {
+        out[absl::StrCat(r.name(), "/", absl::StrContains(b.name(), "-green-") ? "green" : "blue")] = b.state();
+      }
+    }
+    return out;
+  }
+
+  int Audited(const std::string& deployment, const std::string& action, const std::string& outcome) {
+    auto events = pg_store_->ListAudit(deployment, 100, 0);
+    EXPECT_TRUE(events.ok()) << events.status();
+    int n = 0;
+    for (const auto& e : events.ok() ? *events : std::vector<hoist::v1::AuditEvent>{}) {
+      n += e.action() == action && e.outcome() == outcome;
+    }
+    return n;
+  }
+
+  absl::Mutex sent_mu_;
+  std::vector<hoist::v1::Step> sent_ ABSL_GUARDED_BY(sent_mu_);
+};
+
+TEST_F(BlueGreenExecutorTest, GraceHoldsBlueAndCutoverSwitchesBackForwardThenFinishRetiresBlue) {
+  Leader* l = NewLeader();
+  DeployedBlue(l, "shop");
+  ASSERT_FALSE(HasFailure());
+  auto id = StartBlueGreen(l, "shop", absl::Hours(1));
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(WaitState(*id, hoist::v1::ROLLOUT_STATE_GRACE)) << "the rollout never reached its grace period";
+
+  // Green serves, blue still runs beside it.
+  EXPECT_EQ(LiveSlot("shop"), hoist::v1::SLOT_GREEN);
+  std::map<std::string, int> running = Running();
+  EXPECT_EQ(running["api/green"], 2);
+  EXPECT_EQ(running["api/blue"], 2);
+  EXPECT_EQ(running["web/green"], 1);
+  EXPECT_EQ(running["web/blue"], 1);
+  EXPECT_EQ(running["worker/green"], 2);
+  EXPECT_EQ(running["worker/blue"], 2);
+  std::vector<hoist::v1::Step> switches = ProxyUpdates("-switch-");
+  ASSERT_EQ(switches.size(), 1u) << "one proxy step switches every route";
+  EXPECT_EQ(States(switches[0]), (std::map<std::string, hoist::v1::BackendState>{
+                                     {"api/green", hoist::v1::BACKEND_STATE_READY},
+                                     {"api/blue", hoist::v1::BACKEND_STATE_DRAIN},
+                                     {"web/green", hoist::v1::BACKEND_STATE_READY},
+                                     {"web/blue", hoist::v1::BACKEND_STATE_DRAIN}}));
+  auto d = pg_store_->GetDeployment("shop");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pinned_version, "1.1.0");
+
+  // Back: one proxy step with the states flipped.
+  auto back = Cutover(l, "shop", hoist::v1::CUTOVER_DIRECTION_BACK);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->live_slot(), hoist::v1::SLOT_BLUE);
+  EXPECT_EQ(LiveSlot("shop"), hoist::v1::SLOT_BLUE);
+  std::vector<hoist::v1::Step> backs = ProxyUpdates("/cutover-");
+  ASSERT_EQ(backs.size(), 1u);
+  EXPECT_EQ(States(backs[0]), (std::map<std::string, hoist::v1::BackendState>{
+                                  {"api/green", hoist::v1::BACKEND_STATE_DRAIN},
+                                  {"api/blue", hoist::v1::BACKEND_STATE_READY},
+                                  {"web/green", hoist::v1::BACKEND_STATE_DRAIN},
+                                  {"web/blue", hoist::v1::BACKEND_STATE_READY}}));
+
+  // Finish while blue serves would retire the serving slot: refused.
+  auto early = Cutover(l, "shop", hoist::v1::CUTOVER_DIRECTION_FINISH);
+  EXPECT_EQ(early.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(early.status().message()), HasSubstr("hoist cutover --forward"));
+  auto still = pg_store_->GetRollout(*id);
+  ASSERT_TRUE(still.ok());
+  EXPECT_EQ(still->state, hoist::v1::ROLLOUT_STATE_GRACE);
+
+  auto forward = Cutover(l, "shop", hoist::v1::CUTOVER_DIRECTION_FORWARD);
+  ASSERT_TRUE(forward.ok()) << forward.status();
+  EXPECT_EQ(forward->live_slot(), hoist::v1::SLOT_GREEN);
+  std::vector<hoist::v1::Step> cutovers = ProxyUpdates("/cutover-");
+  ASSERT_EQ(cutovers.size(), 2u);
+  EXPECT_EQ(States(cutovers[1]), States(switches[0]));
+
+  auto finish = Cutover(l, "shop", hoist::v1::CUTOVER_DIRECTION_FINISH);
+  ASSERT_TRUE(finish.ok()) << finish.status();
+  StoredRollout done = WaitDone(*id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
+  running = Running();
+  EXPECT_EQ(running["api/green"], 2);
+  EXPECT_EQ(running["web/green"], 1);
+  EXPECT_EQ(running["api/blue"] + running["web/blue"] + running["worker/blue"], 0);
+  for (const auto& [agent, inv] : fleet_->Inventories()) {
+    for (const auto& c : inv.containers()) {
+      if (c.instance().service() != "proxy") {
+        EXPECT_EQ(c.instance().slot(), hoist::v1::SLOT_GREEN) << c.name() << " should have been removed";
+      }
+    }
+  }
+  std::vector<hoist::v1::Step> retire = ProxyUpdates("-retire-");
+  ASSERT_EQ(retire.size(), 1u);
+  EXPECT_EQ(States(retire[0]), (std::map<std::string, hoist::v1::BackendState>{
+                                   {"api/green", hoist::v1::BACKEND_STATE_READY},
+                                   {"web/green", hoist::v1::BACKEND_STATE_READY}}));
+  EXPECT_EQ(LiveSlot("shop"), hoist::v1::SLOT_GREEN);
+
+  // Nothing is in its grace period any more.
+  auto late = Cutover(l, "shop", hoist::v1::CUTOVER_DIRECTION_BACK);
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(late.status().message()), HasSubstr("has no blue-green rollout in its grace period"));
+  EXPECT_EQ(Audited("shop", "cutover", "ok"), 3);
+  EXPECT_EQ(Audited("shop", "cutover", "refused"), 2);
+
+}
+
+TEST_F(BlueGreenExecutorTest, CutoverWithoutAGracePeriodIsRefused) {
+  Leader* l = NewLeader();
+  DeployedBlue(l, "plain");
+  ASSERT_FALSE(HasFailure());
+  auto r = Cutover(l, "plain", hoist::v1::CUTOVER_DIRECTION_BACK);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("plain has no blue-green rollout in its grace period (its latest rollout"));
+  EXPECT_EQ(Audited("plain", "cutover", "refused"), 1);
+}
+
+TEST_F(BlueGreenExecutorTest, GracePeriodRunsOutAcrossAFailoverAndBlueIsRetired) {
+  Leader* old_leader = NewLeader();
+  DeployedBlue(old_leader, "lapse");
+  ASSERT_FALSE(HasFailure());
+  auto id = StartBlueGreen(old_leader, "lapse", absl::Seconds(3));
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(WaitState(*id, hoist::v1::ROLLOUT_STATE_GRACE));
+  const absl::Time grace_seen = absl::Now();
+  old_leader->executor.OnLeadership(0);
+  ASSERT_TRUE(old_leader->executor.WaitIdle(*id, kWait));
+  auto mid = pg_store_->GetRollout(*id);
+  ASSERT_TRUE(mid.ok());
+  EXPECT_EQ(mid->state, hoist::v1::ROLLOUT_STATE_GRACE) << "a leader that stepped down leaves the grace period";
+
+  NewLeader();  // resumes the rollout, in its grace period
+  StoredRollout done = WaitDone(*id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
+  // Counted from the step's first start, not restarted by the new leader.
+  EXPECT_LT(absl::Now() - grace_seen, absl::Seconds(3) + absl::Seconds(5));
+  std::map<std::string, int> running = Running();
+  EXPECT_EQ(running["api/blue"] + running["web/blue"], 0);
+  EXPECT_EQ(running["api/green"], 2);
+  for (const StoredStep& s : Steps(*id)) {
+    EXPECT_EQ(s.state, hoist::v1::STEP_STATE_SUCCEEDED) << s.description;
+    if (s.action.has_value()) {
+      EXPECT_EQ(fleet_->Executions(s.step_id), 1) << s.step_id;
+    }
+  }
+}
+
+TEST_F(BlueGreenExecutorTest, FailedGreenHealthCheckLeavesBlueServingAndTheProxyUntouched) {
+  Leader* l = NewLeader();
+  DeployedBlue(l, "sick");
+  ASSERT_FALSE(HasFailure());
+  fleet_->FailWhen(
+      [](const hoist::v1::Step& s) {
+        return s.has_probe_health() && s.probe_health().instance().slot() == hoist::v1::SLOT_GREEN &&
+               s.probe_health().instance().service() == "web";
+      },
+      "GET /health answered 500 until the deadline");
+  auto id = StartBlueGreen(l, "sick", absl::Hours(1));
+  ASSERT_TRUE(id.ok()) << id.status();
+  StoredRollout done = WaitDone(*id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_FAILED);
+  EXPECT_THAT(done.error, HasSubstr("GET /health answered 500"));
+  EXPECT_THAT(done.error, HasSubstr("the proxy was not switched: blue still serves 1.0.0"));
+  EXPECT_TRUE(ProxyUpdates(*id).empty()) << "no proxy step may run once green failed";
+  EXPECT_EQ(LiveSlot("sick"), hoist::v1::SLOT_BLUE);
+  auto d = pg_store_->GetDeployment("sick");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pinned_version, "1.0.0") << "pinned only at the switch";
+  std::map<std::string, int> running = Running();
+  EXPECT_EQ(running["api/blue"], 2);
+  EXPECT_EQ(running["web/blue"], 1);
+  EXPECT_EQ(running["worker/blue"], 2);
+  EXPECT_EQ(running["web/green"], 1) << "green is left for inspection";
+  EXPECT_TRUE(pg_store_->ListLocks().ok() && pg_store_->ListLocks()->empty()) << "the lock must be released";
+
+  // The next blue-green rollout clears the green leftovers first.
+  SyncInventory(l->epoch);
+  auto next = l->manager.PlanUpgrade("sick", "1.1.0", hoist::v1::STRATEGY_BLUE_GREEN);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_NE(next->FindPhase("clear-green"), nullptr);
+}
+
+TEST_F(BlueGreenExecutorTest, CancelDuringGraceAfterASwitchBackKeepsBothSlotsAndPinsTheOldRelease) {
+  Leader* l = NewLeader();
+  DeployedBlue(l, "undo");
+  ASSERT_FALSE(HasFailure());
+  auto id = StartBlueGreen(l, "undo", absl::Hours(1));
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(WaitState(*id, hoist::v1::ROLLOUT_STATE_GRACE));
+  auto back = Cutover(l, "undo", hoist::v1::CUTOVER_DIRECTION_BACK);
+  ASSERT_TRUE(back.ok()) << back.status();
+  auto cancelled = l->manager.Cancel(*id, "1.1.0 is wrong", "tester");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  StoredRollout done = WaitDone(*id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_CANCELLED);
+  EXPECT_EQ(LiveSlot("undo"), hoist::v1::SLOT_BLUE);
+  auto d = pg_store_->GetDeployment("undo");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pinned_version, "1.0.0") << "the pin follows the slot that serves";
+  std::map<std::string, int> running = Running();
+  EXPECT_EQ(running["api/blue"], 2);
+  EXPECT_EQ(running["api/green"], 2) << "nothing is retired on a cancel";
+  EXPECT_TRUE(ProxyUpdates("-retire-").empty());
+  auto locks = pg_store_->ListLocks();
+  ASSERT_TRUE(locks.ok());
+  EXPECT_TRUE(locks->empty()) << "the lock must be released";
 }
 
 }  // namespace

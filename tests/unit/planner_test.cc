@@ -1,11 +1,13 @@
 #include "controller/rollout/planner.h"
 
 #include <algorithm>
+#include <map>
 #include <regex>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -526,11 +528,242 @@ TEST(PlannerTest, RefusesLowDisk) {
   EXPECT_THAT(Msg(plan.status()), HasSubstr("app-1 has 10 MiB free for images; at least 1024 MiB are needed"));
 }
 
-TEST(PlannerTest, BlueGreenIsNotImplementedYet) {
+// --- blue-green ---
+
+PlanInput BlueGreenInput(const std::string& file = "piprio.yaml") {
+  PlanInput in = UpgradeInput(Example(file), "1.0.0", "1.1.0");
+  in.strategy = v1::STRATEGY_BLUE_GREEN;
+  in.options.grace_period = absl::Minutes(5);
+  return in;
+}
+
+// Moves every container the agents report into `slot`.
+void MoveToSlot(PlanInput& in, v1::Slot slot) {
+  for (AgentState& a : in.agents) {
+    for (v1::ContainerInfo& c : a.containers) {
+      c.mutable_instance()->set_slot(slot);
+      std::string name = c.name();
+      size_t at = name.find("-blue-");
+      if (at != std::string::npos && slot == v1::SLOT_GREEN) name.replace(at, 6, "-green-");
+      c.set_name(name);
+    }
+  }
+  in.live_slot = slot;
+}
+
+TEST(PlannerTest, BlueGreenStartsASecondSlotThenSwitchesTheProxyInOneStep) {
+  Plan plan = MustPlan(BlueGreenInput());
+  EXPECT_EQ(plan.strategy, v1::STRATEGY_BLUE_GREEN);
+  EXPECT_EQ(plan.target_slot, v1::SLOT_GREEN);
+  EXPECT_EQ(plan.grace_period, absl::Minutes(5));
+  EXPECT_THAT(PhaseNames(plan),
+              ElementsAre("preflight", "backup", "pull", "migrate-api", "start-green", "smoke-test",
+                          "handover-scheduler", "pin", "switch", "grace", "retire-blue", "postcheck"));
+  // Every new instance starts in the green slot, beside blue, and is probed there.
+  const PlanPhase* start = plan.FindPhase("start-green");
+  ASSERT_NE(start, nullptr);
+  int starts = 0;
+  for (const PlanStep& s : start->steps) {
+    ASSERT_TRUE(s.instance.has_value()) << s.id;
+    EXPECT_EQ(s.instance->slot(), v1::SLOT_GREEN) << s.id;
+    if (s.kind == "start_instance") {
+      ++starts;
+      EXPECT_EQ(s.batch, 0u) << s.id;
+      EXPECT_NE(s.instance->service(), "scheduler");
+    } else {
+      EXPECT_EQ(s.kind, "probe_health") << s.id;
+      EXPECT_EQ(s.batch, 1u) << s.id;
+    }
+  }
+  EXPECT_EQ(starts, 2 + 3 + 2);  // api, worker, web; the scheduler waits for the handover
+  EXPECT_THAT(plan.FindPhase("migrate-api")->reason, HasSubstr("expand-only"));
+  EXPECT_THAT(start->reason, HasSubstr("proxy untouched"));
+  // Scheduler: blue stops before green starts.
+  EXPECT_THAT(SlugsWithBatches(*plan.FindPhase("handover-scheduler")),
+              ElementsAre("stop-scheduler-0@0", "start-scheduler-0@1", "probe-scheduler-0@2"));
+  EXPECT_EQ(plan.FindPhase("handover-scheduler")->steps[0].instance->slot(), v1::SLOT_BLUE);
+  EXPECT_EQ(plan.FindPhase("handover-scheduler")->steps[1].instance->slot(), v1::SLOT_GREEN);
+
+  // The switch: one proxy_update on the proxy's one host, every route at once.
+  const PlanPhase* sw = plan.FindPhase("switch");
+  ASSERT_NE(sw, nullptr);
+  ASSERT_EQ(sw->steps.size(), 2u);
+  EXPECT_EQ(sw->steps[0].kind, "proxy_update");
+  EXPECT_EQ(sw->steps[0].agent_id, "edge-1");
+  EXPECT_EQ(sw->steps[1].kind, "live_slot");
+  EXPECT_EQ(sw->steps[1].batch, 1u);
+  const v1::ProxyUpdate& update = sw->steps[0].action.proxy_update();
+  ASSERT_EQ(update.routes_size(), 2);
+  for (const v1::ProxyRoute& r : update.routes()) {
+    std::map<std::string, v1::BackendState> states;
+    for (const v1::ProxyBackend& b : r.backends()) states[b.name()] = b.state();
+    EXPECT_EQ(states.size(), 4u) << r.name();
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(states[absl::StrCat("piprio-", r.name(), "-green-", i, "-1.1.0")], v1::BACKEND_STATE_READY);
+      EXPECT_EQ(states[absl::StrCat("piprio-", r.name(), "-blue-", i, "-1.0.0")], v1::BACKEND_STATE_DRAIN);
+    }
+  }
+  // Pinned just before the switch, not before green is healthy.
+  EXPECT_EQ(plan.FindPhase("pin")->steps[0].kind, "pin");
+  const PlanPhase* grace = plan.FindPhase("grace");
+  ASSERT_EQ(grace->steps.size(), 1u);
+  EXPECT_EQ(grace->steps[0].kind, "grace");
+  EXPECT_EQ(grace->steps[0].timeout, absl::Minutes(5));
+  // Retire: blue leaves the proxy first, then stops, then goes.
+  const PlanPhase* retire = plan.FindPhase("retire-blue");
+  ASSERT_NE(retire, nullptr);
+  EXPECT_EQ(retire->steps[0].kind, "proxy_update");
+  EXPECT_EQ(retire->steps[0].batch, 0u);
+  for (const v1::ProxyRoute& r : retire->steps[0].action.proxy_update().routes()) {
+    for (const v1::ProxyBackend& b : r.backends()) {
+      EXPECT_THAT(b.name(), HasSubstr("-green-"));
+      EXPECT_EQ(b.state(), v1::BACKEND_STATE_READY);
+    }
+  }
+  int removes = 0;
+  for (const PlanStep& s : retire->steps) {
+    if (s.kind == "proxy_update") continue;
+    EXPECT_EQ(s.instance->slot(), v1::SLOT_BLUE) << s.id;
+    EXPECT_NE(s.instance->service(), "postgres") << s.id;
+    EXPECT_EQ(s.batch, s.kind == "stop_instance" ? 1u : 2u) << s.id;
+    removes += s.kind == "remove_instance";
+  }
+  EXPECT_EQ(removes, 2 + 3 + 1 + 2);
+  for (const PlanStep& s : plan.FindPhase("postcheck")->steps) EXPECT_EQ(s.instance->slot(), v1::SLOT_GREEN);
+  // The database and the proxy are shared by both slots.
+  for (const PlanStep* s : plan.AllSteps()) {
+    if (s->kind == "start_instance") {
+      EXPECT_NE(s->instance->service(), "postgres");
+      EXPECT_NE(s->instance->service(), "proxy");
+    }
+  }
+  EXPECT_EQ(ToProto(plan).target_slot(), v1::SLOT_GREEN);
+  EXPECT_EQ(ToProto(plan).grace_period().seconds(), 300);
+}
+
+TEST(PlannerTest, BlueGreenFromGreenStartsInBlue) {
+  PlanInput in = BlueGreenInput();
+  MoveToSlot(in, v1::SLOT_GREEN);
+  Plan plan = MustPlan(in);
+  EXPECT_EQ(plan.target_slot, v1::SLOT_BLUE);
+  EXPECT_NE(plan.FindPhase("start-blue"), nullptr);
+  EXPECT_NE(plan.FindPhase("retire-green"), nullptr);
+  for (const PlanStep& s : plan.FindPhase("start-blue")->steps) EXPECT_EQ(s.instance->slot(), v1::SLOT_BLUE);
+  std::map<std::string, v1::BackendState> states;
+  for (const v1::ProxyBackend& b : plan.FindPhase("switch")->steps[0].action.proxy_update().routes(0).backends()) {
+    states[b.name()] = b.state();
+  }
+  EXPECT_EQ(states["piprio-web-blue-0-1.1.0"], v1::BACKEND_STATE_READY);
+  EXPECT_EQ(states["piprio-web-green-0-1.0.0"], v1::BACKEND_STATE_DRAIN);
+}
+
+TEST(PlannerTest, RollingPlanReplacesTheLiveSlotWhenGreenServes) {
   PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  MoveToSlot(in, v1::SLOT_GREEN);
+  Plan plan = MustPlan(in);
+  for (const PlanStep* s : plan.AllSteps()) {
+    if (s->instance.has_value()) {
+      EXPECT_EQ(s->instance->slot(), v1::SLOT_GREEN) << s->id;
+    }
+  }
+  EXPECT_EQ(plan.target_slot, v1::SLOT_UNSPECIFIED);
+}
+
+TEST(PlannerTest, BlueGreenClearsGreenLeftoversFirst) {
+  PlanInput in = BlueGreenInput();
+  v1::ContainerInfo left = in.agents[0].containers[0];
+  left.mutable_instance()->set_slot(v1::SLOT_GREEN);
+  left.set_version("1.1.0");
+  left.set_state(v1::CONTAINER_STATE_EXITED);
+  in.agents[0].containers.push_back(left);
+  Plan plan = MustPlan(in);
+  const PlanPhase* clear = plan.FindPhase("clear-green");
+  ASSERT_NE(clear, nullptr);
+  EXPECT_THAT(PhaseNames(plan)[2], "clear-green");
+  ASSERT_EQ(clear->steps.size(), 1u);  // stopped already: removed only
+  EXPECT_EQ(clear->steps[0].kind, "remove_instance");
+  EXPECT_EQ(clear->steps[0].instance->slot(), v1::SLOT_GREEN);
+  EXPECT_EQ(clear->steps[0].action.remove_instance().version(), "1.1.0");
+}
+
+TEST(PlannerTest, BlueGreenRefusesAFirstDeploy) {
+  StackManifest m = Example("piprio.yaml");
+  PlanInput in;
+  in.manifest = m;
+  in.agents = AgentsOf(m, "");
+  in.target = ReleaseOf(m, "1.0.0");
   in.strategy = v1::STRATEGY_BLUE_GREEN;
   auto plan = PlanRollout(in);
-  EXPECT_EQ(plan.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("deploy 1.0.0 with --strategy rolling first"));
+}
+
+TEST(PlannerTest, BlueGreenRefusesHostPortsAndAMissingProxy) {
+  StackManifest m = Manifest(R"(deployment: shop
+hosts: [h1]
+services:
+  web:
+    role: web
+    repository: registry.test/shop/web
+    ports: ["8080:8080"]
+)");
+  PlanInput in = UpgradeInput(m, "1.0.0", "1.1.0");
+  in.strategy = v1::STRATEGY_BLUE_GREEN;
+  auto plan = PlanRollout(in);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("services.web.ports publishes host port 8080"));
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("no service with role proxy and routes"));
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("or use --strategy rolling"));
+}
+
+TEST(PlannerTest, BlueGreenRefusesWhenNoProxyRuns) {
+  PlanInput in = BlueGreenInput();
+  for (AgentState& a : in.agents) {
+    std::erase_if(a.containers, [](const v1::ContainerInfo& c) { return c.instance().service() == "proxy"; });
+  }
+  auto plan = PlanRollout(in);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("no proxy instance runs, so there is no proxy to switch"));
+}
+
+TEST(PlannerTest, BlueGreenPreviewRouteReachesGreenBeforeTheSmokeTest) {
+  StackManifest m = Manifest(R"(deployment: shop
+network: shop
+hosts: [h1]
+services:
+  web:
+    role: web
+    repository: registry.test/shop/web
+    replicas: 2
+    ports: [{container: 8080}]
+  proxy:
+    role: proxy
+    image: registry.test/haproxy:2.6
+    ports: ["80:8080", "8081:8081"]
+    routes:
+      - {name: web, service: web, port: 8080, listen: 8080}
+      - {name: web-preview, service: web, port: 8080, listen: 8081}
+smoke_test:
+  service: web
+  command: [/app, smoke]
+)");
+  PlanInput in = UpgradeInput(m, "1.0.0", "1.1.0");
+  in.strategy = v1::STRATEGY_BLUE_GREEN;
+  Plan plan = MustPlan(in);
+  std::vector<std::string> names = PhaseNames(plan);
+  auto at = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) - names.begin(); };
+  ASSERT_LT(at("preview"), static_cast<long>(names.size()));
+  EXPECT_LT(at("start-green"), at("preview"));
+  EXPECT_LT(at("preview"), at("smoke-test"));
+  EXPECT_LT(at("smoke-test"), at("switch"));
+  const v1::ProxyUpdate& preview = plan.FindPhase("preview")->steps[0].action.proxy_update();
+  ASSERT_EQ(preview.routes_size(), 1);
+  EXPECT_EQ(preview.routes(0).name(), "web-preview");
+  for (const v1::ProxyBackend& b : preview.routes(0).backends()) EXPECT_THAT(b.name(), HasSubstr("-green-"));
+  // The switch leaves the preview route alone.
+  const v1::ProxyUpdate& sw = plan.FindPhase("switch")->steps[0].action.proxy_update();
+  ASSERT_EQ(sw.routes_size(), 1);
+  EXPECT_EQ(sw.routes(0).name(), "web");
 }
 
 TEST(PlannerTest, OrderConflictBetweenAfterAndMustMatchIsNamed) {
