@@ -1257,7 +1257,25 @@ absl::StatusOr<std::string> DockerClient::EnsureNetwork(absl::string_view name,
   };
   auto found = same_name();
   if (!found.ok()) return found.status();
-  if (found->size() == 1) return found->front().second;
+  if (found->size() == 1) {
+    // A network of this name that Hoist did not make (an overlay of a swarm,
+    // say) is not joined: containers on it may not start on this host.
+    Call call;
+    call.target = absl::StrCat("/networks/", found->front().second);
+    auto reply = Expect(call, {});
+    if (!reply.ok()) return reply.status();
+    auto j = ParseJson(reply->body, reply->what);
+    if (!j.ok()) return j.status();
+    const std::string driver = Str(*j, "Driver");
+    const std::string scope = Str(*j, "Scope");
+    if (driver != "bridge" || scope != "local") {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "network ", name, " exists with driver \"", driver, "\" and scope \"", scope,
+          "\"; Hoist joins only a local bridge network of the deployment's name: remove that network or set "
+          "another `network:` in the stack manifest"));
+    }
+    return found->front().second;
+  }
   if (found->empty()) {
     Call call;
     call.method = "POST";

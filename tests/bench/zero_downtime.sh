@@ -261,14 +261,14 @@ row_swarm() {
     echo "this node is in swarm state \"$state\" and not a manager; leave that swarm or run elsewhere" >"$WORK/swarm.err"
     return 1
   fi
-  docker network create -d overlay --attachable --label "$LABEL" "$RUN" >>"$WORK/swarm.log" 2>&1 || return 1
-  docker service create -q --name "$RUN-web" --label "$LABEL" --container-label "$LABEL" --network "$RUN" \
+  docker network create -d overlay --attachable --label "$LABEL" "$RUN-swarm" >>"$WORK/swarm.log" 2>&1 || return 1
+  docker service create -q --name "$RUN-web" --label "$LABEL" --container-label "$LABEL" --network "$RUN-swarm" \
     --endpoint-mode dnsrr --replicas 2 --health-interval 200ms --health-timeout 1s --health-retries 3 \
     --update-order start-first --update-parallelism 1 --stop-grace-period 5s \
     "$REGISTRY/zdbench/web:1.0.0" >>"$WORK/swarm.log" 2>&1 || return 1
   port="$(free_port)"
   peer_haproxy_cfg "tasks.$RUN-web" >"$WORK/swarm-haproxy.cfg"
-  docker run -d --name "$RUN-swarm-proxy" --label "$LABEL" --network "$RUN" -p "127.0.0.1:$port:8080" \
+  docker run -d --name "$RUN-swarm-proxy" --label "$LABEL" --network "$RUN-swarm" -p "127.0.0.1:$port:8080" \
     -v "$WORK/swarm-haproxy.cfg:/etc/haproxy/haproxy.cfg:ro" "$PROXY_IMAGE" >>"$WORK/swarm.log" 2>&1 || return 1
   wait_for_body "$port" "hello from web 1.0.0" || return 1
   load_start swarm "$port"
