@@ -44,6 +44,9 @@ int AgentMain(int argc, char** argv) {
   flags.AddString("host-name", "", "Host name reported to the controller (default: the system's).",
                   "HOIST_AGENT_HOST_NAME");
   flags.AddString("labels", "", "Placement labels, k=v,k=v.", "HOIST_AGENT_LABELS");
+  flags.AddString("address", "",
+                  "The address other hosts reach this host at (an IP or DNS name), shown by `hoist agents`.",
+                  "HOIST_AGENT_ADDRESS");
   flags.AddString("deployments", "", "Deployments this agent manages, comma-separated (default: all).",
                   "HOIST_AGENT_DEPLOYMENTS");
   flags.AddString("state-dir", "/var/lib/hoist-agent", "Journal, epoch and backups.", "HOIST_AGENT_STATE_DIR");
@@ -160,6 +163,12 @@ int AgentMain(int argc, char** argv) {
   }
   for (const std::string& d : policy.deployments) options.hello.add_deployments(d);
   if (docker_version.ok()) options.hello.set_docker_version(*docker_version);
+  if (auto engine_id = docker.EngineId(); engine_id.ok()) {
+    options.hello.set_docker_engine_id(*engine_id);
+  } else {
+    spdlog::warn("Docker: no engine ID: {}", engine_id.status().message());
+  }
+  options.hello.set_address(flags.Get("address"));
   const std::string docker_root = FreeBytes("/var/lib/docker") > 0 ? "/var/lib/docker" : "/";
   options.disk_free = [docker_root, state_dir] {
     return std::make_pair(FreeBytes(docker_root), FreeBytes(state_dir));

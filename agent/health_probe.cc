@@ -99,9 +99,13 @@ ProbeOutcome ProbeHttp(const docker::ContainerInfo& container, const hoist::v1::
 }  // namespace
 
 std::string ContainerEndpoint(const docker::ContainerInfo& container, uint32_t port) {
-  auto published = container.published_ports.find(absl::StrCat(port, "/tcp"));
+  const std::string key = absl::StrCat(port, "/tcp");
+  auto published = container.published_ports.find(key);
   if (published != container.published_ports.end() && published->second != 0) {
-    return absl::StrCat("127.0.0.1:", published->second);
+    // Bound to one address (a host's address on the network between hosts),
+    // the port answers there only.
+    auto ip = container.published_ips.find(key);
+    return absl::StrCat(ip == container.published_ips.end() ? "127.0.0.1" : ip->second, ":", published->second);
   }
   for (const auto& [network, ip] : container.network_ips) {
     if (!ip.empty()) return absl::StrCat(ip, ":", port);

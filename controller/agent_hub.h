@@ -99,6 +99,7 @@ class AgentHub : public rollout::StepDispatcher {
   absl::Status RequestInventory(const std::string& agent_id);
 
   bool IsConnected(const std::string& agent_id) const override;
+  bool Leading() const override { return epoch() != 0; }
   std::vector<std::string> ConnectedAgents() const;
   AgentHubStats Stats() const;
   void SetStepObserver(StepObserver observer);

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The main job in one command: Hoist upgrades a multi-service app on this
-# machine's Docker. It installs what is missing, builds, starts a throw-away
-# Postgres, a local registry, two hoistd replicas (a leader and a standby) and
-# three agents as three hosts, builds the demo app's images at 1.0.0 and
-# 1.1.0, deploys 1.0.0, upgrades to 1.1.0 with live progress, prints the
-# version matrix, and removes everything it started.
+# The main job in one command: Hoist upgrades a multi-service app across three
+# Docker hosts. It installs what is missing, builds, and starts three hosts
+# that are really separate (a network namespace, an address and a dockerd
+# each, by deploy/lib/hosts.sh; run as root) or, where that cannot be done,
+# three agents on this machine's Docker; then a throw-away Postgres, a
+# registry, two hoistd replicas (a leader and a standby), builds the demo
+# app's images at 1.0.0 and 1.1.0, deploys 1.0.0, upgrades to 1.1.0 with live
+# progress, prints the version matrix, and removes everything it started.
 #
 #   bash deploy/demo.sh          # run the demo and clean up
 #   bash deploy/demo.sh --keep   # leave it running and print how to use it
@@ -16,7 +18,7 @@ KEEP=0
 for arg in "$@"; do
   case "$arg" in
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -38,30 +40,67 @@ PIDS=()
 source deploy/lib/postgres.sh
 source deploy/lib/fleet.sh
 
+HOSTS_DIR=""
 cleanup() {
   local rc=$?
   if [[ $KEEP == 1 && $rc == 0 ]]; then return; fi
   say "cleaning up"
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  docker ps -aq --filter label=hoist.deployment=demo | xargs -r docker rm -f >/dev/null 2>&1 || true
-  docker network ls -q --filter label=hoist.deployment=demo | xargs -r docker network rm >/dev/null 2>&1 || true
-  docker images -q --filter label=hoist.demo="$WORK" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
-  pg_throwaway_stop
   if [[ $rc != 0 ]]; then
     echo "demo: failed (exit $rc); the last lines of each log:" >&2
     for log in "$WORK"/*.log "$WORK"/pgrun/*.log; do echo "--- $log" >&2; tail -n 15 "$log" >&2; done
   fi
+  pg_throwaway_stop
+  if [[ -n "$HOSTS_DIR" ]]; then
+    # The hosts' daemons, containers, images, namespaces and bridge.
+    bash deploy/lib/hosts.sh down "$HOSTS_DIR" || true
+    rm -rf "$WORK"
+    return
+  fi
+  docker ps -aq --filter label=hoist.deployment=demo | xargs -r docker rm -f >/dev/null 2>&1 || true
+  docker network ls -q --filter label=hoist.deployment=demo | xargs -r docker network rm >/dev/null 2>&1 || true
+  docker images -q --filter label=hoist.demo="$WORK" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
+# Where the demo's parts run: separate hosts when this machine allows it.
+DOCKER_AT_DB=(docker)   # the Docker that runs the app's database
+PROXY_IP=127.0.0.1       # where the proxy publishes its port
+if why="$(bash deploy/lib/hosts.sh available 2>&1)"; then
+  say "starting three Docker hosts, a registry node and nodes for Postgres and the controllers"
+  HOSTS_DIR="$(mktemp -d /tmp/hoist-hosts.XXXXXX)"
+  started=$(date +%s%N)
+  bash deploy/lib/hosts.sh up "$HOSTS_DIR" --owner $$ --registry registry \
+    registry:docker db ctl-1 ctl-2 host-1:docker host-2:docker host-3:docker
+  source "$HOSTS_DIR/hosts.env"
+  echo "  up in $(( ($(date +%s%N) - started) / 1000000 )) ms: each a network namespace with its own address" \
+    "on a private bridge; the hosts and the registry node run a dockerd each"
+  awk -F'\t' '{ printf "  %-9s %-15s %s\n", $1, $2, ($4 == "-" ? "" : "dockerd, engine " substr($5, 1, 14) "...") }' \
+    "$HOSTS_DIR/nodes.tsv"
+  DOCKER_AT_DB=(docker -H "$NODE_HOST_1_DOCKER")
+  PROXY_IP="$NODE_HOST_3_ADDR"
+else
+  echo "demo: separate hosts unavailable (${why:-no reason given}); the three hosts share this machine's Docker"
+fi
+
 say "starting a throw-away Postgres"
-pg_throwaway_start "$WORK"
+if [[ -n "$HOSTS_DIR" ]]; then
+  pg_throwaway_start "$WORK" "$NODE_DB_NETNS" "$NODE_DB_ADDR"
+else
+  pg_throwaway_start "$WORK"
+fi
 DB="$PG_URL"
 
-say "starting a local registry"
-fleet_registry_start
+if [[ -n "$HOSTS_DIR" ]]; then
+  REGISTRY="$HOSTS_REGISTRY"
+  echo "the registry runs on its own node at $REGISTRY; images are built there and each host pulls its own"
+  export DOCKER_HOST="$NODE_REGISTRY_DOCKER"
+else
+  say "starting a local registry"
+  fleet_registry_start
+fi
 
 say "building the demo app's images (FROM scratch) at 1.0.0 and 1.1.0"
 echo "  building the database image (FROM scratch, this host's Postgres 15)"
@@ -91,17 +130,20 @@ docker rmi "$REGISTRY/demo/postgres:15" >/dev/null
 echo "  building the proxy image (FROM scratch, this host's HAProxy)"
 fleet_proxy_image "$REGISTRY/demo/haproxy:2.6" "hoist.demo=$WORK"
 echo "  $REGISTRY/demo/haproxy:2.6"
+unset DOCKER_HOST
 
 say "starting two hoistd replicas and three agents"
-fleet_hoistd_start "$HOISTD" hoistd-1 "$DB"
+ctl=(); hosts=()
+[[ -n "$HOSTS_DIR" ]] && ctl=(ctl-1 ctl-2) && hosts=(host-1 host-2 host-3)
+FLEET_NODE="${ctl[0]:-}" fleet_hoistd_start "$HOISTD" hoistd-1 "$DB"
 C1="$HOISTD_ADDR"
 sleep 1  # the first replica applies the schema and takes the lead
-fleet_hoistd_start "$HOISTD" hoistd-2 "$DB"
+FLEET_NODE="${ctl[1]:-}" fleet_hoistd_start "$HOISTD" hoistd-2 "$DB"
 C2="$HOISTD_ADDR"
 FLEET_DOMAIN=demo
 for i in 1 2 3; do
   tier=app; [[ $i == 3 ]] && tier=edge
-  fleet_agent_start "$AGENT" "host-$i" "$C2,$C1" "tier=$tier"
+  FLEET_NODE="${hosts[$((i - 1))]:-}" fleet_agent_start "$AGENT" "host-$i" "$C2,$C1" "tier=$tier"
 done
 export HOIST_CONTROLLER="$C1,$C2" HOIST_INSECURE=true HOIST_DEPLOYMENT=demo
 fleet_wait_agents "$HOIST" 3
@@ -109,7 +151,7 @@ fleet_wait_agents "$HOIST" 3
 
 say "applying the stack and recording releases 1.0.0 and 1.1.0"
 PROXY_PORT="$(free_port)"
-sed "s|REGISTRY|$REGISTRY|g; s|PROXY_PORT|$PROXY_PORT|g" deploy/demo/stack.yaml >"$WORK/stack.yaml"
+sed "s|REGISTRY|$REGISTRY|g; s|PROXY_IP|$PROXY_IP|g; s|PROXY_PORT|$PROXY_PORT|g" deploy/demo/stack.yaml >"$WORK/stack.yaml"
 "$HOIST" apply "$WORK/stack.yaml"
 for version in 1.0.0 1.1.0; do
   sed "s|REGISTRY|$REGISTRY|g; s|VERSION|$version|g" deploy/demo/release.yaml >"$WORK/release-$version.yaml"
@@ -120,7 +162,7 @@ say "deploying 1.0.0"
 "$HOIST" upgrade 1.0.0 --yes
 "$HOIST" matrix
 
-echo "through the proxy: $(curl -fsS "http://127.0.0.1:$PROXY_PORT/")"
+echo "through the proxy: $(curl -fsS "http://$PROXY_IP:$PROXY_PORT/")"
 
 say "the plan for 1.1.0"
 "$HOIST" plan 1.1.0
@@ -128,10 +170,10 @@ say "the plan for 1.1.0"
 say "upgrading to 1.1.0"
 "$HOIST" upgrade 1.1.0 --yes
 
-echo "through the proxy: $(curl -fsS "http://127.0.0.1:$PROXY_PORT/")"
+echo "through the proxy: $(curl -fsS "http://$PROXY_IP:$PROXY_PORT/")"
 
-db="$(docker ps -q --filter label=hoist.deployment=demo --filter label=hoist.service=db | head -1)"
-echo "the database after 1.1.0's migration: $(docker exec "$db" psql -At -c "SELECT 'orders(' ||
+db="$("${DOCKER_AT_DB[@]}" ps -q --filter label=hoist.deployment=demo --filter label=hoist.service=db | head -1)"
+echo "the database after 1.1.0's migration: $("${DOCKER_AT_DB[@]}" exec "$db" psql -At -c "SELECT 'orders(' ||
   string_agg(column_name, ', ' ORDER BY ordinal_position) || ')' FROM information_schema.columns
   WHERE table_name = 'orders'")"
 
@@ -147,5 +189,6 @@ if [[ $KEEP == 1 ]]; then
   echo "  export HOIST_CONTROLLER=$C1,$C2 HOIST_INSECURE=true HOIST_DEPLOYMENT=demo"
   echo "  $HOIST status; $HOIST matrix; $HOIST audit; $HOIST rollback"
   echo "  logs: $WORK; stop: kill ${PIDS[*]}"
+  [[ -n "$HOSTS_DIR" ]] && echo "  then: bash deploy/lib/hosts.sh down $HOSTS_DIR"
 fi
 say "done: demo upgraded from 1.0.0 to 1.1.0"

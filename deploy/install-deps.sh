@@ -16,7 +16,7 @@ PACKAGES=(
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev
   # real parts used by tests, benchmarks and the demo
   postgresql postgresql-client docker-registry docker-compose haproxy wrk hyperfine
-  iproute2 openssl procps curl ca-certificates util-linux
+  iproute2 iptables openssl procps curl ca-certificates util-linux
   # the demo and benchmarks pick free ports with python3
   python3
 )

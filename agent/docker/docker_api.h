@@ -97,6 +97,9 @@ struct ContainerInfo {
   absl::Time started_at = absl::InfinitePast();
   // Published ports: container port/proto ("8080/tcp") -> host port.
   std::map<std::string, uint16_t> published_ports;
+  // The host address each of those is bound to, when one is named
+  // ("10.0.0.11"); absent when it is bound on every address.
+  std::map<std::string, std::string> published_ips;
   std::map<std::string, std::string> network_ips;  // network name -> IP
 };
 
@@ -111,6 +114,9 @@ class DockerApi {
 
   // Engine version string ("20.10.24"); also proves the daemon answers.
   virtual absl::StatusOr<std::string> Version() = 0;
+
+  // The engine's ID (GET /info "ID"), which tells one Docker host from another.
+  virtual absl::StatusOr<std::string> EngineId() = 0;
 
   // Pulls image (repository:tag or repository@digest) and reports progress
   // as Docker streams it. An error inside the stream (unknown tag, registry

@@ -473,6 +473,9 @@ void ParseSummary(absl::string_view status, ContainerInfo* info) {
   }
 }
 
+// A host address a port is bound to that names one interface (not 0.0.0.0 or ::).
+bool IsSpecificAddress(const std::string& ip) { return !ip.empty() && ip != "0.0.0.0" && ip != "::"; }
+
 ContainerInfo ContainerFromInspect(const json& j) {
   ContainerInfo info;
   info.id = Str(j, "Id");
@@ -495,6 +498,7 @@ ContainerInfo ContainerFromInspect(const json& j) {
       int host_port = 0;
       if (absl::SimpleAtoi(Str(b, "HostPort"), &host_port) && host_port > 0 && host_port < 65536) {
         info.published_ports.emplace(port, static_cast<uint16_t>(host_port));
+        if (std::string ip = Str(b, "HostIp"); IsSpecificAddress(ip)) info.published_ips.emplace(port, ip);
         break;
       }
     }
@@ -522,8 +526,10 @@ ContainerInfo ContainerFromList(const json& j) {
       int64_t pub = Int(p, "PublicPort");
       if (pub <= 0 || pub > 65535) continue;
       std::string type = Str(p, "Type");
-      info.published_ports.emplace(absl::StrCat(Int(p, "PrivatePort"), "/", type.empty() ? "tcp" : type),
-                                   static_cast<uint16_t>(pub));
+      std::string key = absl::StrCat(Int(p, "PrivatePort"), "/", type.empty() ? "tcp" : type);
+      if (info.published_ports.emplace(key, static_cast<uint16_t>(pub)).second) {
+        if (std::string ip = Str(p, "IP"); IsSpecificAddress(ip)) info.published_ips.emplace(key, ip);
+      }
     }
   }
   for (const auto& [name, net] : Obj(Obj(j, "NetworkSettings"), "Networks").items()) {
@@ -805,6 +811,16 @@ absl::StatusOr<std::string> DockerClient::Version() {
     api_version_ = *negotiated;
   }
   return engine;
+}
+
+absl::StatusOr<std::string> DockerClient::EngineId() {
+  Call call;
+  call.target = "/info";
+  auto reply = ExpectObject(call);
+  if (!reply.ok()) return reply.status();
+  std::string id = Str(reply->doc, "ID");
+  if (id.empty()) return absl::InternalError(absl::StrCat("docker ", reply->what, ": the answer lacks ID"));
+  return id;
 }
 
 absl::Status DockerClient::Pull(absl::string_view image, const std::function<void(const PullProgress&)>& on_progress) {

@@ -78,6 +78,7 @@ class DockerClient : public DockerApi {
   absl::StatusOr<std::string> ApiVersion();
 
   absl::StatusOr<std::string> Version() override;
+  absl::StatusOr<std::string> EngineId() override;
   absl::Status Pull(absl::string_view image,
                     const std::function<void(const PullProgress&)>& on_progress) override;
   absl::StatusOr<ImageInfo> InspectImage(absl::string_view image) override;

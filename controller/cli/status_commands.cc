@@ -172,8 +172,9 @@ int RunMatrix(const Args& args, CliIo& io) {
 int RunAgents(const Args& args, CliIo& io) {
   Invocation inv("agents", io);
   FlagSet flags("hoist agents [flags]",
-                "Lists the agents: id, host, versions, whether each is connected to the leader or lost, and\n"
-                "how long ago its last heartbeat arrived.");
+                "Lists the agents: id, host, its address and Docker engine ID (distinct hosts have distinct\n"
+                "ones), versions, whether each is connected to the leader or lost, and how long ago its\n"
+                "last heartbeat arrived.");
   flags.AddExample("hoist agents");
   flags.AddExample("hoist agents --output json");
   if (auto code = inv.Parse(flags, args, 0, 0, "")) return *code;
@@ -184,11 +185,15 @@ int RunAgents(const Args& args, CliIo& io) {
     return kExitOk;
   }
   bool colour = io.stdout_tty;
-  Table table({"ID", "HOST", "AGENT", "DOCKER", "STATE", "LAST HEARTBEAT"});
+  Table table({"ID", "HOST", "ADDRESS", "ENGINE", "AGENT", "DOCKER", "STATE", "LAST HEARTBEAT"});
   for (const auto& a : resp.agents()) {
     std::string state = a.lost() ? Paint("lost", Colour::kRed, colour)
                                  : (a.connected() ? "connected" : Paint("disconnected", Colour::kYellow, colour));
-    table.AddRow({a.id(), OrDash(a.host_name()), OrDash(a.agent_version()), OrDash(a.docker_version()), state,
+    // The engine ID's first field is enough to tell hosts apart in a table;
+    // --output json has it whole.
+    std::string engine(absl::string_view(a.docker_engine_id()).substr(0, a.docker_engine_id().find(':')));
+    table.AddRow({a.id(), OrDash(a.host_name()), OrDash(a.address()), OrDash(engine), OrDash(a.agent_version()),
+                  OrDash(a.docker_version()), state,
                   FormatAge(a.last_heartbeat(), inv.Now())});
   }
   table.Print(inv.out());

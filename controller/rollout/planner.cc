@@ -81,6 +81,9 @@ class Planner {
   absl::Status CheckReleases();
   absl::Status CollectObserved();
   void Place();
+  // Refuses a stack whose proxy would reach a backend by its container name
+  // across Docker hosts (names resolve on one engine only).
+  absl::Status CheckWiring() const;
   absl::Status Preflight();
 
   // --- helpers for steps ---
@@ -386,6 +389,45 @@ void Planner::Place() {
     }
     placement_[s.name] = hosts;
   }
+}
+
+absl::Status Planner::CheckWiring() const {
+  auto engine = [&](const std::string& host) -> std::string {
+    auto it = agents_.find(host);
+    return it == agents_.end() ? "" : it->second->docker_engine_id;
+  };
+  std::vector<std::string> problems;
+  for (const ServiceSpec& proxy : m_.services) {
+    if (proxy.role != v1::ROLE_PROXY || proxy.routes.empty()) continue;
+    auto proxy_hosts = placement_.find(proxy.name);
+    if (proxy_hosts == placement_.end()) continue;
+    for (const RouteSpec& r : proxy.routes) {
+      const ServiceSpec* target = m_.FindService(r.service);
+      if (target == nullptr) continue;
+      bool fixed_port = false;
+      for (const PortSpec& p : target->ports) fixed_port |= p.container_port == r.port && p.host_port != 0;
+      if (fixed_port) continue;  // reached at the host's address
+      auto target_hosts = placement_.find(target->name);
+      if (target_hosts == placement_.end()) continue;
+      std::set<std::string> apart;
+      for (const std::string& ph : std::set<std::string>(proxy_hosts->second.begin(), proxy_hosts->second.end())) {
+        for (const std::string& th : target_hosts->second) {
+          const std::string pe = engine(ph), te = engine(th);
+          if (!pe.empty() && !te.empty() && pe != te) apart.insert(absl::StrCat(th, " (proxy on ", ph, ")"));
+        }
+      }
+      if (apart.empty()) continue;
+      problems.push_back(absl::StrCat(
+          "services.", proxy.name, ".routes.", r.name, " sends traffic to ", target->name, ":", r.port,
+          ", which runs on another Docker host than the proxy: ", absl::StrJoin(apart, ", "),
+          "; without a fixed host port the proxy reaches it by container name, which resolves only on its own "
+          "host. Publish the port on a fixed host port (", target->name, ".ports: [\"", r.port, ":", r.port,
+          "\"]; the hosts' address: is used) or place ", target->name, " on the proxy's host"));
+    }
+  }
+  if (problems.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("cannot wire ", m_.deployment, " across its hosts: ", absl::StrJoin(problems, "; ")));
 }
 
 absl::Status Planner::Preflight() {
@@ -1274,6 +1316,7 @@ absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
   HOIST_RETURN_IF_ERROR(CheckReleases());
   HOIST_RETURN_IF_ERROR(CollectObserved());
   Place();
+  HOIST_RETURN_IF_ERROR(CheckWiring());
   // What moves: versioned services other than databases; on a first deploy everything.
   for (const ServiceSpec& s : m_.services) {
     if (mode_ == Mode::kInitial || (s.versioned() && s.role != v1::ROLE_DATABASE)) moving_.push_back(s.name);
@@ -1378,6 +1421,7 @@ absl::StatusOr<Plan> Planner::BuildBlueGreen() {
   HOIST_RETURN_IF_ERROR(CheckReleases());
   HOIST_RETURN_IF_ERROR(CollectObserved());
   Place();
+  HOIST_RETURN_IF_ERROR(CheckWiring());
   const std::string old_word = SlotWord(live_slot_);
   const std::string new_word = SlotWord(idle_slot_);
 

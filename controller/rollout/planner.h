@@ -36,6 +36,10 @@ struct AgentState {
   std::map<std::string, std::string> labels;
   uint64_t image_disk_free_bytes = 0;
   uint64_t backup_disk_free_bytes = 0;
+  // The host's Docker Engine ID as the agent reported it; empty when unknown.
+  // Agents with different IDs run on different Docker hosts, and a container
+  // name on a deployment network only resolves on its own engine.
+  std::string docker_engine_id;
   // Managed containers on the host (every deployment's; others are ignored).
   std::vector<hoist::v1::ContainerInfo> containers;
 };

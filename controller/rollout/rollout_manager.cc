@@ -179,10 +179,13 @@ absl::StatusOr<PlanInput> RolloutManager::Input(const std::string& deployment, c
   for (const hoist::v1::Agent& a : *agents) {
     AgentState st;
     st.id = a.id();
-    st.connected = dispatcher_->IsConnected(a.id());
+    // Only the leader holds the agents' sessions; a follower asked for a
+    // plan goes by what the leader recorded in Postgres.
+    st.connected = dispatcher_->Leading() ? dispatcher_->IsConnected(a.id()) : (a.connected() && !a.lost());
     st.labels.insert(a.labels().begin(), a.labels().end());
     st.image_disk_free_bytes = a.image_disk_free_bytes();
     st.backup_disk_free_bytes = a.backup_disk_free_bytes();
+    st.docker_engine_id = a.docker_engine_id();
     for (const ObservedContainer& c : *containers) {
       if (c.agent_id == a.id()) st.containers.push_back(c.info);
     }

@@ -20,7 +20,11 @@ class StepDispatcher {
   virtual absl::StatusOr<hoist::v1::StepResult> RunStep(const std::string& agent_id, hoist::v1::Step step,
                                                         const ProgressFn& on_progress,
                                                         const std::atomic<bool>* cancel) = 0;
+  // Whether agent_id has a session with this replica. Only the leader holds
+  // sessions.
   virtual bool IsConnected(const std::string& agent_id) const = 0;
+  // Whether this replica leads (and so holds the agents' sessions).
+  virtual bool Leading() const = 0;
 };
 
 }  // namespace hoist::rollout

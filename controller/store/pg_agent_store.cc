@@ -27,17 +27,19 @@ absl::Status PgAgentStore::RecordHello(uint64_t epoch, const hoist::v1::Hello& h
     tx.exec_params0(
         "INSERT INTO agents (id, host_name, labels, agent_version, docker_version, protocol_version,"
         " connected, lost, last_heartbeat, connected_at, deployments, controller_id,"
-        " image_disk_free_bytes, backup_disk_free_bytes)"
-        " VALUES ($1, $2, $3::jsonb, $4, $5, $6, true, false, now(), now(), $7::jsonb, $8, $9, $10)"
+        " image_disk_free_bytes, backup_disk_free_bytes, docker_engine_id, address)"
+        " VALUES ($1, $2, $3::jsonb, $4, $5, $6, true, false, now(), now(), $7::jsonb, $8, $9, $10, $11, $12)"
         " ON CONFLICT (id) DO UPDATE SET host_name = EXCLUDED.host_name, labels = EXCLUDED.labels,"
         " agent_version = EXCLUDED.agent_version, docker_version = EXCLUDED.docker_version,"
         " protocol_version = EXCLUDED.protocol_version, connected = true, lost = false,"
         " last_heartbeat = now(), connected_at = now(), deployments = EXCLUDED.deployments,"
         " controller_id = EXCLUDED.controller_id, image_disk_free_bytes = EXCLUDED.image_disk_free_bytes,"
-        " backup_disk_free_bytes = EXCLUDED.backup_disk_free_bytes",
+        " backup_disk_free_bytes = EXCLUDED.backup_disk_free_bytes,"
+        " docker_engine_id = EXCLUDED.docker_engine_id, address = EXCLUDED.address",
         hello.agent_id(), hello.host_name(), LabelsJson(hello.labels()), hello.agent_version(),
         hello.docker_version(), static_cast<int>(hello.protocol_version()), deployments.dump(), controller_id,
-        ClampBytes(hello.image_disk_free_bytes()), ClampBytes(hello.backup_disk_free_bytes()));
+        ClampBytes(hello.image_disk_free_bytes()), ClampBytes(hello.backup_disk_free_bytes()),
+        hello.docker_engine_id(), hello.address());
     return absl::OkStatus();
   });
 }
@@ -98,7 +100,7 @@ absl::StatusOr<std::vector<hoist::v1::Agent>> PgAgentStore::ListAgents() {
     pqxx::result r = tx.exec(
         "SELECT id, host_name, labels::text, agent_version, docker_version, connected, lost,"
         " COALESCE((extract(epoch FROM last_heartbeat) * 1000000)::bigint, 0), image_disk_free_bytes,"
-        " backup_disk_free_bytes FROM agents ORDER BY id");
+        " backup_disk_free_bytes, docker_engine_id, address FROM agents ORDER BY id");
     for (const auto& row : r) {
       hoist::v1::Agent a;
       a.set_id(row[0].as<std::string>());
@@ -116,6 +118,8 @@ absl::StatusOr<std::vector<hoist::v1::Agent>> PgAgentStore::ListAgents() {
       if (int64_t micros = row[7].as<int64_t>(); micros > 0) SetTimestamp(absl::FromUnixMicros(micros), a.mutable_last_heartbeat());
       a.set_image_disk_free_bytes(row[8].as<uint64_t>());
       a.set_backup_disk_free_bytes(row[9].as<uint64_t>());
+      a.set_docker_engine_id(row[10].as<std::string>());
+      a.set_address(row[11].as<std::string>());
       agents.push_back(std::move(a));
     }
     return absl::OkStatus();

@@ -11,6 +11,11 @@
 #   fleet_hoistd_start HOISTD REPLICA_ID DATABASE_URL   # sets HOISTD_ADDR
 #   fleet_agent_start AGENT AGENT_ID CONTROLLERS LABELS [more agent flags]
 #   fleet_wait_agents HOIST COUNT                 # needs HOIST_CONTROLLER etc. exported
+#
+# On separate hosts (deploy/lib/hosts.sh, its hosts.env sourced): set
+# FLEET_NODE=<node> for a call and hoistd or the agent runs inside that
+# node's network namespace, hoistd listening on the node's address and the
+# agent on the node's own dockerd, reporting the node's address.
 
 FLEET_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -74,19 +79,39 @@ fleet_proxy_image() {
   docker rmi "$tag" >/dev/null
 }
 
+# The node's "<NODE>_<FIELD>" value from hosts.env (FIELD: ADDR, NETNS, DOCKER).
+fleet_node() {
+  local var
+  var="NODE_$(echo "$1" | tr 'a-z-' 'A-Z_')_$2"
+  echo "${!var:?fleet: node $1 has no $2 (is hosts.env sourced?)}"
+}
+
 fleet_hoistd_start() {
   local hoistd="$1" id="$2" db="$3"
-  HOISTD_ADDR="127.0.0.1:$(free_port)"
-  "$hoistd" --replica-id "$id" --listen "$HOISTD_ADDR" --http-listen "127.0.0.1:$(free_port)" --database-url "$db" \
-    >"$WORK/$id.log" 2>&1 &
+  local -a wrap=()
+  if [[ -n "${FLEET_NODE:-}" ]]; then
+    HOISTD_ADDR="$(fleet_node "$FLEET_NODE" ADDR):7443"
+    wrap=(nsenter "--net=$(fleet_node "$FLEET_NODE" NETNS)" --)
+  else
+    HOISTD_ADDR="127.0.0.1:$(free_port)"
+  fi
+  "${wrap[@]}" "$hoistd" --replica-id "$id" --listen "$HOISTD_ADDR" --http-listen "127.0.0.1:$(free_port)" \
+    --database-url "$db" >"$WORK/$id.log" 2>&1 &
   PIDS+=($!)
 }
 
 fleet_agent_start() {
   local agent="$1" id="$2" controllers="$3" labels="$4"
   shift 4
+  local -a wrap=()
+  if [[ -n "${FLEET_NODE:-}" ]]; then
+    local sock
+    sock="$(fleet_node "$FLEET_NODE" DOCKER)"
+    set -- --docker-socket "${sock#unix://}" --address "$(fleet_node "$FLEET_NODE" ADDR)" "$@"
+    wrap=(nsenter "--net=$(fleet_node "$FLEET_NODE" NETNS)" --)
+  fi
   mkdir -p "$WORK/$id"
-  "$agent" --controller "$controllers" --insecure --agent-id "$id" --labels "$labels" \
+  "${wrap[@]}" "$agent" --controller "$controllers" --insecure --agent-id "$id" --labels "$labels" \
     --host-name "$id.${FLEET_DOMAIN:-local}" --state-dir "$WORK/$id" "$@" >"$WORK/$id.log" 2>&1 &
   PIDS+=($!)
 }

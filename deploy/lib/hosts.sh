@@ -91,8 +91,9 @@ hosts_up() {
     echo "SUBNET=$subnet.0/24"
   } >"$dir/run"
   echo "$owner" >"$dir/owner"
-  # From here on a failure tears down what was made.
-  trap 'echo "hosts: up failed; removing what it made" >&2; hosts_down "$dir" >/dev/null 2>&1 || true' ERR
+  # From here on a failure (a failed command or die) tears down what was made.
+  UP_DIR="$dir"
+  trap 'rc=$?; if ((rc)); then echo "hosts: up failed; removing what it made" >&2; hosts_down "$UP_DIR" >/dev/null 2>&1 || true; fi; exit $rc' EXIT
 
   ip link add "$bridge" type bridge
   ip addr add "$subnet.1/24" dev "$bridge"
@@ -198,7 +199,7 @@ EOF
     if [[ -f "$dir/$name/engine-id" ]]; then host="unix://$dir/$name/docker.sock"; eng="$(cat "$dir/$name/engine-id")"; fi
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$addr" "/run/netns/$prefix-$name" "$host" "$eng" >>"$dir/nodes.tsv"
   done <"$dir/addresses"
-  trap - ERR
+  trap - EXIT
 }
 
 # Waits up to $2 seconds for pid $1 to exit.

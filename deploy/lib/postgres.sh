@@ -3,7 +3,11 @@
 # caller's. initdb refuses to run as root, so the cluster runs as postgres.
 #
 #   source deploy/lib/postgres.sh
-#   pg_throwaway_start DIR     # sets PG_URL and PG_DATA_DIR
+#   pg_throwaway_start DIR [NETNS ADDRESS]   # sets PG_URL and PG_DATA_DIR
+#
+# With NETNS and ADDRESS (a node of deploy/lib/hosts.sh) the postmaster runs
+# inside that network namespace and listens on ADDRESS, reachable from the
+# other nodes of the private test network.
 #   pg_throwaway_stop          # immediate stop; the caller removes DIR
 
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -17,8 +21,11 @@ as_postgres() {
 }
 
 pg_throwaway_start() {
-  local dir="$1" port
+  local dir="$1" netns="${2:-}" addr="${3:-127.0.0.1}" port
+  local -a wrap=()
   port="$(free_port)"
+  [[ -n "$netns" ]] && wrap=(nsenter "--net=$netns" --)
+  [[ "$(id -u)" == 0 ]] && wrap+=(runuser -u postgres --)
   PG_DATA_DIR="$dir/pgdata"
   mkdir -p "$PG_DATA_DIR" "$dir/pgrun"
   if [[ "$(id -u)" == 0 ]]; then chown postgres "$PG_DATA_DIR" "$dir/pgrun"; fi
@@ -26,12 +33,14 @@ pg_throwaway_start() {
     cat "$dir/pgrun/initdb.log" >&2
     return 1
   }
-  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA_DIR" -l "$dir/pgrun/postgres.log" -w \
-    -o "-p $port -k $dir/pgrun -c listen_addresses=127.0.0.1" start >/dev/null || {
+  # initdb's trust lines cover loopback only; the test network is private.
+  [[ "$addr" != 127.0.0.1 ]] && echo "host all all 0.0.0.0/0 trust" >>"$PG_DATA_DIR/pg_hba.conf"
+  "${wrap[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA_DIR" -l "$dir/pgrun/postgres.log" -w \
+    -o "-p $port -k $dir/pgrun -c listen_addresses=$addr" start >/dev/null || {
     cat "$dir/pgrun/postgres.log" >&2
     return 1
   }
-  PG_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+  PG_URL="postgresql://postgres@$addr:$port/postgres"
 }
 
 pg_throwaway_stop() {

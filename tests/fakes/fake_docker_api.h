@@ -175,6 +175,11 @@ class FakeDockerApi final : public docker::DockerApi {
     return std::string("fake-24.0");
   }
 
+  absl::StatusOr<std::string> EngineId() override {
+    if (auto s = Enter("EngineId"); !s.ok()) return s;
+    return std::string("FAKE:ENGINE");
+  }
+
   absl::Status Pull(absl::string_view image,
                     const std::function<void(const docker::PullProgress&)>& on_progress) override {
     if (auto s = Enter("Pull"); !s.ok()) return s;

@@ -106,6 +106,13 @@ class CliControllerTest : public PostgresTest {
       if (r->pid != 0) kill(r->pid, SIGTERM);
     }
     for (Replica* r : {&leader_, &follower_}) StopReplica(*r);
+    for (pid_t pid : agents_) {
+      kill(pid, SIGTERM);
+      if (!WaitForExit(pid, absl::Seconds(10)).ok()) {
+        kill(pid, SIGKILL);
+        (void)WaitForExit(pid, absl::Seconds(5));
+      }
+    }
     if (!dir_.empty()) RemoveTree(dir_);
   }
 
@@ -200,8 +207,35 @@ class CliControllerTest : public PostgresTest {
     ASSERT_EQ(released.code, 0) << Describe(released);
   }
 
+  // Starts hoist-agents host-1 and host-2 against the leader and waits until
+  // the leader lists both connected. They need no Docker to be planned for.
+  void StartAgents() {
+    for (const char* id : {"host-1", "host-2"}) {
+      auto pid = Spawn({HOIST_AGENT_PATH, "--controller", leader_.grpc_address, "--insecure", "--agent-id", id,
+                        "--state-dir", Path(id), "--docker-socket", Path("no-docker.sock")},
+                       {.log_path = Path(absl::StrCat(id, ".log"))});
+      ASSERT_TRUE(pid.ok()) << pid.status();
+      agents_.push_back(*pid);
+    }
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    std::string last;
+    while (absl::Now() < deadline) {
+      CliResult r = Hoist({"agents", "--output", "json"});
+      last = Describe(r);
+      auto j = nlohmann::json::parse(r.out, nullptr, false);
+      int connected = 0;
+      if (j.is_object() && j.contains("agents")) {
+        for (const auto& a : j["agents"]) connected += a.value("connected", false) ? 1 : 0;
+      }
+      if (connected == 2) return;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    FAIL() << "the agents did not connect within 30 s; last:\n" << last;
+  }
+
   std::string dir_;
   Replica leader_, follower_;
+  std::vector<pid_t> agents_;
 };
 
 TEST_F(CliControllerTest, ApplyStoresTheStackAsTableAndJson) {
@@ -327,6 +361,18 @@ TEST_F(CliControllerTest, PlanWithoutAgentsIsRefusedWithThePreflightReason) {
   EXPECT_EQ(unknown.code, kExitNotFound) << Describe(unknown);
   CliResult bad = Hoist({"plan", "not-a-version"});
   EXPECT_EQ(bad.code, kExitUsage) << Describe(bad);
+}
+
+TEST_F(CliControllerTest, PlanSentToTheFollowerSeesTheAgentsOfTheLeader) {
+  ASSERT_NO_FATAL_FAILURE(ApplyStackAndRelease());
+  ASSERT_NO_FATAL_FAILURE(StartAgents());
+  CliResult on_leader = Hoist({"plan", "1.4.0"});
+  ASSERT_EQ(on_leader.code, 0) << Describe(on_leader);
+  // The follower holds no agent session; it plans from what the leader recorded.
+  CliResult on_follower = Hoist({"plan", "1.4.0"}, follower_.grpc_address);
+  EXPECT_EQ(on_follower.code, 0) << Describe(on_follower);
+  EXPECT_THAT(on_follower.err, Not(HasSubstr("not connected")));
+  EXPECT_EQ(on_follower.out, on_leader.out) << "the follower's plan differs from the leader's";
 }
 
 TEST_F(CliControllerTest, StatusAndAnEmptyMatrix) {

@@ -218,6 +218,7 @@ class FakeAgents : public rollout::StepDispatcher {
   bool IsConnected(const std::string& agent_id) const override {
     return std::find(kAgents.begin(), kAgents.end(), agent_id) != kAgents.end();
   }
+  bool Leading() const override { return true; }
 
  private:
   struct Entry {

@@ -861,6 +861,8 @@ TEST_F(CliTest, AgentsShowStateAndHeartbeatAge) {
   a->set_host_name("host-1.lan");
   a->set_agent_version("0.1.0");
   a->set_connected(true);
+  a->set_address("10.0.0.11");
+  a->set_docker_engine_id("367I:BKAA:H7Y7:ZTUH:3BSW:KUJO:RIG7:KWZH:LI4H:RHMP:VY3T:UG3X");
   *a->mutable_last_heartbeat() = At(-3);
   auto* b = resp.add_agents();
   b->set_id("host-2");
@@ -869,9 +871,12 @@ TEST_F(CliTest, AgentsShowStateAndHeartbeatAge) {
   fake_.SetResponse("ListAgents", resp);
   Result r = Run({"agents"});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_THAT(r.out, AllOf(HasSubstr("host-1  host-1.lan  0.1.0  -       connected  3.0s ago"),
-                           HasSubstr("host-2  -           -      -       lost       2m05s ago")));
+  // The table shows the engine ID's first field; JSON has it whole.
+  EXPECT_THAT(r.out, AllOf(HasSubstr("host-1  host-1.lan  10.0.0.11  367I    0.1.0  -       connected  3.0s ago"),
+                           HasSubstr("host-2  -           -          -       -      -       lost       2m05s ago")));
   auto json = JsonLines(Run({"agents", "--output", "json"}).out).at(0);
+  EXPECT_EQ(json["agents"][0]["dockerEngineId"], "367I:BKAA:H7Y7:ZTUH:3BSW:KUJO:RIG7:KWZH:LI4H:RHMP:VY3T:UG3X");
+  EXPECT_EQ(json["agents"][0]["address"], "10.0.0.11");
   EXPECT_EQ(json["agents"][1]["lost"], true);
   EXPECT_EQ(json["agents"][0]["lost"], false) << "false fields are printed too";
 }

@@ -2,6 +2,7 @@
 // negotiation, the JSON it sends, and the streams it parses.
 
 #include "agent/docker/docker_client.h"
+#include "agent/health_probe.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -457,7 +458,8 @@ TEST_F(DockerClientTest, InspectReadsStateHealthPortsAndNetworks) {
       "Id":"abc123","Name":"/api-1","Image":"sha256:img","Created":"2026-01-02T03:04:05.123456789Z",
       "Config":{"Image":"reg/api:1.0.0","Labels":{"hoist.service":"api"},"Tty":false},
       "State":{"Status":"running","ExitCode":0,"StartedAt":"2026-01-02T03:04:06Z","Health":{"Status":"healthy"}},
-      "NetworkSettings":{"Ports":{"8080/tcp":[{"HostIp":"127.0.0.1","HostPort":"49153"}],"9000/tcp":null},
+      "NetworkSettings":{"Ports":{"8080/tcp":[{"HostIp":"127.0.0.1","HostPort":"49153"}],"9000/tcp":null,
+                                  "9090/tcp":[{"HostIp":"0.0.0.0","HostPort":"19090"}]},
                          "Networks":{"bridge":{"IPAddress":"172.17.0.5"}}}})"});
   auto info = client_->Inspect("api-1");
   ASSERT_TRUE(info.ok()) << info.status();
@@ -468,7 +470,9 @@ TEST_F(DockerClientTest, InspectReadsStateHealthPortsAndNetworks) {
   EXPECT_EQ(info->state, "running");
   EXPECT_EQ(info->health, "healthy");
   EXPECT_EQ(info->labels.at("hoist.service"), "api");
-  EXPECT_EQ(info->published_ports, (std::map<std::string, uint16_t>{{"8080/tcp", 49153}}));
+  EXPECT_EQ(info->published_ports, (std::map<std::string, uint16_t>{{"8080/tcp", 49153}, {"9090/tcp", 19090}}));
+  EXPECT_EQ(info->published_ips, (std::map<std::string, std::string>{{"8080/tcp", "127.0.0.1"}}))
+      << "0.0.0.0 binds every address: no specific one is recorded";
   EXPECT_EQ(info->network_ips.at("bridge"), "172.17.0.5");
   EXPECT_EQ(info->started_at, absl::FromUnixSeconds(1767323046));
 }
@@ -477,7 +481,7 @@ TEST_F(DockerClientTest, ListSendsLabelFiltersAndReadsTheSummary) {
   engine_->On("GET", "/v1.41/containers/json", {.body = R"j([
       {"Id":"a","Names":["/api-0"],"Image":"reg/api:1","ImageID":"sha256:1","Labels":{"hoist.service":"api"},
        "State":"running","Status":"Up 3 minutes (unhealthy)","Created":1767323045,
-       "Ports":[{"IP":"127.0.0.1","PrivatePort":8080,"PublicPort":49153,"Type":"tcp"},{"PrivatePort":9000,"Type":"tcp"}]},
+       "Ports":[{"IP":"10.0.0.11","PrivatePort":8080,"PublicPort":49153,"Type":"tcp"},{"PrivatePort":9000,"Type":"tcp"}]},
       {"Id":"b","Names":["/job-0"],"State":"exited","Status":"Exited (2) 5 seconds ago","Created":1767323045}])j"});
   auto list = client_->List({"hoist.managed=true", "hoist.deployment=shop"});
   ASSERT_TRUE(list.ok()) << list.status();
@@ -485,6 +489,7 @@ TEST_F(DockerClientTest, ListSendsLabelFiltersAndReadsTheSummary) {
   EXPECT_EQ((*list)[0].name, "api-0");
   EXPECT_EQ((*list)[0].health, "unhealthy");
   EXPECT_EQ((*list)[0].published_ports, (std::map<std::string, uint16_t>{{"8080/tcp", 49153}}));
+  EXPECT_EQ((*list)[0].published_ips, (std::map<std::string, std::string>{{"8080/tcp", "10.0.0.11"}}));
   EXPECT_EQ((*list)[1].state, "exited");
   EXPECT_EQ((*list)[1].exit_code, 2);
 
@@ -554,6 +559,19 @@ TEST_F(DockerClientTest, ConcurrentCallsFromSeveralThreadsAllSucceed) {
   int starts = 0;
   for (const auto& r : engine_->Requests()) starts += r.method == "POST" ? 1 : 0;
   EXPECT_EQ(starts, 8);
+}
+
+// A probe dials a published port where it is bound: a port published on one
+// address (the host's, on the network between hosts) does not answer on
+// loopback.
+TEST(ContainerEndpointTest, DialsThePublishedPortOnTheAddressItIsBoundTo) {
+  ContainerInfo c;
+  c.published_ports = {{"8080/tcp", 18000}, {"9090/tcp", 19090}};
+  c.published_ips = {{"8080/tcp", "10.0.0.13"}};
+  c.network_ips = {{"shop", "172.18.0.2"}};
+  EXPECT_EQ(agent::ContainerEndpoint(c, 8080), "10.0.0.13:18000");
+  EXPECT_EQ(agent::ContainerEndpoint(c, 9090), "127.0.0.1:19090") << "bound on every address: loopback";
+  EXPECT_EQ(agent::ContainerEndpoint(c, 7000), "172.18.0.2:7000") << "not published: the container's address";
 }
 
 }  // namespace

@@ -369,6 +369,60 @@ services:
   EXPECT_TRUE(warned);
 }
 
+TEST(PlannerTest, ProxyRouteToABackendOnAnotherDockerHostWithoutAFixedPortIsRefused) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  for (AgentState& a : in.agents) a.docker_engine_id = "ENGINE-" + a.id;  // four separate Docker hosts
+  auto plan = PlanRollout(in);
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition) << plan.status();
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("cannot wire piprio across its hosts"));
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("services.proxy.routes.web sends traffic to web:3000"));
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("app-1 (proxy on edge-1)"));
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("services.proxy.routes.api sends traffic to api:8000"));
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("web.ports: [\"3000:3000\"]"));
+}
+
+TEST(PlannerTest, ProxyRouteAcrossDockerHostsWithAFixedPortOrOnOneEngineIsWired) {
+  // Hosts sharing one engine resolve each other's container names.
+  PlanInput shared = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  for (AgentState& a : shared.agents) a.docker_engine_id = "ONE-ENGINE";
+  EXPECT_TRUE(PlanRollout(shared).ok()) << PlanRollout(shared).status();
+  // On separate engines, a fixed host port is reached at the host's address.
+  StackManifest m = Manifest(R"(deployment: shop
+network: shop
+hosts:
+  - {id: app-1, address: 10.0.0.11}
+  - {id: edge-1, address: 10.0.0.10}
+services:
+  web:
+    role: web
+    repository: registry.local:5000/shop/web
+    placement: {hosts: [app-1]}
+    ports: ["3000:3000"]
+  proxy:
+    role: proxy
+    image: registry.local:5000/haproxy:2.6.12
+    placement: {hosts: [edge-1]}
+    ports: ["80:8080"]
+    routes:
+      - {name: web, service: web, port: 3000, listen: 8080}
+)");
+  PlanInput apart = UpgradeInput(m, "1.0.0", "1.1.0");
+  for (AgentState& a : apart.agents) a.docker_engine_id = "ENGINE-" + a.id;
+  auto plan = PlanRollout(apart);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const v1::ProxyUpdate* update = nullptr;
+  for (const PlanPhase& ph : plan->phases) {
+    for (const PlanStep& st : ph.steps) {
+      if (st.kind == "proxy_update") update = &st.action.proxy_update();
+    }
+  }
+  ASSERT_NE(update, nullptr);
+  ASSERT_GT(update->routes_size(), 0);
+  ASSERT_GT(update->routes(0).backends_size(), 0);
+  EXPECT_EQ(update->routes(0).backends(0).address(), "10.0.0.11");
+  EXPECT_EQ(update->routes(0).backends(0).port(), 3000u);
+}
+
 TEST(PlannerTest, InitialDeployStartsEverythingDatabaseFirst) {
   StackManifest m = Example("piprio.yaml");
   PlanInput in;

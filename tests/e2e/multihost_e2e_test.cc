@@ -1,0 +1,334 @@
+// Hoist on hosts that are really separate: each test host is a network
+// namespace with its own address and its own dockerd (deploy/lib/hosts.sh),
+// the registry, the controllers' Postgres and hoistd run in namespaces of
+// their own, and every host pulls its images from the registry over the
+// test network. Label multihost (and e2e); root only.
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "shared/subprocess.h"
+#include "tests/fixtures/docker_env.h"
+#include "tests/fixtures/hoist_fleet.h"
+#include "tests/fixtures/postgres_cluster.h"
+#include "tests/fixtures/test_env.h"
+#include "tests/fixtures/test_hosts.h"
+
+namespace hoist::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Runs docker against one test host's daemon.
+absl::StatusOr<std::string> DockerOn(const TestNode& node, std::vector<std::string> args) {
+  args.insert(args.begin(), {"docker", "-H", node.docker_host});
+  auto r = RunCommand(args, {.timeout = absl::Minutes(2)});
+  if (!r.ok()) return r.status();
+  if (r->exit_code != 0) return absl::InternalError(absl::StrCat(QuoteArgv(args), ": ", r->stderr_text));
+  return r->stdout_text;
+}
+
+std::set<std::string> Lines(const std::string& text) {
+  std::set<std::string> out;
+  for (absl::string_view l : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
+    out.insert(std::string(absl::StripAsciiWhitespace(l)));
+  }
+  return out;
+}
+
+TEST(TestHostsTest, HostsAreSeparateAndTeardownLeavesNothing) {
+  HOIST_REQUIRE_REAL_PART(TestHosts::Available());
+  auto hosts = TestHosts::Start({.nodes = {"reg:docker", "host-1:docker", "host-2:docker"}, .registry_node = "reg"});
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  std::cout << "test hosts: 3 daemons and a registry up in " << (*hosts)->start_seconds() << " s\n";
+  const TestNode& h1 = (*hosts)->node("host-1");
+  const TestNode& h2 = (*hosts)->node("host-2");
+  EXPECT_NE(h1.engine_id, h2.engine_id) << "two hosts report one Docker engine";
+  EXPECT_NE(h1.address, h2.address);
+
+  // An image pushed from the build host is on no test host until one pulls it.
+  auto env = DockerEnv::Start({.docker_host = (*hosts)->node("reg").docker_host, .registry = (*hosts)->registry()});
+  ASSERT_TRUE(env.ok()) << env.status();
+  auto image = (*env)->BuildTestImage("solo", "1.0.0");
+  ASSERT_TRUE(image.ok()) << image.status();
+  ASSERT_TRUE(DockerOn(h1, {"pull", "-q", *image}).ok());
+  auto on_h1 = DockerOn(h1, {"images", "-q", *image});
+  auto on_h2 = DockerOn(h2, {"images", "-q", *image});
+  ASSERT_TRUE(on_h1.ok() && on_h2.ok());
+  EXPECT_FALSE(Lines(*on_h1).empty()) << "host-1 pulled it";
+  EXPECT_TRUE(Lines(*on_h2).empty()) << "host-2 never pulled it, yet has it";
+
+  // A container on host-1 is served at host-1's address and seen by host-1's daemon only.
+  auto id = DockerOn(h1, {"run", "-d", "-p", absl::StrCat(h1.address, ":18080:8080"), *image});
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto ps2 = DockerOn(h2, {"ps", "-q"});
+  ASSERT_TRUE(ps2.ok());
+  EXPECT_TRUE(Lines(*ps2).empty()) << "host-2's daemon lists host-1's container";
+  // host-2 reaches it over the test network.
+  std::string body;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    auto r = RunCommand(h2.Inside({"curl", "-s", "-m", "2", absl::StrCat("http://", h1.address, ":18080/health")}),
+                        {.timeout = absl::Seconds(5)});
+    if (r.ok() && absl::StrContains(r->stdout_text, "1.0.0")) {
+      body = r->stdout_text;
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_THAT(body, HasSubstr("\"version\":\"1.0.0\"")) << "host-2 could not reach host-1's container";
+
+  env->reset();
+  // Stop() checks that no namespace, veth, bridge, daemon, mount or directory is left.
+  absl::Status stopped = (*hosts)->Stop();
+  EXPECT_TRUE(stopped.ok()) << stopped;
+}
+
+constexpr char kStack[] = R"(deployment: DEPLOYMENT
+network: DEPLOYMENT
+hosts:
+  - {id: host-1, address: ADDR1, labels: {tier: app}}
+  - {id: host-2, address: ADDR2, labels: {tier: app}}
+  - {id: host-3, address: ADDR3, labels: {tier: app}}
+services:
+  api:
+    role: api
+    repository: REGISTRY/hoist-test/api
+    placement:
+      hosts: [host-2]
+    ports:
+      - container: 8080
+    health:
+      http: {path: /health, port: 8080, check_version: true}
+      interval: 100ms
+      deadline: 30s
+    stop_timeout: 5s
+  worker:
+    role: worker
+    repository: REGISTRY/hoist-test/worker
+    replicas: 3
+    placement:
+      labels: {tier: app}
+      distinct_hosts: true
+    health:
+      http: {path: /health, port: 8080, check_version: true}
+      interval: 100ms
+      deadline: 30s
+    stop_timeout: 5s
+    rolling:
+      max_parallel: 3
+  scheduler:
+    role: scheduler
+    repository: REGISTRY/hoist-test/scheduler
+    placement:
+      hosts: [host-1]
+    health:
+      http: {path: /health, port: 8080, check_version: true}
+      interval: 100ms
+      deadline: 30s
+    stop_timeout: 5s
+  web:
+    role: web
+    repository: REGISTRY/hoist-test/web
+    replicas: 2
+    placement:
+      hosts: [host-1, host-2]
+      distinct_hosts: true
+    ports: [WEB_PORTS]
+    health:
+      http: {path: /health, port: 8080, check_version: true}
+      interval: 100ms
+      deadline: 30s
+    stop_timeout: 5s
+  proxy:
+    role: proxy
+    image: PROXY_IMAGE
+    placement:
+      hosts: [host-3]
+    ports: ["ADDR3:18000:8080"]
+    routes:
+      - {name: web, service: web, port: 8080, listen: 8080}
+    drain_timeout: 5s
+    health:
+      tcp: {port: 8080}
+      interval: 100ms
+      deadline: 30s
+    stop_timeout: 5s
+)";
+
+constexpr char kRelease[] = R"(deployment: DEPLOYMENT
+version: VERSION
+images:
+  api: REGISTRY/hoist-test/api:VERSION
+  worker: REGISTRY/hoist-test/worker:VERSION
+  scheduler: REGISTRY/hoist-test/scheduler:VERSION
+  web: REGISTRY/hoist-test/web:VERSION
+)";
+
+class MultiHostE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HOIST_REQUIRE_REAL_PART(TestHosts::Available());
+    auto hosts = TestHosts::Start(
+        {.nodes = {"reg:docker", "pg", "ctl-1", "host-1:docker", "host-2:docker", "host-3:docker"},
+         .registry_node = "reg"});
+    ASSERT_TRUE(hosts.ok()) << hosts.status();
+    hosts_ = std::move(*hosts);
+    std::cout << "test hosts: 4 daemons, a registry and 2 more nodes up in " << hosts_->start_seconds() << " s\n";
+    auto env = DockerEnv::Start({.docker_host = hosts_->node("reg").docker_host, .registry = hosts_->registry()});
+    ASSERT_TRUE(env.ok()) << env.status();
+    env_ = std::move(*env);
+    const TestNode& pg_node = hosts_->node("pg");
+    auto pg = PostgresCluster::Start({.netns = pg_node.netns, .listen_address = pg_node.address});
+    HOIST_REQUIRE_REAL_PART(pg.status());
+    pg_ = std::move(*pg);
+    deployment_ = absl::StrCat("mh-", getpid());
+    for (const char* service : {"api", "worker", "scheduler", "web"}) {
+      for (const char* v : {"1.0.0", "1.1.0"}) {
+        auto image = env_->BuildTestImage(service, v);
+        ASSERT_TRUE(image.ok()) << image.status();
+      }
+    }
+    auto proxy_image = env_->BuildProxyImage();
+    HOIST_REQUIRE_REAL_PART(proxy_image.status());
+    values_ = {{"DEPLOYMENT", deployment_},
+               {"REGISTRY", env_->registry()},
+               {"PROXY_IMAGE", *proxy_image},
+               {"ADDR1", hosts_->node("host-1").address},
+               {"ADDR2", hosts_->node("host-2").address},
+               {"ADDR3", hosts_->node("host-3").address}};
+    auto fleet = HoistFleet::Start(
+        env_.get(), pg_.get(),
+        {.deployment = deployment_,
+         .agents = {{"host-1", "tier=app"}, {"host-2", "tier=app"}, {"host-3", "tier=app"}},
+         .hosts = hosts_.get()});
+    ASSERT_TRUE(fleet.ok()) << fleet.status();
+    fleet_ = std::move(*fleet);
+  }
+
+  void TearDown() override {
+    if (fleet_ != nullptr) fleet_->set_dump_logs_at_exit(HasFailure());
+    fleet_.reset();
+    pg_.reset();
+    env_.reset();
+    if (hosts_ != nullptr) {
+      absl::Status s = hosts_->Stop();
+      EXPECT_TRUE(s.ok()) << s;
+    }
+  }
+
+  // The tags of the deployment's images on one host's daemon.
+  std::set<std::string> ImagesOn(const std::string& host) {
+    auto out = DockerOn(hosts_->node(host), {"images", "--format", "{{.Repository}}:{{.Tag}}"});
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? Lines(*out) : std::set<std::string>{};
+  }
+
+  // What the proxy on host-3 answers, asked from this process over the test network.
+  std::string ThroughProxy() {
+    auto r = RunCommand({"curl", "-s", "-m", "2", absl::StrCat("http://", hosts_->node("host-3").address, ":18000/")},
+                        {.timeout = absl::Seconds(5)});
+    return r.ok() ? std::string(absl::StripAsciiWhitespace(r->stdout_text)) : "";
+  }
+
+  // Waits up to 30 s for the proxy to answer `body`.
+  void WaitForProxyBody(const std::string& body) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    std::string last;
+    while (absl::Now() < deadline) {
+      last = ThroughProxy();
+      if (last == body) return;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    ADD_FAILURE() << "the proxy on host-3 did not answer \"" << body << "\" within 30 s; last: " << last;
+  }
+
+  std::string Image(const std::string& service, const std::string& version) {
+    return absl::StrCat(env_->registry(), "/hoist-test/", service, ":", version);
+  }
+
+  std::unique_ptr<TestHosts> hosts_;
+  std::unique_ptr<DockerEnv> env_;
+  std::unique_ptr<PostgresCluster> pg_;
+  std::unique_ptr<HoistFleet> fleet_;
+  std::string deployment_;
+  std::map<std::string, std::string> values_;
+};
+
+TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachHost) {
+  // Three agents, three engines, each at its own address.
+  auto agents = nlohmann::json::parse(fleet_->MustHoist({"agents", "--output", "json"}), nullptr, false);
+  ASSERT_TRUE(agents.is_object()) << agents.dump();
+  std::set<std::string> engines;
+  for (const auto& a : agents["agents"]) {
+    const std::string id = a.value("id", "");
+    EXPECT_EQ(a.value("dockerEngineId", ""), hosts_->node(id).engine_id) << id;
+    EXPECT_EQ(a.value("address", ""), hosts_->node(id).address) << id;
+    engines.insert(a.value("dockerEngineId", ""));
+  }
+  EXPECT_EQ(engines.size(), 3u) << agents.dump();
+
+  // web behind a proxy on another host, reached by container name: refused
+  // by plan with the fix, before anything is touched.
+  auto values = values_;
+  values["WEB_PORTS"] = "{container: 8080}";
+  fleet_->MustHoist({"apply", fleet_->WriteFile("unwired.yaml", FillTemplate(kStack, values))});
+  for (const char* v : {"1.0.0", "1.1.0"}) {
+    values["VERSION"] = v;
+    fleet_->MustHoist(
+        {"release", "create", fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kRelease, values))});
+  }
+  auto refused = fleet_->Hoist({"plan", "1.0.0"});
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->exit_code, 1) << refused->stdout_text << refused->stderr_text;
+  EXPECT_THAT(refused->stderr_text, HasSubstr("services.proxy.routes.web sends traffic to web:8080, which runs on "
+                                              "another Docker host than the proxy: host-1 (proxy on host-3)"));
+  EXPECT_THAT(refused->stderr_text, HasSubstr("Publish the port on a fixed host port"));
+  for (const char* host : {"host-1", "host-2", "host-3"}) {
+    EXPECT_TRUE(ImagesOn(host).empty()) << host << " pulled although the plan was refused";
+  }
+
+  // The same with web on a fixed host port: the proxy reaches each replica at its host's address.
+  values["WEB_PORTS"] = "\"18080:8080\"";
+  fleet_->MustHoist({"apply", fleet_->WriteFile("stack.yaml", FillTemplate(kStack, values))});
+  fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
+  WaitForProxyBody("hello from web 1.0.0");
+
+  // Each host pulled what it runs, and only that.
+  EXPECT_EQ(ImagesOn("host-1"), (std::set<std::string>{Image("worker", "1.0.0"), Image("scheduler", "1.0.0"),
+                                                       Image("web", "1.0.0")}));
+  EXPECT_EQ(ImagesOn("host-2"),
+            (std::set<std::string>{Image("worker", "1.0.0"), Image("api", "1.0.0"), Image("web", "1.0.0")}));
+  EXPECT_EQ(ImagesOn("host-3"), (std::set<std::string>{Image("worker", "1.0.0"), values_["PROXY_IMAGE"]}));
+
+  fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
+  WaitForProxyBody("hello from web 1.1.0");
+  std::string matrix = fleet_->MustHoist({"matrix"});
+  EXPECT_THAT(matrix, Not(HasSubstr("1.0.0"))) << matrix;
+  EXPECT_THAT(matrix, Not(HasSubstr("skew"))) << matrix;
+  for (const char* host : {"host-1", "host-2", "host-3"}) {
+    std::set<std::string> images = ImagesOn(host);
+    EXPECT_TRUE(images.count(Image("worker", "1.1.0"))) << host << " never pulled worker 1.1.0";
+    auto running = DockerOn(hosts_->node(host), {"ps", "--filter", absl::StrCat("label=hoist.deployment=", deployment_),
+                                                 "--format", "{{.Image}}"});
+    ASSERT_TRUE(running.ok()) << running.status();
+    for (const std::string& image : Lines(*running)) {
+      if (image == values_["PROXY_IMAGE"]) continue;  // pinned by the manifest, not versioned by releases
+      EXPECT_THAT(image, HasSubstr(":1.1.0")) << host;
+    }
+  }
+  auto on_h2 = DockerOn(hosts_->node("host-2"), {"ps", "--filter", "label=hoist.service=api", "--format", "{{.Image}}"});
+  ASSERT_TRUE(on_h2.ok());
+  EXPECT_EQ(Lines(*on_h2), (std::set<std::string>{Image("api", "1.1.0")})) << "the api runs on host-2 only";
+}
+
+}  // namespace
+}  // namespace hoist::testing
