@@ -8,16 +8,19 @@
 # app's images at 1.0.0 and 1.1.0, deploys 1.0.0, upgrades to 1.1.0 with live
 # progress, prints the version matrix, and removes everything it started.
 #
-#   bash deploy/demo.sh          # run the demo and clean up
-#   bash deploy/demo.sh --keep   # leave it running and print how to use it
+#   bash deploy/demo.sh                  # run the demo and clean up
+#   bash deploy/demo.sh --keep           # leave it running and print how to use it
+#   bash deploy/demo.sh --shared-docker  # the three agents on this machine's Docker
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 BUILD_DIR="${BUILD_DIR:-build}"
 KEEP=0
+SHARED=0
 for arg in "$@"; do
   case "$arg" in
     --keep) KEEP=1 ;;
+    --shared-docker) SHARED=1 ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
@@ -68,7 +71,9 @@ trap cleanup EXIT
 # Where the demo's parts run: separate hosts when this machine allows it.
 DOCKER_AT_DB=(docker)   # the Docker that runs the app's database
 PROXY_IP=127.0.0.1       # where the proxy publishes its port
-if why="$(bash deploy/lib/hosts.sh available 2>&1)"; then
+if [[ $SHARED == 1 ]]; then
+  echo "demo: --shared-docker: the three hosts share this machine's Docker"
+elif why="$(bash deploy/lib/hosts.sh available 2>&1)"; then
   say "starting three Docker hosts, a registry node and nodes for Postgres and the controllers"
   HOSTS_DIR="$(mktemp -d /tmp/hoist-hosts.XXXXXX)"
   started=$(date +%s%N)
