@@ -1,5 +1,6 @@
 #include "controller/rollout/executor.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -22,9 +23,16 @@ bool Finished(hoist::v1::StepState s) {
 }  // namespace
 
 Executor::Executor(RolloutStore* store, StepDispatcher* dispatcher, Clock* clock, ExecutorOptions options)
-    : store_(store), dispatcher_(dispatcher), clock_(clock), options_(options) {}
+    : store_(store), dispatcher_(dispatcher), clock_(clock), options_(options) {
+  resumer_ = std::thread([this] { ResumeLoop(); });
+}
 
 Executor::~Executor() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  resumer_.join();
   {
     absl::MutexLock lock(&mu_);
     epoch_ = 0;
@@ -63,15 +71,57 @@ void Executor::OnLeadership(uint64_t epoch) {
     }
   }
   if (epoch == 0) return;
+  {
+    absl::MutexLock lock(&mu_);
+    resumed_.clear();  // a new leader resumes everything at once
+  }
+  ResumeUnfinished(epoch);
+}
+
+void Executor::ResumeUnfinished(uint64_t epoch) {
   Reap(false);
   auto unfinished = store_->UnfinishedRollouts();
   if (!unfinished.ok()) {
-    spdlog::error("cannot list unfinished rollouts to resume: {}", unfinished.status().message());
+    spdlog::error("cannot list unfinished rollouts to resume (trying again in {}): {}",
+                  absl::FormatDuration(options_.resume_interval), unfinished.status().message());
     return;
   }
-  for (const std::string& id : *unfinished) {
+  std::vector<std::string> launch;
+  {
+    absl::MutexLock lock(&mu_);
+    if (epoch_ != epoch) return;
+    const absl::Time now = absl::Now();
+    std::map<std::string, Backoff> still;
+    for (const std::string& id : *unfinished) {
+      auto it = resumed_.find(id);
+      Backoff b = it != resumed_.end() ? it->second : Backoff{absl::ZeroDuration(), absl::InfinitePast()};
+      auto r = runners_.find(id);
+      const bool held = r != runners_.end() && !r->second->done;
+      if (!held && now >= b.next) {
+        launch.push_back(id);
+        b.wait = b.wait == absl::ZeroDuration() ? options_.resume_interval
+                                                : std::min(b.wait * 2, options_.max_resume_backoff);
+        b.next = now + b.wait;
+      }
+      still[id] = b;
+    }
+    resumed_.swap(still);  // finished rollouts forget their backoff
+  }
+  for (const std::string& id : launch) {
     spdlog::info("resuming rollout {} as leader epoch {}", id, epoch);
     if (absl::Status s = Launch(id); !s.ok()) spdlog::error("cannot resume rollout {}: {}", id, s.message());
+  }
+}
+
+void Executor::ResumeLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.resume_interval);
+    if (stopping_ || epoch_ == 0) continue;
+    const uint64_t epoch = epoch_;
+    mu_.Unlock();
+    ResumeUnfinished(epoch);
+    mu_.Lock();
   }
 }
 

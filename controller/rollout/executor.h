@@ -37,6 +37,12 @@ struct ExecutorOptions {
   absl::Duration default_step_timeout = absl::Minutes(10);
   // Progress events of one step are written at most this often.
   absl::Duration progress_interval = absl::Milliseconds(250);
+  // How often the leader looks for unfinished rollouts that no runner holds
+  // (a resume that failed, a runner stopped by a database error). The same
+  // rollout is picked up again after twice as long each time, up to
+  // max_resume_backoff.
+  absl::Duration resume_interval = absl::Seconds(2);
+  absl::Duration max_resume_backoff = absl::Minutes(1);
 };
 
 class Executor {
@@ -54,7 +60,10 @@ class Executor {
   void SetRollbackLauncher(RollbackLauncher launcher);
 
   // Leadership changed. On winning, resumes every unfinished rollout; on
-  // losing, stops the runners (their writes would be fenced anyway).
+  // losing, stops the runners (their writes would be fenced anyway). While
+  // leading, unfinished rollouts without a runner are resumed again every
+  // resume_interval, so a database restart costs a pause, not a rollout left
+  // RUNNING with its lock held.
   void OnLeadership(uint64_t epoch);
 
   // Starts running a stored rollout. FAILED_PRECONDITION when not leading.
@@ -87,6 +96,10 @@ class Executor {
              hoist::v1::StepState step_state = hoist::v1::STEP_STATE_UNSPECIFIED,
              const hoist::v1::StepProgress* progress = nullptr);
   void Reap(bool all);
+  // Launches every unfinished rollout that no runner of this replica holds
+  // and whose backoff has passed.
+  void ResumeUnfinished(uint64_t epoch);
+  void ResumeLoop();
   // The "grace" step: OK once the old slot may be retired; FAILED_PRECONDITION when the runner must stop.
   absl::Status RunGrace(const StoredRollout& rollout, const StoredStep& step, uint64_t epoch, Runner* runner,
                         absl::Time started);
@@ -100,6 +113,14 @@ class Executor {
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::unique_ptr<Runner>> runners_ ABSL_GUARDED_BY(mu_);
   RollbackLauncher rollback_ ABSL_GUARDED_BY(mu_);
+  // Rollouts resumed by ResumeUnfinished: how often in a row, and when next.
+  struct Backoff {
+    absl::Duration wait;
+    absl::Time next;
+  };
+  std::map<std::string, Backoff> resumed_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread resumer_;
   // Held by a cutover and by the decision that a grace period is over.
   absl::Mutex grace_mu_;
 };

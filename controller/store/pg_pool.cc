@@ -10,16 +10,16 @@ PgPool::PgPool(std::string conninfo, int size) : conninfo_(std::move(conninfo)),
 
 PgPool::~PgPool() = default;
 
-absl::StatusOr<std::unique_ptr<pqxx::connection>> PgPool::Acquire() {
+absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
   {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](PgPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) { return !p->idle_.empty() || p->open_ < p->size_; },
         this));
     if (!idle_.empty()) {
-      auto conn = std::move(idle_.back());
+      Lease lease{std::move(idle_.back()), true};
       idle_.pop_back();
-      return conn;
+      return lease;
     }
     ++open_;
   }
@@ -29,8 +29,9 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> PgPool::Acquire() {
   if (!conn.ok()) {
     absl::MutexLock lock(&mu_);
     --open_;
+    return conn.status();
   }
-  return conn;
+  return Lease{std::move(*conn), false};
 }
 
 void PgPool::Release(std::unique_ptr<pqxx::connection> conn) {
@@ -42,35 +43,65 @@ void PgPool::Release(std::unique_ptr<pqxx::connection> conn) {
   }
 }
 
-absl::Status PgPool::Run(const std::function<absl::Status(pqxx::connection&)>& fn) {
-  auto conn = Acquire();
-  if (!conn.ok()) return conn.status();
+void PgPool::DropIdle() {
+  std::vector<std::unique_ptr<pqxx::connection>> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    open_ -= static_cast<int>(idle_.size());
+    dropped.swap(idle_);
+  }
+  // Closed outside the lock: closing a dead connection can take a moment.
+}
+
+absl::Status PgPool::RunOn(Lease lease, const std::function<absl::Status(pqxx::connection&)>& fn, bool* broken) {
+  *broken = false;
   absl::Status status;
   try {
-    status = fn(**conn);
+    status = fn(*lease.conn);
   } catch (const pqxx::broken_connection& e) {
-    conn->reset();
+    lease.conn.reset();
+    *broken = true;
     status = absl::UnavailableError(absl::StrCat("lost the database connection: ", e.what()));
   } catch (const pqxx::in_doubt_error& e) {
-    conn->reset();
+    lease.conn.reset();
     status = absl::UnavailableError(absl::StrCat("database commit in doubt: ", e.what()));
   } catch (const pqxx::sql_error& e) {
     status = absl::InternalError(absl::StrCat("database error: ", e.what()));
   } catch (const std::exception& e) {
     status = absl::InternalError(absl::StrCat("database error: ", e.what()));
   }
-  Release(std::move(*conn));
+  Release(std::move(lease.conn));
   return status;
 }
 
+absl::Status PgPool::Run(const std::function<absl::Status(pqxx::connection&)>& fn) {
+  auto lease = Acquire();
+  if (!lease.ok()) return lease.status();
+  bool broken = false;
+  absl::Status s = RunOn(std::move(*lease), fn, &broken);
+  if (broken) DropIdle();
+  return s;
+}
+
 absl::Status PgPool::Transact(const std::function<absl::Status(pqxx::work&)>& fn) {
-  return Run([&](pqxx::connection& c) -> absl::Status {
+  auto body = [&](pqxx::connection& c) -> absl::Status {
     pqxx::work tx(c);
     absl::Status s = fn(tx);
     if (!s.ok()) return s;  // the work object aborts on destruction
     tx.commit();
     return absl::OkStatus();
-  });
+  };
+  auto lease = Acquire();
+  if (!lease.ok()) return lease.status();
+  const bool reused = lease->reused;
+  bool broken = false;
+  absl::Status s = RunOn(std::move(*lease), body, &broken);
+  if (!broken) return s;
+  DropIdle();
+  if (!reused) return s;  // a new connection broke: the server is gone, not restarted
+  auto fresh = Acquire();
+  if (!fresh.ok()) return fresh.status();
+  return RunOn(std::move(*fresh), body, &broken);
 }
 
 absl::Status PgPool::FencedWrite(uint64_t epoch, const std::function<absl::Status(pqxx::work&)>& fn) {

@@ -37,11 +37,27 @@ class PgPool {
 
   // Runs fn in a read-write transaction without the epoch check (reads, and
   // writes any replica may make).
+  //
+  // A transaction whose pooled connection turns out broken (Postgres was
+  // restarted since it was last used) committed nothing: the idle
+  // connections are dropped, as they went with the same server, and the
+  // transaction runs once more on a new connection. A commit whose outcome is
+  // unknown is never run again.
   absl::Status Transact(const std::function<absl::Status(pqxx::work&)>& fn);
 
  private:
-  absl::StatusOr<std::unique_ptr<pqxx::connection>> Acquire();
+  // A connection and whether it was reused from the idle list.
+  struct Lease {
+    std::unique_ptr<pqxx::connection> conn;
+    bool reused = false;
+  };
+  absl::StatusOr<Lease> Acquire();
   void Release(std::unique_ptr<pqxx::connection> conn);
+  // Run's body; *broken tells a lost connection (nothing committed) from
+  // the other failures.
+  absl::Status RunOn(Lease lease, const std::function<absl::Status(pqxx::connection&)>& fn, bool* broken);
+  // Closes every idle connection.
+  void DropIdle();
 
   const std::string conninfo_;
   const int size_;

@@ -764,6 +764,53 @@ TEST_F(ExecutorTest, CancelEndsTheRolloutAfterTheRunningStepAndReleasesTheLock) 
   EXPECT_TRUE(locks->empty()) << "the deploy lock should be released";
 }
 
+// Postgres restarts (a minor upgrade, a managed database's failover) while a
+// step runs at an agent: every pooled connection is broken. The rollout goes
+// on (its next write on a new connection, or resumed by the leader when the
+// write fell in the restart); every step runs once.
+TEST_F(ExecutorTest, RolloutGoesOnAcrossAPostgresRestart) {
+  Leader* l = NewLeader();
+  Prepare(l, "shop", {"1.0.0"});
+  fleet_->BlockWhen([](const hoist::v1::Step& s) { return s.has_start_instance(); });
+  auto id = Start(l, "shop", "1.0.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_FALSE(fleet_->WaitBlocked().empty()) << "no start step reached the agent";
+  ASSERT_TRUE(cluster_->Restart().ok()) << cluster_->LogTail();
+  fleet_->Release();
+  StoredRollout done = WaitDone(*id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
+  for (const StoredStep& s : Steps(*id)) {
+    if (s.action.has_value()) {
+      EXPECT_EQ(fleet_->Executions(s.step_id), 1) << s.step_id;
+    }
+  }
+}
+
+// Postgres is down when a step ends: the runner cannot record it and stops,
+// leaving the rollout RUNNING. Once Postgres is back, the leader resumes the
+// rollout by itself: the step is sent again, the agent answers with its one
+// result, and the rollout finishes and frees its lock.
+TEST_F(ExecutorTest, RolloutStoppedByADatabaseOutageIsResumedWhenPostgresIsBack) {
+  Leader* l = NewLeader();
+  Prepare(l, "shop", {"1.0.0"});
+  fleet_->BlockWhen([](const hoist::v1::Step& s) { return s.has_start_instance(); });
+  auto id = Start(l, "shop", "1.0.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  const std::string blocked = fleet_->WaitBlocked();
+  ASSERT_FALSE(blocked.empty()) << "no start step reached the agent";
+  ASSERT_TRUE(cluster_->Stop().ok());
+  fleet_->Release();
+  ASSERT_TRUE(l->executor.WaitIdle(*id, kWait)) << "the runner should stop when it cannot record the step";
+  ASSERT_TRUE(cluster_->Restart().ok()) << cluster_->LogTail();
+  StoredRollout done = WaitDone(*id);
+  EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
+  EXPECT_EQ(fleet_->Executions(blocked), 1);
+  EXPECT_GE(fleet_->Resends(), 1) << "the step should have been sent again after the outage";
+  auto locks = pg_store_->ListLocks();
+  ASSERT_TRUE(locks.ok()) << locks.status();
+  EXPECT_TRUE(locks->empty()) << "the deploy lock should be released";
+}
+
 TEST_F(ExecutorTest, FailedMigrationStopsTheRolloutWithTheRollbackCommandAndFreesTheLock) {
   Leader* l = NewLeader();
   Deployed(l, "shop");

@@ -10,6 +10,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "controller/store/pg_pool.h"
 #include "shared/pg.h"
 #include "tests/fixtures/postgres_test.h"
 
@@ -56,6 +57,37 @@ TEST_F(PgConnectTest, CreatesDatabases) {
   ASSERT_TRUE(conn.ok()) << conn.status();
   pqxx::work tx(**conn);
   EXPECT_EQ(tx.exec1("SELECT current_database()")[0].as<std::string>(), "hoist_one");
+}
+
+// A pooled connection outlives a Postgres restart only as a broken socket.
+// The next transaction finds it so, drops the idle ones and runs on a new
+// connection, instead of failing once per pooled connection.
+TEST_F(PgConnectTest, PoolRunsATransactionAfterAPostgresRestartOnANewConnection) {
+  auto conninfo = WithConnectionDefaults(cluster_->ConnectionString());
+  ASSERT_TRUE(conninfo.ok()) << conninfo.status();
+  PgPool pool(*conninfo, 4);
+  int backend_before = 0;
+  ASSERT_TRUE(pool.Transact([&](pqxx::work& tx) {
+                    backend_before = tx.exec1("SELECT pg_backend_pid()")[0].as<int>();
+                    return absl::OkStatus();
+                  }).ok());
+  ASSERT_TRUE(cluster_->Restart().ok()) << cluster_->LogTail();
+  int backend_after = 0;
+  absl::Status s = pool.Transact([&](pqxx::work& tx) {
+    backend_after = tx.exec1("SELECT pg_backend_pid()")[0].as<int>();
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_NE(backend_after, 0);
+  EXPECT_NE(backend_after, backend_before) << "the transaction should run on a new server session";
+
+  // With Postgres down, a transaction fails at once as UNAVAILABLE; it is not retried forever.
+  ASSERT_TRUE(cluster_->Stop().ok());
+  absl::Status down = pool.Transact([](pqxx::work& tx) {
+    tx.exec1("SELECT 1");
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(down.code(), absl::StatusCode::kUnavailable) << down;
 }
 
 }  // namespace
