@@ -490,6 +490,20 @@ class ExecutorTest : public PostgresTest {
     }
   }
 
+  // Starts the first deploy of `deployment` (1.0.0, prepared by `l`) with its
+  // first start step held at the agent; returns the rollout id and that step's
+  // id, or fails the test.
+  std::pair<std::string, std::string> StartHeldAtFirstStart(Leader* l, const std::string& deployment) {
+    Prepare(l, deployment, {"1.0.0"});
+    fleet_->BlockWhen([](const hoist::v1::Step& s) { return s.has_start_instance(); });
+    auto id = Start(l, deployment, "1.0.0");
+    EXPECT_TRUE(id.ok()) << id.status();
+    if (!id.ok()) return {};
+    const std::string blocked = fleet_->WaitBlocked();
+    EXPECT_FALSE(blocked.empty()) << "no start step reached the agent";
+    return {*id, blocked};
+  }
+
   // Reports the fake agents' containers as their inventories.
   void SyncInventory(uint64_t epoch) {
     for (const auto& [agent, inv] : fleet_->Inventories()) {
@@ -689,59 +703,51 @@ TEST_F(ExecutorTest, PauseCutShortByLosingLeadershipIsNotRecordedAsDone) {
 
 TEST_F(ExecutorTest, StaleLeaderCannotFinishStepsOnceTheEpochMoved) {
   Leader* old_leader = NewLeader();
-  Prepare(old_leader, "shop", {"1.0.0"});
-  fleet_->BlockWhen([](const hoist::v1::Step& s) { return s.has_start_instance(); });
-  auto id = Start(old_leader, "shop", "1.0.0");
-  ASSERT_TRUE(id.ok()) << id.status();
-  const std::string blocked = fleet_->WaitBlocked();
-  ASSERT_FALSE(blocked.empty()) << "no start step reached the agent";
+  const auto [id, blocked] = StartHeldAtFirstStart(old_leader, "shop");
+  ASSERT_FALSE(blocked.empty());
 
   // Another replica wins an election; nobody tells the old leader.
   const uint64_t stale = old_leader->epoch;
   const uint64_t current = BumpEpoch();
   fleet_->Release();
-  ASSERT_TRUE(old_leader->executor.WaitIdle(*id, kWait))
+  ASSERT_TRUE(old_leader->executor.WaitIdle(id, kWait))
       << "the stale leader's runner should stop when its writes are fenced";
 
-  std::vector<StoredStep> steps = Steps(*id);
+  std::vector<StoredStep> steps = Steps(id);
   const StoredStep* step = nullptr;
   for (const StoredStep& s : steps) {
     if (s.step_id == blocked) step = &s;
   }
   ASSERT_NE(step, nullptr);
   EXPECT_EQ(step->state, hoist::v1::STEP_STATE_RUNNING) << "the stale leader's result must not be recorded";
-  absl::Status fenced = pg_store_->FinishStep(stale, *id, step->seq, hoist::v1::STEP_STATE_SUCCEEDED, "", std::nullopt);
+  absl::Status fenced = pg_store_->FinishStep(stale, id, step->seq, hoist::v1::STEP_STATE_SUCCEEDED, "", std::nullopt);
   EXPECT_EQ(fenced.code(), absl::StatusCode::kFailedPrecondition) << fenced;
   EXPECT_THAT(fenced.message(), HasSubstr("fenced"));
-  absl::Status end = pg_store_->SetRolloutState(stale, *id, hoist::v1::ROLLOUT_STATE_FAILED, "stale");
+  absl::Status end = pg_store_->SetRolloutState(stale, id, hoist::v1::ROLLOUT_STATE_FAILED, "stale");
   EXPECT_EQ(end.code(), absl::StatusCode::kFailedPrecondition) << end;
-  auto r = pg_store_->GetRollout(*id);
+  auto r = pg_store_->GetRollout(id);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->state, hoist::v1::ROLLOUT_STATE_RUNNING);
 
   // The real leader of the current epoch finishes it.
   leaders_.push_back(std::make_unique<Leader>(store_.get(), agent_store_.get(), fleet_.get(), current));
-  StoredRollout done = WaitDone(*id);
+  StoredRollout done = WaitDone(id);
   EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
   EXPECT_EQ(fleet_->Executions(blocked), 1);
 }
 
 TEST_F(ExecutorTest, CancelEndsTheRolloutAfterTheRunningStepAndReleasesTheLock) {
   Leader* l = NewLeader();
-  Prepare(l, "shop", {"1.0.0"});
-  fleet_->BlockWhen([](const hoist::v1::Step& s) { return s.has_start_instance(); });
-  auto id = Start(l, "shop", "1.0.0");
-  ASSERT_TRUE(id.ok()) << id.status();
-  const std::string blocked = fleet_->WaitBlocked();
+  const auto [id, blocked] = StartHeldAtFirstStart(l, "shop");
   ASSERT_FALSE(blocked.empty());
 
-  auto cancelled = l->manager.Cancel(*id, "wrong day", "tester");
+  auto cancelled = l->manager.Cancel(id, "wrong day", "tester");
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();
   fleet_->Release();
-  StoredRollout done = WaitDone(*id);
+  StoredRollout done = WaitDone(id);
   EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_CANCELLED);
 
-  std::vector<StoredStep> steps = Steps(*id);
+  std::vector<StoredStep> steps = Steps(id);
   const StoredStep* b = nullptr;
   for (const StoredStep& s : steps) {
     if (s.step_id == blocked) b = &s;
@@ -770,16 +776,13 @@ TEST_F(ExecutorTest, CancelEndsTheRolloutAfterTheRunningStepAndReleasesTheLock) 
 // write fell in the restart); every step runs once.
 TEST_F(ExecutorTest, RolloutGoesOnAcrossAPostgresRestart) {
   Leader* l = NewLeader();
-  Prepare(l, "shop", {"1.0.0"});
-  fleet_->BlockWhen([](const hoist::v1::Step& s) { return s.has_start_instance(); });
-  auto id = Start(l, "shop", "1.0.0");
-  ASSERT_TRUE(id.ok()) << id.status();
-  ASSERT_FALSE(fleet_->WaitBlocked().empty()) << "no start step reached the agent";
+  const auto [id, blocked] = StartHeldAtFirstStart(l, "shop");
+  ASSERT_FALSE(blocked.empty());
   ASSERT_TRUE(cluster_->Restart().ok()) << cluster_->LogTail();
   fleet_->Release();
-  StoredRollout done = WaitDone(*id);
+  StoredRollout done = WaitDone(id);
   EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
-  for (const StoredStep& s : Steps(*id)) {
+  for (const StoredStep& s : Steps(id)) {
     if (s.action.has_value()) {
       EXPECT_EQ(fleet_->Executions(s.step_id), 1) << s.step_id;
     }
@@ -792,17 +795,13 @@ TEST_F(ExecutorTest, RolloutGoesOnAcrossAPostgresRestart) {
 // result, and the rollout finishes and frees its lock.
 TEST_F(ExecutorTest, RolloutStoppedByADatabaseOutageIsResumedWhenPostgresIsBack) {
   Leader* l = NewLeader();
-  Prepare(l, "shop", {"1.0.0"});
-  fleet_->BlockWhen([](const hoist::v1::Step& s) { return s.has_start_instance(); });
-  auto id = Start(l, "shop", "1.0.0");
-  ASSERT_TRUE(id.ok()) << id.status();
-  const std::string blocked = fleet_->WaitBlocked();
-  ASSERT_FALSE(blocked.empty()) << "no start step reached the agent";
+  const auto [id, blocked] = StartHeldAtFirstStart(l, "shop");
+  ASSERT_FALSE(blocked.empty());
   ASSERT_TRUE(cluster_->Stop().ok());
   fleet_->Release();
-  ASSERT_TRUE(l->executor.WaitIdle(*id, kWait)) << "the runner should stop when it cannot record the step";
+  ASSERT_TRUE(l->executor.WaitIdle(id, kWait)) << "the runner should stop when it cannot record the step";
   ASSERT_TRUE(cluster_->Restart().ok()) << cluster_->LogTail();
-  StoredRollout done = WaitDone(*id);
+  StoredRollout done = WaitDone(id);
   EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_SUCCEEDED) << done.error;
   EXPECT_EQ(fleet_->Executions(blocked), 1);
   EXPECT_GE(fleet_->Resends(), 1) << "the step should have been sent again after the outage";
