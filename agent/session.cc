@@ -68,7 +68,15 @@ void AgentSession::Loop() {
 }
 
 std::string AgentSession::RunOnce(const std::string& address) {
-  auto channel = grpc::CreateChannel(address, options_.credentials);
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_timeout)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // gRPC waits 20 s for a connection by default; a frozen host would hold
+  // the agent that long before it tried the next controller.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.hello_timeout)));
+  auto channel = grpc::CreateCustomChannel(address, options_.credentials, args);
   auto stub = hoist::v1::AgentService::NewStub(channel);
   grpc::ClientContext context;
   {
@@ -76,6 +84,24 @@ std::string AgentSession::RunOnce(const std::string& address) {
     if (stop_) return "";
     active_context_ = &context;
   }
+  // Cancels the call when no answer to the hello arrives in time.
+  bool answered = false;
+  std::thread hello_watch([this, &context, &answered, address] {
+    absl::MutexLock lock(&mu_);
+    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return answered || stop_; };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&done), options_.hello_timeout)) {
+      spdlog::warn("{} did not answer the hello within {}; trying the next controller", address,
+                   absl::FormatDuration(options_.hello_timeout));
+      context.TryCancel();
+    }
+  });
+  auto hello_answered = [&] {
+    {
+      absl::MutexLock lock(&mu_);
+      answered = true;
+    }
+    if (hello_watch.joinable()) hello_watch.join();
+  };
   std::unique_ptr<Stream> stream = stub->Session(&context);
   hoist::v1::SessionRequest hello_message;
   hoist::v1::Hello* hello = hello_message.mutable_hello();
@@ -90,7 +116,9 @@ std::string AgentSession::RunOnce(const std::string& address) {
   }
   std::string hint;
   hoist::v1::SessionResponse first;
-  if (stream->Write(hello_message) && stream->Read(&first)) {
+  const bool got_first = stream->Write(hello_message) && stream->Read(&first);
+  hello_answered();
+  if (got_first) {
     if (first.has_not_leader()) {
       hint = first.not_leader().leader_address();
       spdlog::info("{} does not lead; {}", address,

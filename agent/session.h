@@ -46,6 +46,16 @@ struct AgentSessionOptions {
   absl::Duration inventory_interval = absl::Seconds(3);
   absl::Duration backoff_min = absl::Milliseconds(100);
   absl::Duration backoff_max = absl::Seconds(5);
+  // A controller that has not welcomed (or redirected) the agent this long
+  // after it dialled is given up for the next one: a frozen or cut-off host
+  // still completes TCP handshakes, and nothing else would end the wait.
+  absl::Duration hello_timeout = absl::Seconds(5);
+  // HTTP/2 keepalive on the session: a ping every keepalive_time, and the
+  // connection is dropped when one goes unanswered for keepalive_timeout. It
+  // is what tells a frozen or vanished controller from a quiet one (TCP
+  // alone keeps a stopped process's socket open).
+  absl::Duration keepalive_time = absl::Seconds(2);
+  absl::Duration keepalive_timeout = absl::Seconds(2);
 };
 
 class AgentSession {

@@ -14,6 +14,9 @@ namespace {
 
 using Stream = grpc::ServerReaderWriter<hoist::v1::SessionResponse, hoist::v1::SessionRequest>;
 
+// How long a new session may take to send its Hello.
+constexpr absl::Duration kHelloTimeout = absl::Seconds(10);
+
 // One session's connection: Send queues, a writer thread drains the queue.
 class StreamConnection final : public AgentConnection {
  public:
@@ -76,7 +79,27 @@ AgentServiceImpl::AgentServiceImpl(AgentHub* hub, std::function<LeaderInfo()> cu
 
 grpc::Status AgentServiceImpl::Session(grpc::ServerContext* context, Stream* stream) {
   hoist::v1::SessionRequest first;
-  if (!stream->Read(&first)) return grpc::Status(grpc::StatusCode::CANCELLED, "the agent closed the stream");
+  bool read_first = false;
+  {
+    // A peer that opens a session and says nothing would hold this thread.
+    absl::Mutex mu;
+    bool answered = false;
+    std::thread watch([&] {
+      absl::MutexLock lock(&mu);
+      if (!mu.AwaitWithTimeout(absl::Condition(&answered), kHelloTimeout)) context->TryCancel();
+    });
+    read_first = stream->Read(&first);
+    {
+      absl::MutexLock lock(&mu);
+      answered = true;
+    }
+    watch.join();
+  }
+  if (!read_first) {
+    return grpc::Status(grpc::StatusCode::CANCELLED,
+                        absl::StrCat("the agent closed the stream or sent no hello within ",
+                                     absl::FormatDuration(kHelloTimeout)));
+  }
   if (first.payload_case() != hoist::v1::SessionRequest::kHello) {
     spdlog::warn("session from {} refused: first message is not a hello", context->peer());
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message of a session must be a Hello");

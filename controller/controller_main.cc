@@ -195,6 +195,14 @@ int ControllerMain(int argc, char** argv) {
   grpc::ServerBuilder builder;
   builder.RegisterService(&operator_service);
   builder.RegisterService(&agent_service);
+  // HTTP/2 keepalive: a frozen or vanished agent's session ends within
+  // seconds instead of holding its steps; the agents ping every 2 s too
+  // (agent/session.h), which the server must allow.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   int bound_port = 0;
   builder.AddListeningPort(listen->ToString(), credentials, &bound_port);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -5,6 +5,15 @@
 #include "shared/pg.h"
 
 namespace hoist {
+namespace {
+
+// No transaction of the controller's stores waits on anything but Postgres,
+// so 30 s idle inside one means the controller is gone.
+constexpr char kSessionSettings[] =
+    "SET idle_in_transaction_session_timeout = '30s'; SET tcp_keepalives_idle = 5; "
+    "SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000";
+
+}  // namespace
 
 PgPool::PgPool(std::string conninfo, int size) : conninfo_(std::move(conninfo)), size_(size) {}
 
@@ -26,6 +35,18 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
   PgConnectOptions options;
   options.application_name = "hoistd";
   auto conn = PgConnect(conninfo_, options);
+  if (conn.ok()) {
+    // The server's side of the same promises the client's socket options
+    // make: a session whose controller froze or vanished inside a
+    // transaction (holding the leader row FOR SHARE, say) is ended within
+    // seconds, not after the OS's two-hour keepalive.
+    try {
+      pqxx::nontransaction tx(**conn);
+      tx.exec0(kSessionSettings);
+    } catch (const std::exception& e) {
+      conn = absl::UnavailableError(absl::StrCat("cannot set up a database session: ", e.what()));
+    }
+  }
   if (!conn.ok()) {
     absl::MutexLock lock(&mu_);
     --open_;

@@ -12,6 +12,8 @@
 #   hosts.sh down DIR                     # stops and removes everything `up` made
 #   hosts.sh sweep                        # `down` for every DIR whose owner died
 #   hosts.sh leftovers DIR                # prints what of DIR's run still exists
+#   hosts.sh cut DIR NODE | heal DIR NODE # the node's link down (off the network) / up
+#   hosts.sh freeze DIR NODE | thaw DIR NODE   # SIGSTOP / SIGCONT everything in the node
 #
 # `up` writes DIR/nodes.tsv, one line per node:
 #   NAME  ADDRESS  NETNS_PATH  DOCKER_HOST(or -)  ENGINE_ID(or -)
@@ -133,6 +135,7 @@ hosts_up() {
     } >>"$dir/hosts.env"
     if [[ -n "$want_docker" ]]; then docker_nodes+=("$name"); fi
     echo "$name $addr" >>"$dir/addresses"
+    echo "$name hv$id$i" >>"$dir/veths"
     i=$((i + 1))
   done
 
@@ -219,6 +222,17 @@ hosts_down() {
   # shellcheck disable=SC1091
   source "$dir/run"
   local name pid
+  # A test may end with a node frozen or cut off: thaw and reconnect first.
+  if [[ -f "$dir/namespaces" ]]; then
+    while read -r name; do
+      pid="$(ip netns pids "$PREFIX-$name" 2>/dev/null || true)"
+      # shellcheck disable=SC2086
+      [[ -n "$pid" ]] && kill -CONT $pid 2>/dev/null || true
+    done <"$dir/namespaces"
+  fi
+  if [[ -f "$dir/veths" ]]; then
+    while read -r name pid; do ip link set "$pid" up 2>/dev/null || true; done <"$dir/veths"
+  fi
   # Containers first, while their daemons still answer, so that dockerd's
   # shutdown has nothing to wait for.
   for d in "$dir"/*/; do
@@ -309,6 +323,38 @@ hosts_leftovers() {
   pgrep -af -- "$dir/" | sed 's/^/process /' || true
 }
 
+# The root-side end of NODE's veth, or a failure naming the node.
+node_veth() {
+  local dir="$1" node="$2" v
+  v="$(awk -v n="$node" '$1 == n {print $2}' "$dir/veths" 2>/dev/null)"
+  [[ -n "$v" ]] || die "no node $node in $dir"
+  echo "$v"
+}
+
+# Every process inside NODE's namespace (its dockerd, containerd, agent,
+# controller, and the containers' processes).
+node_pids() {
+  local dir="$1" node="$2" PREFIX=""
+  node_veth "$dir" "$node" >/dev/null
+  # shellcheck disable=SC1091
+  source "$dir/run"
+  ip netns pids "$PREFIX-$node" 2>/dev/null || true
+}
+
+hosts_fault() {
+  local op="$1" dir="$2" node="$3" pids
+  case "$op" in
+    cut) ip link set "$(node_veth "$dir" "$node")" down ;;
+    heal) ip link set "$(node_veth "$dir" "$node")" up ;;
+    freeze | thaw)
+      pids="$(node_pids "$dir" "$node")"
+      [[ -n "$pids" ]] || die "$op: nothing runs in node $node"
+      # shellcheck disable=SC2086
+      kill "-$([[ $op == freeze ]] && echo STOP || echo CONT)" $pids
+      ;;
+  esac
+}
+
 hosts_sweep() {
   local d owner
   for d in $HOSTS_STATE_GLOB; do
@@ -327,5 +373,6 @@ case "${1:-}" in
   down) shift; (($#)) || die "usage: hosts.sh down DIR"; hosts_down "$1" ;;
   sweep) hosts_sweep ;;
   leftovers) shift; (($#)) || die "usage: hosts.sh leftovers DIR"; hosts_leftovers "$@" ;;
-  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; [[ "${1:-}" == --help || "${1:-}" == -h ]] || exit 2 ;;
+  cut | heal | freeze | thaw) (($# == 3)) || die "usage: hosts.sh $1 DIR NODE"; hosts_fault "$@" ;;
+  *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; [[ "${1:-}" == --help || "${1:-}" == -h ]] || exit 2 ;;
 esac

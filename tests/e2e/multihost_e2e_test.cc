@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "shared/http_client.h"
 #include "shared/subprocess.h"
 #include "tests/fixtures/docker_env.h"
 #include "tests/fixtures/hoist_fleet.h"
@@ -26,6 +27,7 @@ namespace hoist::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // Runs docker against one test host's daemon.
 absl::StatusOr<std::string> DockerOn(const TestNode& node, std::vector<std::string> args) {
@@ -178,7 +180,7 @@ class MultiHostE2eTest : public ::testing::Test {
   void SetUp() override {
     HOIST_REQUIRE_REAL_PART(TestHosts::Available());
     auto hosts = TestHosts::Start(
-        {.nodes = {"reg:docker", "pg", "ctl-1", "host-1:docker", "host-2:docker", "host-3:docker"},
+        {.nodes = {"reg:docker", "pg", "ctl-1", "ctl-2", "host-1:docker", "host-2:docker", "host-3:docker"},
          .registry_node = "reg"});
     ASSERT_TRUE(hosts.ok()) << hosts.status();
     hosts_ = std::move(*hosts);
@@ -205,13 +207,30 @@ class MultiHostE2eTest : public ::testing::Test {
                {"ADDR1", hosts_->node("host-1").address},
                {"ADDR2", hosts_->node("host-2").address},
                {"ADDR3", hosts_->node("host-3").address}};
+  }
+
+  // hoistd replicas in nodes ctl-1.., and an agent in each of host-1..3.
+  void StartFleet(int controllers) {
     auto fleet = HoistFleet::Start(
         env_.get(), pg_.get(),
         {.deployment = deployment_,
          .agents = {{"host-1", "tier=app"}, {"host-2", "tier=app"}, {"host-3", "tier=app"}},
+         .controllers = controllers,
          .hosts = hosts_.get()});
     ASSERT_TRUE(fleet.ok()) << fleet.status();
     fleet_ = std::move(*fleet);
+  }
+
+  // The stack with web on a fixed host port, and releases 1.0.0 and 1.1.0.
+  void ApplyWiredStack() {
+    auto values = values_;
+    values["WEB_PORTS"] = "\"18080:8080\"";
+    fleet_->MustHoist({"apply", fleet_->WriteFile("stack.yaml", FillTemplate(kStack, values))});
+    for (const char* v : {"1.0.0", "1.1.0"}) {
+      values["VERSION"] = v;
+      fleet_->MustHoist({"release", "create",
+                         fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kRelease, values))});
+    }
   }
 
   void TearDown() override {
@@ -264,6 +283,7 @@ class MultiHostE2eTest : public ::testing::Test {
 };
 
 TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachHost) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(1));
   // Three agents, three engines, each at its own address.
   auto agents = nlohmann::json::parse(fleet_->MustHoist({"agents", "--output", "json"}), nullptr, false);
   ASSERT_TRUE(agents.is_object()) << agents.dump();
@@ -328,6 +348,68 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
   auto on_h2 = DockerOn(hosts_->node("host-2"), {"ps", "--filter", "label=hoist.service=api", "--format", "{{.Image}}"});
   ASSERT_TRUE(on_h2.ok());
   EXPECT_EQ(Lines(*on_h2), (std::set<std::string>{Image("api", "1.1.0")})) << "the api runs on host-2 only";
+}
+
+// The leader's host hangs (every process in it stopped, its sockets open):
+// the other replica takes the lead, the agents leave the hung one's streams
+// for it, and an upgrade runs through the new leader while the old one is
+// still frozen. Thawed, the old leader steps down and changes nothing.
+TEST_F(MultiHostE2eTest, FrozenLeaderHostHandsOverAndTheAgentsFollowTheNewLeader) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(2));
+  ASSERT_NO_FATAL_FAILURE(ApplyWiredStack());
+  fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
+  const int old = fleet_->Leader();
+  ASSERT_GE(old, 0) << "no replica says it leads";
+  const int next = 1 - old;
+  const std::string old_node = absl::StrCat("ctl-", old + 1);
+
+  ASSERT_TRUE(hosts_->Freeze(old_node).ok());
+  const absl::Time frozen = absl::Now();
+  absl::Duration took_lead = absl::InfiniteDuration(), agents_followed = absl::InfiniteDuration();
+  while (absl::Now() - frozen < absl::Seconds(30)) {
+    if (fleet_->Leader() == next) {
+      took_lead = absl::Now() - frozen;
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_NE(took_lead, absl::InfiniteDuration()) << "replica " << next + 1 << " did not take the lead within 30 s";
+  // The leader plans with the agents in session with it: the plan succeeds
+  // once every agent has followed it.
+  std::string last;
+  while (absl::Now() - frozen < absl::Seconds(60)) {
+    auto plan = fleet_->Hoist({"plan", "1.1.0"}, absl::Seconds(20), fleet_->replica_address(next));
+    if (plan.ok() && plan->exit_code == 0) {
+      agents_followed = absl::Now() - frozen;
+      break;
+    }
+    last = plan.ok() ? plan->stderr_text : std::string(plan.status().message());
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_NE(agents_followed, absl::InfiniteDuration())
+      << "the agents did not follow the new leader within 60 s; last: " << last;
+  std::cout << "leader frozen: replica " << next + 1 << " led after " << absl::FormatDuration(took_lead)
+            << ", every agent followed it after " << absl::FormatDuration(agents_followed) << "\n";
+
+  fleet_->MustHoist({"upgrade", "1.1.0", "--yes", "--controller", fleet_->replica_address(next)}, absl::Minutes(5));
+  WaitForProxyBody("hello from web 1.1.0");
+
+  ASSERT_TRUE(hosts_->Thaw(old_node).ok());
+  const absl::Time thawed = absl::Now();
+  int leader = -1;
+  while (absl::Now() - thawed < absl::Seconds(30)) {
+    leader = fleet_->Leader();
+    auto old_health = HttpGet(fleet_->replica_http(old) + "/health", absl::Seconds(1));
+    if (leader == next && old_health.ok() && absl::StrContains(old_health->body, "\"follower\"")) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_EQ(leader, next) << "the thawed replica took the lead back, or nobody leads";
+  auto old_health = HttpGet(fleet_->replica_http(old) + "/health", absl::Seconds(1));
+  ASSERT_TRUE(old_health.ok()) << old_health.status();
+  EXPECT_THAT(old_health->body, HasSubstr("\"follower\"")) << "the thawed replica should follow";
+  std::string matrix = fleet_->MustHoist({"matrix", "--controller", fleet_->replica_address(next)});
+  EXPECT_THAT(matrix, HasSubstr("(pinned 1.1.0)")) << matrix;
+  EXPECT_THAT(matrix, Not(HasSubstr("skew"))) << matrix;
 }
 
 }  // namespace

@@ -69,6 +69,9 @@ TEST_F(PgConnectTest, PoolRunsATransactionAfterAPostgresRestartOnANewConnection)
   int backend_before = 0;
   ASSERT_TRUE(pool.Transact([&](pqxx::work& tx) {
                     backend_before = tx.exec1("SELECT pg_backend_pid()")[0].as<int>();
+                    // The server ends a session left idle in a transaction, or whose client vanished.
+                    EXPECT_EQ(tx.exec1("SHOW idle_in_transaction_session_timeout")[0].as<std::string>(), "30s");
+                    EXPECT_EQ(tx.exec1("SHOW tcp_keepalives_idle")[0].as<std::string>(), "5");
                     return absl::OkStatus();
                   }).ok());
   ASSERT_TRUE(cluster_->Restart().ok()) << cluster_->LogTail();
