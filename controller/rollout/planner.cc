@@ -1410,7 +1410,9 @@ absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
   PhasePostcheck();
 
   if (mode_ == Mode::kUpgrade) {
-    plan_.rollback_command = absl::StrCat("hoist rollback ", m_.deployment, " --to ", from_version_);
+    // Without --confirm: at a terminal the CLI asks for the deployment's
+    // name before a restore, which is the guard; a script adds --confirm.
+    plan_.rollback_command = absl::StrCat("hoist rollback -d ", m_.deployment, " --to ", from_version_);
     if (!plan_.backup_id.empty()) absl::StrAppend(&plan_.rollback_command, " --restore ", plan_.backup_id);
   }
   Finish();

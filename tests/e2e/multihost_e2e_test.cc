@@ -350,11 +350,18 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
   EXPECT_EQ(Lines(*on_h2), (std::set<std::string>{Image("api", "1.1.0")})) << "the api runs on host-2 only";
 }
 
-// The leader's host hangs (every process in it stopped, its sockets open):
-// the other replica takes the lead, the agents leave the hung one's streams
-// for it, and an upgrade runs through the new leader while the old one is
-// still frozen. Thawed, the old leader steps down and changes nothing.
-TEST_F(MultiHostE2eTest, FrozenLeaderHostHandsOverAndTheAgentsFollowTheNewLeader) {
+class FaultE2eTest : public MultiHostE2eTest {
+ protected:
+  // Hits the leader's host with `fault` on its node, checks that the other
+  // replica takes the lead, that the agents follow it, and that an upgrade
+  // runs through it while the fault lasts; then `undo`es the fault and
+  // checks that the old leader follows and changed nothing.
+  void HandOver(absl::string_view what, absl::Status (TestHosts::*fault)(absl::string_view),
+                absl::Status (TestHosts::*undo)(absl::string_view));
+};
+
+void FaultE2eTest::HandOver(absl::string_view what, absl::Status (TestHosts::*fault)(absl::string_view),
+                            absl::Status (TestHosts::*undo)(absl::string_view)) {
   ASSERT_NO_FATAL_FAILURE(StartFleet(2));
   ASSERT_NO_FATAL_FAILURE(ApplyWiredStack());
   fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
@@ -363,7 +370,7 @@ TEST_F(MultiHostE2eTest, FrozenLeaderHostHandsOverAndTheAgentsFollowTheNewLeader
   const int next = 1 - old;
   const std::string old_node = absl::StrCat("ctl-", old + 1);
 
-  ASSERT_TRUE(hosts_->Freeze(old_node).ok());
+  ASSERT_TRUE((hosts_.get()->*fault)(old_node).ok());
   const absl::Time frozen = absl::Now();
   absl::Duration took_lead = absl::InfiniteDuration(), agents_followed = absl::InfiniteDuration();
   while (absl::Now() - frozen < absl::Seconds(30)) {
@@ -388,13 +395,13 @@ TEST_F(MultiHostE2eTest, FrozenLeaderHostHandsOverAndTheAgentsFollowTheNewLeader
   }
   ASSERT_NE(agents_followed, absl::InfiniteDuration())
       << "the agents did not follow the new leader within 60 s; last: " << last;
-  std::cout << "leader frozen: replica " << next + 1 << " led after " << absl::FormatDuration(took_lead)
+  std::cout << "leader " << what << ": replica " << next + 1 << " led after " << absl::FormatDuration(took_lead)
             << ", every agent followed it after " << absl::FormatDuration(agents_followed) << "\n";
 
   fleet_->MustHoist({"upgrade", "1.1.0", "--yes", "--controller", fleet_->replica_address(next)}, absl::Minutes(5));
   WaitForProxyBody("hello from web 1.1.0");
 
-  ASSERT_TRUE(hosts_->Thaw(old_node).ok());
+  ASSERT_TRUE((hosts_.get()->*undo)(old_node).ok());
   const absl::Time thawed = absl::Now();
   int leader = -1;
   while (absl::Now() - thawed < absl::Seconds(30)) {
@@ -403,13 +410,24 @@ TEST_F(MultiHostE2eTest, FrozenLeaderHostHandsOverAndTheAgentsFollowTheNewLeader
     if (leader == next && old_health.ok() && absl::StrContains(old_health->body, "\"follower\"")) break;
     absl::SleepFor(absl::Milliseconds(200));
   }
-  EXPECT_EQ(leader, next) << "the thawed replica took the lead back, or nobody leads";
+  EXPECT_EQ(leader, next) << "the old leader took the lead back, or nobody leads";
   auto old_health = HttpGet(fleet_->replica_http(old) + "/health", absl::Seconds(1));
   ASSERT_TRUE(old_health.ok()) << old_health.status();
-  EXPECT_THAT(old_health->body, HasSubstr("\"follower\"")) << "the thawed replica should follow";
+  EXPECT_THAT(old_health->body, HasSubstr("\"follower\"")) << "the old leader should follow";
   std::string matrix = fleet_->MustHoist({"matrix", "--controller", fleet_->replica_address(next)});
   EXPECT_THAT(matrix, HasSubstr("(pinned 1.1.0)")) << matrix;
   EXPECT_THAT(matrix, Not(HasSubstr("skew"))) << matrix;
+}
+
+// The leader's host hangs: every process in it stopped, its sockets open,
+// so nothing but a missing answer tells it from a quiet one.
+TEST_F(FaultE2eTest, FrozenLeaderHostHandsOverAndTheAgentsFollowTheNewLeader) {
+  HandOver("frozen", &TestHosts::Freeze, &TestHosts::Thaw);
+}
+
+// The leader's host drops off the network, its processes running.
+TEST_F(FaultE2eTest, CutOffLeaderHostHandsOverAndTheAgentsFollowTheNewLeader) {
+  HandOver("cut off", &TestHosts::Cut, &TestHosts::Heal);
 }
 
 }  // namespace

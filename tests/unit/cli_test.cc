@@ -14,6 +14,7 @@
 #include "controller/cli/cli_main.h"
 #include "controller/cli/exit_codes.h"
 #include "controller/cli/interrupt.h"
+#include "controller/rollout/planner.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -759,6 +760,66 @@ TEST_F(UpgradeTest, RollbackWithRestoreNeedsTheNameTyped) {
   Result flagged = Run({"rollback", "--restore", "b-42", "--confirm", "shop", "--no-watch"});
   ASSERT_EQ(flagged.code, 0) << flagged.err;
   EXPECT_THAT(flagged.out, HasSubstr("hoist watch r-1"));
+}
+
+// The rollback command a plan prints, run exactly as printed: it parses,
+// asks for the deployment's name before the restore, and sends what it says.
+TEST_F(UpgradeTest, ThePlansRollbackCommandRunsAsPrinted) {
+  auto manifest = rollout::ParseStackManifest("stack.yaml", R"(deployment: shop
+hosts: [host-1]
+services:
+  db:
+    role: database
+    image: registry.local/postgres:15
+  api:
+    role: api
+    repository: registry.local/shop/api
+backup:
+  postgres: {service: db, database: shop, user: shop}
+)");
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  rollout::PlanInput in;
+  in.manifest = *manifest;
+  rollout::AgentState host;
+  host.id = "host-1";
+  host.connected = true;
+  host.image_disk_free_bytes = host.backup_disk_free_bytes = 100ull << 30;
+  for (const char* service : {"db", "api"}) {
+    v1::ContainerInfo c;
+    c.mutable_instance()->set_deployment("shop");
+    c.mutable_instance()->set_service(service);
+    c.mutable_instance()->set_slot(v1::SLOT_BLUE);
+    c.set_version(std::string(service) == "db" ? "15" : "1.4.2");
+    c.set_name(absl::StrCat("shop-", service, "-blue-0-", c.version()));
+    c.set_state(v1::CONTAINER_STATE_RUNNING);
+    c.set_health(v1::HEALTH_HEALTHY);
+    host.containers.push_back(c);
+  }
+  in.agents = {host};
+  for (const auto& [version, out] : {std::pair<const char*, v1::Release*>{"1.4.2", &in.current.emplace()},
+                                     std::pair<const char*, v1::Release*>{"1.5.0", &in.target}}) {
+    out->set_deployment("shop");
+    out->set_version(version);
+    (*out->mutable_images())["api"] = absl::StrCat("registry.local/shop/api:", version);
+  }
+  auto plan = rollout::PlanRollout(in);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_THAT(plan->rollback_command, ::testing::StartsWith("hoist rollback "));
+
+  v1::RollbackResponse resp;
+  *resp.mutable_rollout() = SampleRollout(v1::ROLLOUT_STATE_PENDING);
+  resp.mutable_rollout()->set_is_rollback(true);
+  fake_.SetResponse("Rollback", resp);
+  std::vector<std::string> args = absl::StrSplit(plan->rollback_command.substr(6), ' ');
+  args.insert(args.begin(), {"--controller", fake_.address(), "--insecure", "--timeout", "5s"});
+  Result r = RunRaw(args, "shop\n", /*tty=*/true);
+  ASSERT_EQ(r.code, 0) << plan->rollback_command << "\n" << r.err;
+  EXPECT_THAT(r.out, HasSubstr("Type the deployment's name (shop) to confirm"));
+  auto req = fake_.LastRequest<v1::RollbackRequest>("Rollback");
+  EXPECT_EQ(req.deployment(), "shop");
+  EXPECT_EQ(req.to_version(), "1.4.2");
+  EXPECT_EQ(req.restore_backup_id(), "shop-pre-1.5.0");
+  EXPECT_EQ(req.confirm_name(), "shop");
 }
 
 TEST_F(CliTest, CutoverNeedsExactlyOneDirection) {

@@ -131,7 +131,7 @@ TEST(PlannerTest, PiprioUpgradeFollowsPiprioOrder) {
   EXPECT_EQ(plan.from_version, "1.0.0");
   EXPECT_EQ(plan.to_version, "1.1.0");
   EXPECT_EQ(plan.backup_id, "piprio-pre-1.1.0");
-  EXPECT_EQ(plan.rollback_command, "hoist rollback piprio --to 1.0.0 --restore piprio-pre-1.1.0");
+  EXPECT_EQ(plan.rollback_command, "hoist rollback -d piprio --to 1.0.0 --restore piprio-pre-1.1.0");
   EXPECT_THAT(plan.FindPhase("stop-scheduler")->reason, HasSubstr("role scheduler"));
   EXPECT_THAT(plan.FindPhase("replace-worker")->reason, HasSubstr("worker after api (services.worker.after)"));
   EXPECT_THAT(plan.FindPhase("reload-proxy")->reason, HasSubstr("role proxy"));
