@@ -143,7 +143,7 @@ int RunMatrix(const Args& args, CliIo& io) {
       return std::make_tuple(a->service(), a->host_name(), a->agent_id(), static_cast<int>(a->slot())) <
              std::make_tuple(b->service(), b->host_name(), b->agent_id(), static_cast<int>(b->slot()));
     });
-    Table table({"SERVICE", "HOST", "SLOT", "VERSION", "DIGEST", "HEALTHY"});
+    Table table({"SERVICE", "HOST", "ADDRESS", "SLOT", "VERSION", "DIGEST", "HEALTHY"});
     int skewed = 0;
     for (const auto* c : cells) {
       std::string version = OrDash(c->version());
@@ -154,7 +154,8 @@ int RunMatrix(const Args& args, CliIo& io) {
       std::string healthy = absl::StrCat(c->healthy(), "/", c->instances());
       if (c->healthy() < c->instances()) healthy = Paint(healthy, Colour::kRed, colour);
       table.AddRow({c->service(), OrDash(c->host_name().empty() ? c->agent_id() : c->host_name()),
-                    SlotName(c->slot()), version, ShortDigest(c->image_digest()), healthy});
+                    OrDash(c->host_address()), SlotName(c->slot()), version, ShortDigest(c->image_digest()),
+                    healthy});
     }
     table.Print(out);
     if (skewed > 0) {

@@ -547,6 +547,7 @@ absl::StatusOr<hoist::v1::GetVersionMatrixResponse> RolloutManager::Matrix(const
       cell.set_service(inst.service());
       cell.set_agent_id(c.agent_id);
       cell.set_host_name(c.host_name);
+      cell.set_host_address(c.host_address);
       cell.set_slot(inst.slot() == hoist::v1::SLOT_UNSPECIFIED ? hoist::v1::SLOT_BLUE : inst.slot());
       cell.set_version(c.info.version());
       cell.set_image_digest(c.info.image_digest());

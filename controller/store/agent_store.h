@@ -21,6 +21,7 @@ namespace hoist {
 struct ObservedContainer {
   std::string agent_id;
   std::string host_name;
+  std::string host_address;  // as the agent reported it; may be empty
   hoist::v1::ContainerInfo info;
 };
 

@@ -133,7 +133,7 @@ absl::StatusOr<std::vector<ObservedContainer>> PgAgentStore::ListContainers(cons
   absl::Status s = pool_->Transact([&](pqxx::work& tx) {
     pqxx::result r = tx.exec_params(
         "SELECT c.agent_id, a.host_name, c.container_id, c.name, c.deployment, c.service, c.slot, c.replica,"
-        " c.image, c.image_digest, c.version, c.state, c.health, c.exit_code"
+        " c.image, c.image_digest, c.version, c.state, c.health, c.exit_code, a.address"
         " FROM agent_containers c JOIN agents a ON a.id = c.agent_id"
         " WHERE $1 = '' OR c.deployment = $1 ORDER BY c.service, c.slot, c.replica, c.agent_id",
         deployment);
@@ -141,6 +141,7 @@ absl::StatusOr<std::vector<ObservedContainer>> PgAgentStore::ListContainers(cons
       ObservedContainer oc;
       oc.agent_id = row[0].as<std::string>();
       oc.host_name = row[1].as<std::string>();
+      oc.host_address = row[14].as<std::string>();
       hoist::v1::ContainerInfo& c = oc.info;
       c.set_container_id(row[2].as<std::string>());
       c.set_name(row[3].as<std::string>());

@@ -333,6 +333,7 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
   WaitForProxyBody("hello from web 1.1.0");
   std::string matrix = fleet_->MustHoist({"matrix"});
   EXPECT_THAT(matrix, Not(HasSubstr("1.0.0"))) << matrix;
+  EXPECT_THAT(matrix, HasSubstr(hosts_->node("host-2").address)) << "the matrix shows each host's address";
   EXPECT_THAT(matrix, Not(HasSubstr("skew"))) << matrix;
   for (const char* host : {"host-1", "host-2", "host-3"}) {
     std::set<std::string> images = ImagesOn(host);

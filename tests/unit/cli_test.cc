@@ -886,6 +886,7 @@ v1::GetVersionMatrixResponse SampleMatrix() {
     auto* c = m.add_cells();
     c->set_service(service);
     c->set_host_name(host);
+    if (std::string(host) == "host-1") c->set_host_address("10.0.0.11");
     c->set_slot(v1::SLOT_BLUE);
     c->set_version(version);
     c->set_image_digest("sha256:aaaabbbbccccddddeeee");
@@ -903,9 +904,9 @@ TEST_F(CliTest, MatrixMarksSkewAndListsViolations) {
   fake_.SetResponse("GetVersionMatrix", SampleMatrix());
   Result r = Run({"matrix"});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_THAT(r.out, AllOf(HasSubstr("SERVICE  HOST    SLOT  VERSION  DIGEST        HEALTHY"),
-                           HasSubstr("api      host-1  blue  1.5.0    aaaabbbbcccc  2/2"),
-                           HasSubstr("worker   host-2  blue  1.4.2 *  aaaabbbbcccc  1/2"),
+  EXPECT_THAT(r.out, AllOf(HasSubstr("SERVICE  HOST    ADDRESS    SLOT  VERSION  DIGEST        HEALTHY"),
+                           HasSubstr("api      host-1  10.0.0.11  blue  1.5.0    aaaabbbbcccc  2/2"),
+                           HasSubstr("worker   host-2  -          blue  1.4.2 *  aaaabbbbcccc  1/2"),
                            HasSubstr("* 1 cell runs a version other than the pinned 1.5.0"),
                            HasSubstr("! worker 1.4.2 must match api 1.5.0")));
   EXPECT_LT(r.out.find("api "), r.out.find("worker ")) << "rows sorted by service";
