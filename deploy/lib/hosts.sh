@@ -82,9 +82,15 @@ hosts_up() {
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
   local id subnet driver
-  id="$(printf '%04x' $((RANDOM % 65536)))"
-  subnet="$(free_subnet)"
   driver="$(storage_driver)"
+  # Runs started side by side (ctest -j) must not pick the same id or
+  # subnet: choose both and create the bridge under one host-wide lock.
+  mkdir -p /run/lock
+  exec 9>/run/lock/hoist-hosts.lock
+  flock 9
+  id="$(printf '%04x' $((RANDOM % 65536)))"
+  while ip link show "hb$id" >/dev/null 2>&1; do id="$(printf '%04x' $((RANDOM % 65536)))"; done
+  subnet="$(free_subnet)"
   local bridge="hb$id" prefix="hh$id"
   {
     echo "ID=$id"
@@ -100,6 +106,8 @@ hosts_up() {
   ip link add "$bridge" type bridge
   ip addr add "$subnet.1/24" dev "$bridge"
   ip link set "$bridge" up
+  flock -u 9
+  exec 9>&-
   # Docker sets the machine's FORWARD policy to DROP and bridged frames pass
   # through iptables (br_netfilter): let this bridge's nodes talk to each other.
   iptables -I FORWARD 1 -i "$bridge" -o "$bridge" -m comment --comment "hoist-hosts-$id" -j ACCEPT
