@@ -250,21 +250,14 @@ hosts_down() {
     ids="$(timeout 20 docker -H "unix://$d/docker.sock" ps -aq 2>/dev/null || true)"
     [[ -n "$ids" ]] && timeout 60 docker -H "unix://$d/docker.sock" rm -f $ids >/dev/null 2>&1 || true
   done
-  for d in "$dir"/*/; do
-    d="${d%/}"
-    for f in dockerd.launch.pid registry.pid; do
-      [[ -f "$d/$f" ]] || continue
-      pid="$(cat "$d/$f")"
-      kill -TERM "$pid" 2>/dev/null || continue
-    done
+  # The daemons and the registry: all asked to stop at once, then waited for.
+  local -a started=()
+  for f in "$dir"/*/dockerd.launch.pid "$dir"/*/registry.pid; do
+    [[ -f "$f" ]] && started+=("$(cat "$f")")
   done
-  for d in "$dir"/*/; do
-    d="${d%/}"
-    for f in dockerd.launch.pid registry.pid; do
-      [[ -f "$d/$f" ]] || continue
-      pid="$(cat "$d/$f")"
-      wait_gone "$pid" 20 || { kill -KILL "$pid" 2>/dev/null || true; wait_gone "$pid" 5 || true; }
-    done
+  for pid in "${started[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${started[@]}"; do
+    wait_gone "$pid" 20 || { kill -KILL "$pid" 2>/dev/null || true; wait_gone "$pid" 5 || true; }
   done
   # Whatever still runs in the run's namespaces was started by the run
   # (agents, controllers, a containerd left by a killed dockerd).
