@@ -3,6 +3,7 @@
 #include <map>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/container_names.h"
 #include "shared/proto_time.h"
@@ -56,6 +57,26 @@ std::string DigestOf(docker::DockerApi& docker, const docker::ContainerInfo& c,
 
 }  // namespace
 
+google::protobuf::RepeatedPtrField<hoist::v1::PortMapping> PublishedPorts(const docker::ContainerInfo& c) {
+  google::protobuf::RepeatedPtrField<hoist::v1::PortMapping> out;
+  for (const auto& [key, host_port] : c.published_ports) {
+    if (host_port == 0) continue;
+    absl::string_view port = key, protocol = "tcp";
+    if (size_t slash = key.find('/'); slash != std::string::npos) {
+      port = absl::string_view(key).substr(0, slash);
+      protocol = absl::string_view(key).substr(slash + 1);
+    }
+    uint32_t container_port = 0;
+    if (!absl::SimpleAtoi(port, &container_port) || container_port == 0 || container_port > 65535) continue;
+    hoist::v1::PortMapping* m = out.Add();
+    m->set_container_port(container_port);
+    m->set_host_port(host_port);
+    m->set_protocol(std::string(protocol));
+    if (auto ip = c.published_ips.find(key); ip != c.published_ips.end()) m->set_host_ip(ip->second);
+  }
+  return out;
+}
+
 absl::StatusOr<hoist::v1::Inventory> TakeInventory(
     docker::DockerApi& docker, const AgentPolicy& policy, Clock* clock,
     const std::function<hoist::v1::Health(const std::string&)>& observed_health) {
@@ -78,6 +99,7 @@ absl::StatusOr<hoist::v1::Inventory> TakeInventory(
     info->set_health(HealthOf(c.health));
     if (c.health.empty() && c.state == "running" && observed_health) info->set_health(observed_health(c.id));
     if (c.state == "exited" || c.state == "dead") info->set_exit_code(c.exit_code);
+    *info->mutable_published_ports() = PublishedPorts(c);
     SetTimestamp(c.created_at, info->mutable_created_at());
     SetTimestamp(c.started_at, info->mutable_started_at());
   }

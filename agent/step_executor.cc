@@ -13,6 +13,7 @@
 #include "shared/proto_time.h"
 #include "agent/haproxy.h"
 #include "agent/health_probe.h"
+#include "agent/inventory.h"
 #include "agent/step_validation.h"
 #include "shared/labels.h"
 #include "shared/logging.h"
@@ -411,6 +412,7 @@ absl::StatusOr<hoist::v1::StartResult> StepExecutor::DescribeStarted(const docke
   hoist::v1::StartResult start;
   start.set_container_id(info.id);
   start.set_container_name(info.name);
+  *start.mutable_published_ports() = PublishedPorts(info);
   // Published: where this host reaches it. Otherwise: its IP on its network.
   for (const auto& port : spec.ports()) {
     std::string key = absl::StrCat(port.container_port(), "/", port.protocol().empty() ? "tcp" : port.protocol());

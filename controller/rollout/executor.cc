@@ -249,6 +249,64 @@ void Executor::Event(uint64_t epoch, const StoredRollout& rollout, const std::st
   }
 }
 
+absl::Status Executor::ResolveBackends(const StoredRollout& rollout, hoist::v1::Step* action) {
+  if (!action->has_proxy_update()) return absl::OkStatus();
+  std::vector<hoist::v1::ProxyBackend*> open;
+  for (auto& route : *action->mutable_proxy_update()->mutable_routes()) {
+    for (auto& b : *route.mutable_backends()) {
+      if (b.address().empty() && b.has_instance()) open.push_back(&b);
+    }
+  }
+  if (open.empty()) return absl::OkStatus();
+  absl::StatusOr<std::vector<StoredStep>> steps = store_->GetSteps(rollout.id);
+  if (!steps.ok()) return steps.status();
+  auto same = [](const hoist::v1::InstanceRef& a, const hoist::v1::InstanceRef& b) {
+    return a.deployment() == b.deployment() && a.service() == b.service() && a.replica() == b.replica() &&
+           a.slot() == b.slot();
+  };
+  for (hoist::v1::ProxyBackend* b : open) {
+    const hoist::v1::PortMapping* found = nullptr;
+    const StoredStep* started = nullptr;
+    for (const StoredStep& s : *steps) {  // the last start of that instance wins
+      if (s.state != hoist::v1::STEP_STATE_SUCCEEDED || !s.action.has_value() || !s.action->has_start_instance() ||
+          !s.result.has_value() || !s.result->has_start()) {
+        continue;
+      }
+      const hoist::v1::StartInstance& start = s.action->start_instance();
+      if (!same(start.instance(), b->instance()) || start.version() != b->version()) continue;
+      started = &s;
+      found = nullptr;
+      for (const hoist::v1::PortMapping& p : s.result->start().published_ports()) {
+        if (p.container_port() == b->container_port() && p.host_port() != 0 &&
+            (p.protocol().empty() || p.protocol() == "tcp")) {
+          found = &p;
+        }
+      }
+    }
+    const std::string what = absl::StrCat(b->instance().service(), " replica ", b->instance().replica(), " (",
+                                          b->version(), ")");
+    if (started == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot route to ", what, ": no step of this rollout started it, so the port Docker published for its "
+          "container port ", b->container_port(), " is unknown; plan again so the plan reads it from the hosts"));
+    }
+    if (found == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot route to ", what, ": its start on ", started->agent_id,
+                                                        " reported no published host port for container port ",
+                                                        b->container_port()));
+    }
+    const std::string& address = found->host_ip();
+    if (address.empty() || address == "0.0.0.0" || address == "::") {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot route to ", what, ": its container port ", b->container_port(), " was published on every address of ",
+          started->agent_id, ", not on the host's address the plan gave"));
+    }
+    b->set_address(address);
+    b->set_port(found->host_port());
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& rollout, const StoredStep& step,
                                                        uint64_t epoch, Runner* runner, std::string* error) {
   if (absl::Status s = store_->MarkStepRunning(epoch, rollout.id, step.seq); !s.ok()) return s;
@@ -276,8 +334,13 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
       Event(epoch, rollout, "step_progress", p.message(), &step, hoist::v1::ROLLOUT_STATE_RUNNING,
             hoist::v1::STEP_STATE_RUNNING, &p);
     };
-    auto r = dispatcher_->RunStep(step.agent_id, action, on_progress, &runner->abort);
-    if (!r.ok()) {
+    absl::Status resolved = ResolveBackends(rollout, &action);
+    absl::StatusOr<hoist::v1::StepResult> r =
+        resolved.ok() ? dispatcher_->RunStep(step.agent_id, action, on_progress, &runner->abort) : resolved;
+    if (!resolved.ok()) {
+      state = hoist::v1::STEP_STATE_FAILED;
+      *error = std::string(resolved.message());
+    } else if (!r.ok()) {
       if (runner->abort.load() || r.status().code() == absl::StatusCode::kFailedPrecondition) {
         return absl::FailedPreconditionError(absl::StrCat("stopped: ", r.status().message()));
       }

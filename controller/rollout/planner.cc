@@ -1,5 +1,7 @@
 #include "controller/rollout/planner.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <functional>
 #include <tuple>
@@ -61,10 +63,19 @@ std::string StateWord(const v1::ContainerInfo& c) {
 
 // One container of a service as the plan goes: observed ones at first, then
 // the ones the plan starts.
+bool IsIpAddress(const std::string& a) {
+  in6_addr buf;
+  return inet_pton(AF_INET, a.c_str(), &buf) == 1 || inet_pton(AF_INET6, a.c_str(), &buf) == 1;
+}
+
 struct Live {
   std::string version;
   std::string agent;
   bool running = true;
+  // Ports Docker published for a container that runs now (from the
+  // inventory); empty for an instance this plan starts.
+  std::vector<v1::PortMapping> published;
+  bool planned = false;  // started by this plan
 };
 
 enum class Mode { kUpgrade, kInitial, kRollback, kRestore };
@@ -83,7 +94,7 @@ class Planner {
   void Place();
   // Refuses a stack whose proxy would reach a backend by its container name
   // across Docker hosts (names resolve on one engine only).
-  absl::Status CheckWiring() const;
+  absl::Status CheckWiring();
   absl::Status Preflight();
 
   // --- helpers for steps ---
@@ -131,7 +142,9 @@ class Planner {
     if (!s.versioned()) return s.image;
     return in_.target.images().at(s.name);
   }
-  v1::ContainerSpec SpecOf(const ServiceSpec& s, const std::string& image) const;
+  // `host`: where the container runs (its address binds cross-host ports);
+  // empty for a job, which publishes nothing.
+  v1::ContainerSpec SpecOf(const ServiceSpec& s, const std::string& image, const std::string& host) const;
   v1::HealthCheck CheckOf(const HealthSpec& h, const std::string& version) const;
   // Where one-shot jobs of a service run: its first replica's host.
   std::string HostOfFirstReplica(const ServiceSpec& s) const {
@@ -140,9 +153,25 @@ class Planner {
     std::vector<std::string> eligible = m_.EligibleHosts(s);
     return eligible.empty() ? m_.hosts.front().id : eligible.front();
   }
+  // How other hosts reach `agent`'s host: the manifest's address, else the
+  // one its agent reported, else its id.
   std::string HostAddress(const std::string& agent) const {
     const HostSpec* h = m_.FindHost(agent);
-    return h == nullptr || h->address.empty() ? agent : h->address;
+    if (h != nullptr && !h->address.empty()) return h->address;
+    auto it = agents_.find(agent);
+    if (it != agents_.end() && !it->second->address.empty()) return it->second->address;
+    return agent;
+  }
+  std::string EngineOf(const std::string& agent) const {
+    auto it = agents_.find(agent);
+    return it == agents_.end() ? "" : it->second->docker_engine_id;
+  }
+  // Container ports of `service` that a proxy on another Docker host sends
+  // traffic to without a fixed host port: published on a port Docker chooses,
+  // on the host's address.
+  bool CrossHost(const std::string& service, uint32_t container_port) const {
+    auto it = cross_host_.find(service);
+    return it != cross_host_.end() && it->second.contains(container_port);
   }
 
   // `slot` SLOT_UNSPECIFIED is the live slot; another slot's steps carry its
@@ -160,8 +189,10 @@ class Planner {
     return slot == v1::SLOT_UNSPECIFIED || slot == live_slot_ ? "" : absl::StrCat(" ", SlotWord(slot));
   }
   // One backend of `route` for container c (replica r of the route's service) in `slot`.
-  void AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t replica, const Live& c, v1::Slot slot,
-                  v1::BackendState state) const;
+  // Adds c as a backend of route; false when the proxy cannot reach it (the
+  // plan warns).
+  bool AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t replica, const Live& c, v1::Slot slot,
+                  v1::BackendState state);
   // For every proxy with a route `pick` selects and a running instance: one
   // proxy_update per host; fill adds a route's backends and returns its summary.
   void StepProxyUpdate(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
@@ -212,6 +243,7 @@ class Planner {
   // The same for the idle slot: leftovers observed, then what a blue-green plan starts there.
   std::map<std::string, std::map<uint32_t, std::vector<Live>>> idle_;
   std::map<std::string, std::vector<v1::ContainerInfo>> observed_;
+  std::map<std::string, std::set<uint32_t>> cross_host_;  // see CrossHost()
   std::map<std::string, std::vector<std::string>> placement_;  // service -> host per replica
   std::vector<std::string> moving_;
   MoveOrder order_;
@@ -312,7 +344,8 @@ absl::Status Planner::CollectObserved() {
         if (in_.strategy == v1::STRATEGY_BLUE_GREEN && m_.FindService(c.instance().service()) != nullptr &&
             agents_.contains(a.id)) {
           idle_[c.instance().service()][c.instance().replica()].push_back(
-              Live{c.version(), a.id, c.state() == v1::CONTAINER_STATE_RUNNING});
+              Live{c.version(), a.id, c.state() == v1::CONTAINER_STATE_RUNNING,
+                   {c.published_ports().begin(), c.published_ports().end()}});
         } else {
           plan_.warnings.push_back(absl::StrCat("a ", SlotWord(slot), "-slot container ", c.name(), " is on ", a.id,
                                                 ", but ", SlotWord(live_slot_),
@@ -332,7 +365,8 @@ absl::Status Planner::CollectObserved() {
       }
       observed_[s->name].push_back(c);
       live_[s->name][c.instance().replica()].push_back(
-          Live{c.version(), a.id, c.state() == v1::CONTAINER_STATE_RUNNING});
+          Live{c.version(), a.id, c.state() == v1::CONTAINER_STATE_RUNNING,
+               {c.published_ports().begin(), c.published_ports().end()}});
     }
   }
   for (const std::string& s : strangers) {
@@ -391,11 +425,8 @@ void Planner::Place() {
   }
 }
 
-absl::Status Planner::CheckWiring() const {
-  auto engine = [&](const std::string& host) -> std::string {
-    auto it = agents_.find(host);
-    return it == agents_.end() ? "" : it->second->docker_engine_id;
-  };
+absl::Status Planner::CheckWiring() {
+  cross_host_.clear();
   std::vector<std::string> problems;
   for (const ServiceSpec& proxy : m_.services) {
     if (proxy.role != v1::ROLE_PROXY || proxy.routes.empty()) continue;
@@ -409,20 +440,28 @@ absl::Status Planner::CheckWiring() const {
       if (fixed_port) continue;  // reached at the host's address
       auto target_hosts = placement_.find(target->name);
       if (target_hosts == placement_.end()) continue;
-      std::set<std::string> apart;
-      for (const std::string& ph : std::set<std::string>(proxy_hosts->second.begin(), proxy_hosts->second.end())) {
+      const std::set<std::string> proxy_set(proxy_hosts->second.begin(), proxy_hosts->second.end());
+      std::set<std::string> apart;  // target hosts on another engine than some proxy
+      for (const std::string& ph : proxy_set) {
         for (const std::string& th : target_hosts->second) {
-          const std::string pe = engine(ph), te = engine(th);
-          if (!pe.empty() && !te.empty() && pe != te) apart.insert(absl::StrCat(th, " (proxy on ", ph, ")"));
+          const std::string pe = EngineOf(ph), te = EngineOf(th);
+          if (!pe.empty() && !te.empty() && pe != te) apart.insert(th);
         }
       }
       if (apart.empty()) continue;
+      // Reached at address:port, the port Docker chooses when the instance starts.
+      cross_host_[target->name].insert(r.port);
+      std::vector<std::string> unaddressed;
+      for (const std::string& th : apart) {
+        if (!IsIpAddress(HostAddress(th))) unaddressed.push_back(absl::StrCat(th, " (\"", HostAddress(th), "\")"));
+      }
+      if (unaddressed.empty()) continue;
       problems.push_back(absl::StrCat(
           "services.", proxy.name, ".routes.", r.name, " sends traffic to ", target->name, ":", r.port,
-          ", which runs on another Docker host than the proxy: ", absl::StrJoin(apart, ", "),
-          "; without a fixed host port the proxy reaches it by container name, which resolves only on its own "
-          "host. Publish the port on a fixed host port (", target->name, ".ports: [\"", r.port, ":", r.port,
-          "\"]; the hosts' address: is used) or place ", target->name, " on the proxy's host"));
+          ", which runs on another Docker host than the proxy (", absl::StrJoin(proxy_set, ", "),
+          "), and these hosts have no IP address to publish it on: ", absl::StrJoin(unaddressed, ", "),
+          ". Give each host its IP in hosts[].address (or start its agent with --address), or place ", target->name,
+          " on the proxy's host"));
     }
   }
   if (problems.empty()) return absl::OkStatus();
@@ -543,7 +582,7 @@ v1::HealthCheck Planner::CheckOf(const HealthSpec& h, const std::string& version
   return c;
 }
 
-v1::ContainerSpec Planner::SpecOf(const ServiceSpec& s, const std::string& image) const {
+v1::ContainerSpec Planner::SpecOf(const ServiceSpec& s, const std::string& image, const std::string& host) const {
   v1::ContainerSpec spec;
   spec.set_image(image);
   for (const std::string& a : s.command) spec.add_command(a);
@@ -555,6 +594,24 @@ v1::ContainerSpec Planner::SpecOf(const ServiceSpec& s, const std::string& image
     pm->set_host_port(p.host_port);
     pm->set_host_ip(p.host_ip);
     pm->set_protocol(p.protocol);
+  }
+  // A proxy on another Docker host reaches these on the host's address, on
+  // a port Docker chooses (so a start-first replacement can run beside the
+  // old instance); the start result reports it.
+  if (auto cross = cross_host_.find(s.name); cross != cross_host_.end() && !host.empty()) {
+    for (uint32_t port : cross->second) {
+      bool declared = false;
+      for (v1::PortMapping& pm : *spec.mutable_ports()) {
+        if (pm.container_port() != port || (pm.protocol() != "tcp" && !pm.protocol().empty())) continue;
+        declared = true;
+        if (pm.host_ip().empty() || pm.host_ip() == "0.0.0.0") pm.set_host_ip(HostAddress(host));
+      }
+      if (declared) continue;
+      v1::PortMapping* pm = spec.add_ports();
+      pm->set_container_port(port);
+      pm->set_host_ip(HostAddress(host));
+      pm->set_protocol("tcp");
+    }
   }
   for (const VolumeSpec& v : s.volumes) {
     v1::VolumeMount* vm = spec.add_volumes();
@@ -584,7 +641,7 @@ void Planner::StepStart(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, u
   v1::StartInstance* a = st.action.mutable_start_instance();
   *a->mutable_instance() = *st.instance;
   a->set_version(version);
-  *a->mutable_spec() = SpecOf(s, image);
+  *a->mutable_spec() = SpecOf(s, image, host);
   // The agent writes the proxy's configuration from these; proxy_update steps add the backends.
   if (s.role == v1::ROLE_PROXY) {
     for (const RouteSpec& r : s.routes) {
@@ -593,7 +650,7 @@ void Planner::StepStart(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, u
       f->set_listen_port(r.listen);
     }
   }
-  SlotLive(slot)[s.name][replica].push_back(Live{version, host, true});
+  SlotLive(slot)[s.name][replica].push_back(Live{version, host, true, {}, true});
 }
 
 bool Planner::StepProbe(PlanPhase& ph, const ServiceSpec& s, uint32_t replica,
@@ -664,8 +721,9 @@ void Planner::StepProxyRoutes(PlanPhase& ph, const std::string& service,
         bool drains = std::any_of(draining.begin(), draining.end(), [&](const auto& d) {
           return d.first == replica && d.second->version == c.version && d.second->agent == c.agent;
         });
-        AddBackend(route, r, replica, c, live_slot_, drains ? v1::BACKEND_STATE_DRAIN : v1::BACKEND_STATE_READY);
-        (drains ? drain : ready)++;
+        if (AddBackend(route, r, replica, c, live_slot_, drains ? v1::BACKEND_STATE_DRAIN : v1::BACKEND_STATE_READY)) {
+          (drains ? drain : ready)++;
+        }
       }
     }
     return absl::StrCat(r.name, " -> ", ready, " ready", drain > 0 ? absl::StrCat(", ", drain, " draining") : "");
@@ -711,25 +769,59 @@ void Planner::StepProxyUpdate(PlanPhase& ph, const std::function<bool(const Rout
 
 void Planner::StepProxyReload(PlanPhase& ph, uint32_t batch) { StepProxyRoutes(ph, "", {}, batch); }
 
-void Planner::AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t replica, const Live& c, v1::Slot slot,
-                         v1::BackendState state) const {
+bool Planner::AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t replica, const Live& c, v1::Slot slot,
+                         v1::BackendState state) {
   const ServiceSpec* target = m_.FindService(r.service);
+  const bool cross = CrossHost(r.service, r.port);
+  if (cross && !c.planned &&
+      std::none_of(c.published.begin(), c.published.end(), [&](const v1::PortMapping& p) {
+        return p.container_port() == r.port && p.host_port() != 0;
+      })) {
+    const std::string w = absl::StrCat(r.service, " replica ", replica, " (", c.version, ") on ", c.agent,
+                                       " publishes no host port for ", r.port,
+                                       ", so the proxy on another Docker host cannot reach it; it gets no traffic "
+                                       "until this rollout replaces it");
+    if (std::find(plan_.warnings.begin(), plan_.warnings.end(), w) == plan_.warnings.end()) {
+      plan_.warnings.push_back(w);
+    }
+    return false;
+  }
   v1::ProxyBackend* b = route->add_backends();
   b->set_name(absl::StrCat(m_.deployment, "-", r.service, "-", SlotWord(slot), "-", replica, "-", c.version));
-  // A fixed host port is reached on the host; otherwise by name on the network.
-  const PortSpec* published = nullptr;
-  for (const PortSpec& p : target->ports) {
-    if (p.container_port == r.port && p.host_port != 0) published = &p;
-  }
-  if (published != nullptr) {
-    bool specific = !published->host_ip.empty() && published->host_ip != "0.0.0.0";
-    b->set_address(specific ? published->host_ip : HostAddress(c.agent));
-    b->set_port(published->host_port);
-  } else {
-    b->set_address(b->name());
-    b->set_port(r.port);
-  }
   b->set_state(state);
+  // A fixed host port is reached on the host.
+  const PortSpec* fixed = nullptr;
+  for (const PortSpec& p : target->ports) {
+    if (p.container_port == r.port && p.host_port != 0) fixed = &p;
+  }
+  if (fixed != nullptr) {
+    bool specific = !fixed->host_ip.empty() && fixed->host_ip != "0.0.0.0";
+    b->set_address(specific ? fixed->host_ip : HostAddress(c.agent));
+    b->set_port(fixed->host_port);
+    return true;
+  }
+  // Across Docker hosts: on the port Docker chose, at the host's address.
+  if (cross) {
+    for (const v1::PortMapping& p : c.published) {
+      if (p.container_port() != r.port || p.host_port() == 0 || (p.protocol() != "tcp" && !p.protocol().empty())) {
+        continue;
+      }
+      bool specific = !p.host_ip().empty() && p.host_ip() != "0.0.0.0" && p.host_ip() != "::";
+      b->set_address(specific ? p.host_ip() : HostAddress(c.agent));
+      b->set_port(p.host_port());
+      return true;
+    }
+    // Known once the instance starts (or, for one started before the
+    // port was published, once it is replaced): the controller fills it in.
+    *b->mutable_instance() = Ref(r.service, replica, slot);
+    b->set_version(c.version);
+    b->set_container_port(r.port);
+    return true;
+  }
+  // On the proxy's own Docker host: by name on the deployment network.
+  b->set_address(b->name());
+  b->set_port(r.port);
+  return true;
 }
 
 void Planner::StepProxySlots(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
@@ -742,8 +834,7 @@ void Planner::StepProxySlots(PlanPhase& ph, const std::function<bool(const Route
       for (const auto& [replica, cs] : SlotLive(slot)[r.service]) {
         for (const Live& c : cs) {
           if (!c.running) continue;
-          AddBackend(route, r, replica, c, slot, state);
-          ++n;
+          if (AddBackend(route, r, replica, c, slot, state)) ++n;
         }
       }
       parts.push_back(absl::StrCat(n, " ", SlotWord(slot), " ", state == v1::BACKEND_STATE_READY ? "serving" : "drained"));
@@ -766,7 +857,7 @@ void Planner::StepJob(PlanPhase& ph, const ServiceSpec& s, const std::string& jo
   a->set_deployment(m_.deployment);
   a->set_name(job_name);
   a->set_version(NewVersion(s));
-  v1::ContainerSpec spec = SpecOf(s, image);
+  v1::ContainerSpec spec = SpecOf(s, image, "");
   // A job runs beside the service: it must not take its host ports or its name.
   spec.clear_ports();
   spec.clear_network_aliases();

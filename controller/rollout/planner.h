@@ -40,6 +40,9 @@ struct AgentState {
   // Agents with different IDs run on different Docker hosts, and a container
   // name on a deployment network only resolves on its own engine.
   std::string docker_engine_id;
+  // The address the agent reported for its host (its --address); the
+  // manifest's hosts[].address, when given, wins.
+  std::string address;
   // Managed containers on the host (every deployment's; others are ignored).
   std::vector<hoist::v1::ContainerInfo> containers;
 };

@@ -186,6 +186,7 @@ absl::StatusOr<PlanInput> RolloutManager::Input(const std::string& deployment, c
     st.image_disk_free_bytes = a.image_disk_free_bytes();
     st.backup_disk_free_bytes = a.backup_disk_free_bytes();
     st.docker_engine_id = a.docker_engine_id();
+    st.address = a.address();
     for (const ObservedContainer& c : *containers) {
       if (c.agent_id == a.id()) st.containers.push_back(c.info);
     }
@@ -398,10 +399,9 @@ absl::StatusOr<hoist::v1::CutoverResponse> RolloutManager::Cutover(uint64_t epoc
     // The switch step as planned, or with every backend's state flipped: the
     // same servers, so HAProxy only changes states (no server added).
     const std::string stamp = absl::StrCat(absl::ToUnixMicros(start));
-    std::vector<absl::StatusOr<hoist::v1::StepResult>> results(switches.size(), absl::UnknownError("not run"));
-    std::vector<std::thread> threads;
-    for (size_t i = 0; i < switches.size(); ++i) {
-      hoist::v1::Step action = *switches[i]->action;
+    std::vector<hoist::v1::Step> actions;
+    for (const StoredStep* sw : switches) {
+      hoist::v1::Step action = *sw->action;
       if (back) {
         for (auto& route : *action.mutable_proxy_update()->mutable_routes()) {
           for (auto& b : *route.mutable_backends()) {
@@ -410,12 +410,18 @@ absl::StatusOr<hoist::v1::CutoverResponse> RolloutManager::Cutover(uint64_t epoc
           }
         }
       }
-      action.set_step_id(absl::StrCat(rollout.id, "/cutover-", stamp, "-", word, "-", switches[i]->agent_id));
+      // Backends on other Docker hosts, at the ports their start reported.
+      if (absl::Status s = executor_->ResolveBackends(rollout, &action); !s.ok()) return s;
+      action.set_step_id(absl::StrCat(rollout.id, "/cutover-", stamp, "-", word, "-", sw->agent_id));
       action.set_rollout_id(rollout.id);
-      const absl::Duration timeout =
-          switches[i]->timeout > absl::ZeroDuration() ? switches[i]->timeout : absl::Minutes(1);
+      const absl::Duration timeout = sw->timeout > absl::ZeroDuration() ? sw->timeout : absl::Minutes(1);
       SetTimestamp(clock_->Now() + timeout, action.mutable_deadline());
-      threads.emplace_back([this, &results, i, action, agent = switches[i]->agent_id] {
+      actions.push_back(std::move(action));
+    }
+    std::vector<absl::StatusOr<hoist::v1::StepResult>> results(switches.size(), absl::UnknownError("not run"));
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < switches.size(); ++i) {
+      threads.emplace_back([this, &results, i, action = actions[i], agent = switches[i]->agent_id] {
         results[i] = dispatcher_->RunStep(agent, action, nullptr, nullptr);
       });
     }

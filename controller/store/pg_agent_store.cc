@@ -15,6 +15,42 @@ std::string LabelsJson(const google::protobuf::Map<std::string, std::string>& la
   return j.dump();
 }
 
+std::string PortsJson(const google::protobuf::RepeatedPtrField<hoist::v1::PortMapping>& ports) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const hoist::v1::PortMapping& p : ports) {
+    j.push_back({{"container_port", p.container_port()},
+                 {"protocol", p.protocol()},
+                 {"host_ip", p.host_ip()},
+                 {"host_port", p.host_port()}});
+  }
+  return j.dump();
+}
+
+// What PortsJson wrote; anything else (a row written by hand) reads as no ports.
+void ParsePorts(const std::string& text, google::protobuf::RepeatedPtrField<hoist::v1::PortMapping>* out) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_array()) return;
+  for (const nlohmann::json& e : j) {
+    if (!e.is_object()) continue;
+    auto port = [&](const char* key) -> uint32_t {
+      auto it = e.find(key);
+      if (it == e.end() || !it->is_number_unsigned()) return 0;
+      uint64_t v = it->get<uint64_t>();
+      return v > 65535 ? 0 : static_cast<uint32_t>(v);
+    };
+    auto text_of = [&](const char* key) -> std::string {
+      auto it = e.find(key);
+      return it != e.end() && it->is_string() ? it->get<std::string>() : "";
+    };
+    if (port("container_port") == 0 || port("host_port") == 0) continue;
+    hoist::v1::PortMapping* p = out->Add();
+    p->set_container_port(port("container_port"));
+    p->set_host_port(port("host_port"));
+    p->set_protocol(text_of("protocol"));
+    p->set_host_ip(text_of("host_ip"));
+  }
+}
+
 int64_t ClampBytes(uint64_t v) { return v > INT64_MAX ? INT64_MAX : static_cast<int64_t>(v); }
 
 }  // namespace
@@ -62,12 +98,13 @@ absl::Status PgAgentStore::ReplaceInventory(uint64_t epoch, const std::string& a
     for (const hoist::v1::ContainerInfo& c : inventory.containers()) {
       tx.exec_params0(
           "INSERT INTO agent_containers (agent_id, container_id, name, deployment, service, slot, replica,"
-          " image, image_digest, version, state, health, exit_code)"
-          " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+          " image, image_digest, version, state, health, exit_code, published_ports)"
+          " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb)"
           " ON CONFLICT (agent_id, container_id) DO NOTHING",
           agent_id, c.container_id(), c.name(), c.instance().deployment(), c.instance().service(),
           SlotName(c.instance().slot()), static_cast<int>(c.instance().replica()), c.image(), c.image_digest(),
-          c.version(), ContainerStateName(c.state()), HealthName(c.health()), c.exit_code());
+          c.version(), ContainerStateName(c.state()), HealthName(c.health()), c.exit_code(),
+          PortsJson(c.published_ports()));
     }
     return absl::OkStatus();
   });
@@ -133,7 +170,7 @@ absl::StatusOr<std::vector<ObservedContainer>> PgAgentStore::ListContainers(cons
   absl::Status s = pool_->Transact([&](pqxx::work& tx) {
     pqxx::result r = tx.exec_params(
         "SELECT c.agent_id, a.host_name, c.container_id, c.name, c.deployment, c.service, c.slot, c.replica,"
-        " c.image, c.image_digest, c.version, c.state, c.health, c.exit_code, a.address"
+        " c.image, c.image_digest, c.version, c.state, c.health, c.exit_code, a.address, c.published_ports::text"
         " FROM agent_containers c JOIN agents a ON a.id = c.agent_id"
         " WHERE $1 = '' OR c.deployment = $1 ORDER BY c.service, c.slot, c.replica, c.agent_id",
         deployment);
@@ -155,6 +192,7 @@ absl::StatusOr<std::vector<ObservedContainer>> PgAgentStore::ListContainers(cons
       c.set_state(ParseContainerState(row[11].as<std::string>()));
       c.set_health(ParseHealth(row[12].as<std::string>()));
       c.set_exit_code(row[13].as<int>());
+      ParsePorts(row[15].as<std::string>(), c.mutable_published_ports());
       out.push_back(std::move(oc));
     }
     return absl::OkStatus();

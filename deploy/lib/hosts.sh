@@ -282,6 +282,11 @@ hosts_down() {
     [[ -z "$m" ]] && break
     while read -r t; do umount -l "$t" 2>/dev/null || true; done <<<"$m"
   done
+  # Deleting the root-side end removes both ends at once; a namespace's own
+  # veths would otherwise go only when its last process has let go of it.
+  if [[ -f "$dir/veths" ]]; then
+    while read -r name veth; do ip link del "$veth" 2>/dev/null || true; done <"$dir/veths"
+  fi
   if [[ -f "$dir/namespaces" ]]; then
     while read -r name; do ip netns del "$PREFIX-$name" 2>/dev/null || true; done <"$dir/namespaces"
   fi
@@ -289,7 +294,7 @@ hosts_down() {
     iptables -D FORWARD -i "$BRIDGE" -o "$BRIDGE" -m comment --comment "hoist-hosts-$ID" -j ACCEPT 2>/dev/null || true
   fi
   ip link del "$BRIDGE" 2>/dev/null || true
-  # The kernel removes a deleted namespace's veths a moment later.
+  # The kernel may take a moment to finish deleting them.
   for _ in $(seq 50); do
     ip -o link show | grep -q "hv$ID" || break
     sleep 0.1

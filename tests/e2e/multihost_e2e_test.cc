@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -17,6 +18,7 @@
 #include "nlohmann/json.hpp"
 #include "shared/http_client.h"
 #include "shared/subprocess.h"
+#include "tests/bench/loadgen.h"
 #include "tests/fixtures/docker_env.h"
 #include "tests/fixtures/hoist_fleet.h"
 #include "tests/fixtures/postgres_cluster.h"
@@ -221,16 +223,21 @@ class MultiHostE2eTest : public ::testing::Test {
     fleet_ = std::move(*fleet);
   }
 
-  // The stack with web on a fixed host port, and releases 1.0.0 and 1.1.0.
-  void ApplyWiredStack() {
-    auto values = values_;
-    values["WEB_PORTS"] = "\"18080:8080\"";
-    fleet_->MustHoist({"apply", fleet_->WriteFile("stack.yaml", FillTemplate(kStack, values))});
+  // The stack filled with `values` as `file`, and releases 1.0.0 and 1.1.0.
+  void ApplyStack(std::map<std::string, std::string> values, const std::string& file = "stack.yaml") {
+    fleet_->MustHoist({"apply", fleet_->WriteFile(file, FillTemplate(kStack, values))});
     for (const char* v : {"1.0.0", "1.1.0"}) {
       values["VERSION"] = v;
       fleet_->MustHoist({"release", "create",
                          fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kRelease, values))});
     }
+  }
+
+  // The stack with web on a fixed host port.
+  void ApplyWiredStack() {
+    auto values = values_;
+    values["WEB_PORTS"] = "\"18080:8080\"";
+    ApplyStack(values);
   }
 
   void TearDown() override {
@@ -296,31 +303,41 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
   }
   EXPECT_EQ(engines.size(), 3u) << agents.dump();
 
-  // web behind a proxy on another host, reached by container name: refused
-  // by plan with the fix, before anything is touched.
+  // web behind a proxy on another host, on hosts whose address is a name
+  // Docker cannot bind a port to: refused by plan with the fix, before
+  // anything is touched.
   auto values = values_;
   values["WEB_PORTS"] = "{container: 8080}";
-  fleet_->MustHoist({"apply", fleet_->WriteFile("unwired.yaml", FillTemplate(kStack, values))});
-  for (const char* v : {"1.0.0", "1.1.0"}) {
-    values["VERSION"] = v;
-    fleet_->MustHoist(
-        {"release", "create", fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kRelease, values))});
-  }
+  values["ADDR1"] = "host-1.internal";
+  values["ADDR2"] = "host-2.internal";
+  ApplyStack(values, "unwired.yaml");
   auto refused = fleet_->Hoist({"plan", "1.0.0"});
   ASSERT_TRUE(refused.ok()) << refused.status();
   EXPECT_EQ(refused->exit_code, 1) << refused->stdout_text << refused->stderr_text;
-  EXPECT_THAT(refused->stderr_text, HasSubstr("services.proxy.routes.web sends traffic to web:8080, which runs on "
-                                              "another Docker host than the proxy: host-1 (proxy on host-3)"));
-  EXPECT_THAT(refused->stderr_text, HasSubstr("Publish the port on a fixed host port"));
+  EXPECT_THAT(refused->stderr_text,
+              HasSubstr("services.proxy.routes.web sends traffic to web:8080, which runs on another Docker host than "
+                        "the proxy (host-3), and these hosts have no IP address to publish it on: host-1 "
+                        "(\"host-1.internal\"), host-2 (\"host-2.internal\")"));
+  EXPECT_THAT(refused->stderr_text, HasSubstr("Give each host its IP in hosts[].address"));
   for (const char* host : {"host-1", "host-2", "host-3"}) {
     EXPECT_TRUE(ImagesOn(host).empty()) << host << " pulled although the plan was refused";
   }
 
-  // The same with web on a fixed host port: the proxy reaches each replica at its host's address.
-  values["WEB_PORTS"] = "\"18080:8080\"";
+  // With the hosts' addresses: each web replica publishes 8080 on a port
+  // Docker chooses, on its own host's address, and the proxy on host-3
+  // reaches it there.
+  values["ADDR1"] = values_["ADDR1"];
+  values["ADDR2"] = values_["ADDR2"];
   fleet_->MustHoist({"apply", fleet_->WriteFile("stack.yaml", FillTemplate(kStack, values))});
   fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
   WaitForProxyBody("hello from web 1.0.0");
+  for (const char* host : {"host-1", "host-2"}) {
+    auto ports = DockerOn(hosts_->node(host), {"ps", "--filter", "label=hoist.service=web", "--format", "{{.Ports}}"});
+    ASSERT_TRUE(ports.ok()) << ports.status();
+    EXPECT_THAT(*ports, HasSubstr(absl::StrCat(hosts_->node(host).address, ":"))) << host;
+    EXPECT_THAT(*ports, HasSubstr("->8080/tcp")) << host;
+    EXPECT_THAT(*ports, Not(HasSubstr("0.0.0.0"))) << host << ": published on every interface";
+  }
 
   // Each host pulled what it runs, and only that.
   EXPECT_EQ(ImagesOn("host-1"), (std::set<std::string>{Image("worker", "1.0.0"), Image("scheduler", "1.0.0"),
@@ -329,7 +346,21 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
             (std::set<std::string>{Image("worker", "1.0.0"), Image("api", "1.0.0"), Image("web", "1.0.0")}));
   EXPECT_EQ(ImagesOn("host-3"), (std::set<std::string>{Image("worker", "1.0.0"), values_["PROXY_IMAGE"]}));
 
-  fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
+  // The upgrade replaces web start-first on hosts the proxy does not run
+  // on, under load through the proxy: nothing fails.
+  bench::LoadGenerator load(
+      {.host = hosts_->node("host-3").address, .port = 18000, .connections = 8, .rate_per_second = 200});
+  load.Start();
+  absl::SleepFor(absl::Seconds(2));  // the baseline must already be clean
+  std::string out = fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
+  absl::SleepFor(absl::Seconds(2));
+  bench::LoadStats stats = load.Stop();
+  std::cout << "load through the proxy on host-3 during the upgrade: " << stats.served << " served, " << stats.failed
+            << " failed, p99 " << stats.p99_ms << " ms\n";
+  EXPECT_EQ(stats.failed, 0) << "first reasons: " << absl::StrJoin(stats.failure_samples, "; ") << "\n" << out;
+  EXPECT_GT(stats.served, 500) << "the load generator stalled";
+  EXPECT_EQ(stats.first_body, "hello from web 1.0.0");
+  EXPECT_EQ(stats.last_body, "hello from web 1.1.0");
   WaitForProxyBody("hello from web 1.1.0");
   std::string matrix = fleet_->MustHoist({"matrix"});
   EXPECT_THAT(matrix, Not(HasSubstr("1.0.0"))) << matrix;
@@ -349,6 +380,60 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
   auto on_h2 = DockerOn(hosts_->node("host-2"), {"ps", "--filter", "label=hoist.service=api", "--format", "{{.Image}}"});
   ASSERT_TRUE(on_h2.ok());
   EXPECT_EQ(Lines(*on_h2), (std::set<std::string>{Image("api", "1.1.0")})) << "the api runs on host-2 only";
+}
+
+// Blue-green with the proxy on a host of its own: green starts beside blue
+// on host-1 and host-2, each instance on a port Docker chose, and the proxy
+// on host-3 switches to it, back, and forward again; finish retires blue.
+TEST_F(MultiHostE2eTest, BlueGreenWithTheProxyOnAnotherHostSwitchesBackAndFinishes) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(1));
+  auto values = values_;
+  values["WEB_PORTS"] = "{container: 8080}";
+  ApplyStack(values);
+  fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
+  WaitForProxyBody("hello from web 1.0.0");
+  ASSERT_FALSE(HasFailure());
+
+  bench::LoadGenerator load(
+      {.host = hosts_->node("host-3").address, .port = 18000, .connections = 8, .rate_per_second = 200});
+  load.Start();
+  absl::SleepFor(absl::Seconds(2));
+  std::string out = fleet_->MustHoist(
+      {"upgrade", "1.1.0", "--strategy", "blue-green", "--grace-period", "10m", "--yes"}, absl::Minutes(5));
+  WaitForProxyBody("hello from web 1.1.0");
+  for (const char* host : {"host-1", "host-2"}) {
+    auto names = DockerOn(hosts_->node(host), {"ps", "--filter", "label=hoist.service=web", "--format", "{{.Names}}"});
+    ASSERT_TRUE(names.ok()) << names.status();
+    EXPECT_THAT(*names, HasSubstr("-web-blue-")) << host << ": blue should still run during the grace period";
+    EXPECT_THAT(*names, HasSubstr("-web-green-")) << host;
+  }
+  fleet_->MustHoist({"cutover", "--back"});
+  WaitForProxyBody("hello from web 1.0.0");
+  fleet_->MustHoist({"cutover", "--forward"});
+  WaitForProxyBody("hello from web 1.1.0");
+  fleet_->MustHoist({"cutover", "--finish"});
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  auto blue_left = [&] {
+    int n = 0;
+    for (const char* host : {"host-1", "host-2"}) {
+      auto names = DockerOn(hosts_->node(host), {"ps", "-a", "--filter", "label=hoist.service=web", "--format",
+                                                 "{{.Names}}"});
+      if (!names.ok() || absl::StrContains(*names, "-web-blue-")) ++n;
+    }
+    return n;
+  };
+  while (blue_left() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(blue_left(), 0) << "finish should retire blue on both hosts";
+  absl::SleepFor(absl::Seconds(1));
+  bench::LoadStats stats = load.Stop();
+  std::cout << "load through the proxy on host-3 during blue-green, back, forward and finish: " << stats.served
+            << " served, " << stats.failed << " failed, p99 " << stats.p99_ms << " ms\n";
+  EXPECT_EQ(stats.failed, 0) << "first reasons: " << absl::StrJoin(stats.failure_samples, "; ") << "\n" << out;
+  EXPECT_GT(stats.served, 500) << "the load generator stalled";
+  EXPECT_EQ(stats.last_body, "hello from web 1.1.0");
+  EXPECT_EQ(stats.bodies.size(), 2u) << "answers other than the two versions' greeting";
+  std::string status = fleet_->MustHoist({"status"});
+  EXPECT_THAT(status, HasSubstr("SUCCEEDED")) << status;
 }
 
 class FaultE2eTest : public MultiHostE2eTest {

@@ -17,6 +17,7 @@ namespace {
 namespace v1 = ::hoist::v1;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Pair;
 
 // Messages as std::string, so failures print them as text.
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
@@ -369,16 +370,113 @@ services:
   EXPECT_TRUE(warned);
 }
 
-TEST(PlannerTest, ProxyRouteToABackendOnAnotherDockerHostWithoutAFixedPortIsRefused) {
+// The proxy_update steps of a plan, in order.
+std::vector<const PlanStep*> ProxyUpdates(const Plan& plan) {
+  std::vector<const PlanStep*> out;
+  for (const PlanPhase& ph : plan.phases) {
+    for (const PlanStep& st : ph.steps) {
+      if (st.kind == "proxy_update") out.push_back(&st);
+    }
+  }
+  return out;
+}
+
+TEST(PlannerTest, BackendOnAnotherDockerHostIsPublishedOnItsHostsAddressAndAddressedOnceStarted) {
   PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
-  for (AgentState& a : in.agents) a.docker_engine_id = "ENGINE-" + a.id;  // four separate Docker hosts
+  for (AgentState& a : in.agents) {
+    a.docker_engine_id = "ENGINE-" + a.id;  // four separate Docker hosts
+    // The running web replicas were published at their host's address.
+    for (v1::ContainerInfo& c : a.containers) {
+      if (c.instance().service() != "web") continue;
+      v1::PortMapping* p = c.add_published_ports();
+      p->set_container_port(3000);
+      p->set_host_port(32000 + c.instance().replica());
+      p->set_host_ip(a.id == "app-1" ? "10.0.0.11" : "10.0.0.12");
+      p->set_protocol("tcp");
+    }
+  }
+  Plan plan = MustPlan(in);
+  // web's new instances publish 3000 on a port Docker chooses, on their host's address only.
+  std::map<std::string, std::string> bound;  // step slug -> host_ip:host_port->container_port
+  for (const PlanPhase& ph : plan.phases) {
+    for (const PlanStep& st : ph.steps) {
+      if (st.kind != "start_instance" || st.instance->service() != "web") continue;
+      ASSERT_EQ(st.action.start_instance().spec().ports_size(), 1) << st.description;
+      const v1::PortMapping& p = st.action.start_instance().spec().ports(0);
+      bound[Slug(st)] = absl::StrCat(p.host_ip(), ":", p.host_port(), "->", p.container_port());
+    }
+  }
+  EXPECT_THAT(bound, ElementsAre(Pair("start-web-0", "10.0.0.11:0->3000"), Pair("start-web-1", "10.0.0.12:0->3000")));
+  // The proxy on edge-1 gets the old replicas at the ports the inventory
+  // reports, and the new ones as "fill in from the start result".
+  std::vector<const PlanStep*> updates = ProxyUpdates(plan);
+  ASSERT_FALSE(updates.empty());
+  std::set<std::string> old_backends, new_backends;
+  for (const PlanStep* st : updates) {
+    for (const v1::ProxyRoute& route : st->action.proxy_update().routes()) {
+      if (route.name() != "web") continue;
+      for (const v1::ProxyBackend& b : route.backends()) {
+        if (b.has_instance()) {
+          EXPECT_EQ(b.address(), "");
+          EXPECT_EQ(b.container_port(), 3000u);
+          new_backends.insert(absl::StrCat(b.instance().service(), "-", b.instance().replica(), "@", b.version()));
+        } else {
+          old_backends.insert(absl::StrCat(b.address(), ":", b.port(), "@", b.name()));
+        }
+      }
+    }
+  }
+  EXPECT_THAT(old_backends, ElementsAre("10.0.0.11:32000@piprio-web-blue-0-1.0.0", "10.0.0.12:32001@piprio-web-blue-1-1.0.0"));
+  EXPECT_THAT(new_backends, ElementsAre("web-0@1.1.0", "web-1@1.1.0"));
+  // A fixed host port would have made the replacement stop-first; this one is start-first.
+  EXPECT_THAT(Slugs(*plan.FindPhase("replace-web")), ::testing::Contains("start-web-0"));
+  const auto& steps = plan.FindPhase("replace-web")->steps;
+  auto at = [&](const std::string& slug) {
+    return std::find_if(steps.begin(), steps.end(), [&](const PlanStep& st) { return Slug(st) == slug; }) - steps.begin();
+  };
+  EXPECT_LT(at("start-web-0"), at("stop-web-0")) << "web is replaced start-first";
+}
+
+TEST(PlannerTest, OldReplicaWithoutAPublishedPortGetsNoTrafficAndThePlanSaysSo) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  for (AgentState& a : in.agents) a.docker_engine_id = "ENGINE-" + a.id;
+  Plan plan = MustPlan(in);
+  EXPECT_THAT(plan.warnings, ::testing::Contains(HasSubstr(
+                                 "web replica 0 (1.0.0) on app-1 publishes no host port for 3000, so the proxy on "
+                                 "another Docker host cannot reach it")));
+  for (const PlanStep* st : ProxyUpdates(plan)) {
+    for (const v1::ProxyRoute& route : st->action.proxy_update().routes()) {
+      for (const v1::ProxyBackend& b : route.backends()) {
+        EXPECT_TRUE(b.has_instance()) << st->description << ": " << b.name() << " has no address the proxy reaches";
+      }
+    }
+  }
+}
+
+TEST(PlannerTest, ProxyRouteToAHostWithoutAnIpAddressIsRefused) {
+  StackManifest m = Example("piprio.yaml");
+  for (HostSpec& h : m.hosts) {
+    if (h.id == "app-1") h.address = "app-1.internal";
+  }
+  PlanInput in = UpgradeInput(m, "1.0.0", "1.1.0");
+  for (AgentState& a : in.agents) a.docker_engine_id = "ENGINE-" + a.id;
   auto plan = PlanRollout(in);
   ASSERT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition) << plan.status();
   EXPECT_THAT(Msg(plan.status()), HasSubstr("cannot wire piprio across its hosts"));
-  EXPECT_THAT(Msg(plan.status()), HasSubstr("services.proxy.routes.web sends traffic to web:3000"));
-  EXPECT_THAT(Msg(plan.status()), HasSubstr("app-1 (proxy on edge-1)"));
+  EXPECT_THAT(Msg(plan.status()),
+              HasSubstr("services.proxy.routes.web sends traffic to web:3000, which runs on another Docker host than "
+                        "the proxy (edge-1), and these hosts have no IP address to publish it on: app-1 "
+                        "(\"app-1.internal\")"));
   EXPECT_THAT(Msg(plan.status()), HasSubstr("services.proxy.routes.api sends traffic to api:8000"));
-  EXPECT_THAT(Msg(plan.status()), HasSubstr("web.ports: [\"3000:3000\"]"));
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("Give each host its IP in hosts[].address"));
+  // Without a manifest address, the address the agent reported serves.
+  for (HostSpec& h : in.manifest.hosts) {
+    if (h.id == "app-1") h.address = "";
+  }
+  for (AgentState& a : in.agents) {
+    if (a.id == "app-1") a.address = "10.0.0.11";
+  }
+  EXPECT_TRUE(PlanRollout(in).ok()) << PlanRollout(in).status();
 }
 
 TEST(PlannerTest, ProxyRouteAcrossDockerHostsWithAFixedPortOrOnOneEngineIsWired) {
