@@ -97,7 +97,12 @@ absl::StatusOr<hoist::v1::Inventory> TakeInventory(
     info->set_version(LabelOf(c, labels::kVersion));
     info->set_state(StateOf(c.state));
     info->set_health(HealthOf(c.health));
-    if (c.health.empty() && c.state == "running" && observed_health) info->set_health(observed_health(c.id));
+    // Without a Docker health check, or before its first run ("starting"),
+    // the agent's own last probe says more.
+    if ((c.health.empty() || c.health == "starting") && c.state == "running" && observed_health) {
+      const hoist::v1::Health seen = observed_health(c.id);
+      if (c.health.empty() || seen == hoist::v1::HEALTH_HEALTHY) info->set_health(seen);
+    }
     if (c.state == "exited" || c.state == "dead") info->set_exit_code(c.exit_code);
     *info->mutable_published_ports() = PublishedPorts(c);
     SetTimestamp(c.created_at, info->mutable_created_at());

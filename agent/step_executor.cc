@@ -1,5 +1,10 @@
 #include "agent/step_executor.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -21,6 +26,33 @@
 
 namespace hoist::agent {
 namespace {
+
+// A port the kernel has free on `ip` (an address of this host) right now, or
+// 0 when it cannot tell (not an address of this host, for one).
+uint16_t FreePortOn(const std::string& ip, const std::string& protocol) {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    len = sizeof(*v4);
+  } else if (inet_pton(AF_INET6, ip.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    len = sizeof(*v6);
+  } else {
+    return 0;
+  }
+  int fd = socket(ss.ss_family, protocol == "udp" ? SOCK_DGRAM : SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  uint16_t port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    port = ntohs(ss.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
+  }
+  close(fd);
+  return port;
+}
 
 // Stop timeout when neither the step nor the spec names one (Docker's own default).
 constexpr absl::Duration kDefaultStopTimeout = absl::Seconds(10);
@@ -374,6 +406,14 @@ absl::StatusOr<docker::ContainerSpec> StepExecutor::DockerSpec(const StepContext
     binding.host_port = static_cast<uint16_t>(port.host_port());
     binding.host_ip = port.host_ip();
     binding.protocol = port.protocol().empty() ? "tcp" : port.protocol();
+    // A port "Docker chooses" on a specific address is chosen here and given
+    // to Docker as fixed: Docker would choose again whenever the container
+    // restarts (after a reboot, say), and a proxy on another host that was
+    // told the first one would lose it.
+    if (binding.host_port == 0 && !binding.host_ip.empty() && binding.host_ip != "0.0.0.0" &&
+        binding.host_ip != "::") {
+      binding.host_port = FreePortOn(binding.host_ip, binding.protocol);
+    }
     out.ports.push_back(std::move(binding));
   }
   for (const auto& volume : spec.volumes()) {

@@ -14,6 +14,8 @@
 #   hosts.sh leftovers DIR                # prints what of DIR's run still exists
 #   hosts.sh cut DIR NODE | heal DIR NODE # the node's link down (off the network) / up
 #   hosts.sh freeze DIR NODE | thaw DIR NODE   # SIGSTOP / SIGCONT everything in the node
+#   hosts.sh crash DIR NODE | boot DIR NODE    # SIGKILL everything in the node (a power
+#                                         # cut) / its dockerd again on the same data
 #
 # `up` writes DIR/nodes.tsv, one line per node:
 #   NAME  ADDRESS  NETNS_PATH  DOCKER_HOST(or -)  ENGINE_ID(or -)
@@ -174,26 +176,17 @@ EOF
     echo "{\"deprecated-key-path\": \"$d/key.json\"}" >"$d/daemon.json"
     local -a extra=()
     [[ -n "$registry" ]] && extra+=(--insecure-registry "$registry")
-    nsenter --net="/run/netns/$prefix-$name" -- dockerd --config-file "$d/daemon.json" \
+    # Kept, so that `boot` starts it again as it was after a `crash`.
+    printf '%q ' nsenter --net="/run/netns/$prefix-$name" -- dockerd --config-file "$d/daemon.json" \
       --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/dockerd.pid" \
       -H "unix://$d/docker.sock" --storage-driver "$driver" --mtu 1400 \
-      --log-driver json-file --log-opt max-size=10m "${extra[@]}" >"$d/dockerd.log" 2>&1 &
-    echo "$!" >"$d/dockerd.launch.pid"
+      --log-driver json-file --log-opt max-size=10m "${extra[@]}" >"$d/dockerd.cmd"
+    launch_dockerd "$d"
   done
   local engine
   for name in "${docker_nodes[@]}"; do
-    local d="$dir/$name" ok=""
-    for _ in $(seq 600); do
-      if [[ -S "$d/docker.sock" ]] && engine="$(docker -H "unix://$d/docker.sock" info -f '{{.ID}}' 2>/dev/null)"; then
-        ok=1; break
-      fi
-      kill -0 "$(cat "$d/dockerd.launch.pid")" 2>/dev/null || break
-      sleep 0.1
-    done
-    if [[ -z "$ok" ]]; then
-      tail -n 20 "$d/dockerd.log" >&2
-      die "up: dockerd of $name did not answer within 60 s (log: $d/dockerd.log)"
-    fi
+    local d="$dir/$name"
+    engine="$(await_dockerd "$d")" || die "up: dockerd of $name did not answer within 60 s (log: $d/dockerd.log)"
     echo "$engine" >"$d/engine-id"
     echo "NODE_$(upper "$name")_DOCKER=unix://$d/docker.sock" >>"$dir/hosts.env"
   done
@@ -211,6 +204,28 @@ EOF
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$addr" "/run/netns/$prefix-$name" "$host" "$eng" >>"$dir/nodes.tsv"
   done <"$dir/addresses"
   trap - EXIT
+}
+
+# Starts the dockerd of node directory D as written in D/dockerd.cmd.
+launch_dockerd() {
+  local d="$1"
+  bash -c "exec $(cat "$d/dockerd.cmd")" >>"$d/dockerd.log" 2>&1 &
+  echo "$!" >"$d/dockerd.launch.pid"
+}
+
+# Waits up to 60 s for the dockerd of node directory D; prints its engine ID.
+await_dockerd() {
+  local d="$1" engine
+  for _ in $(seq 600); do
+    if [[ -S "$d/docker.sock" ]] && engine="$(docker -H "unix://$d/docker.sock" info -f '{{.ID}}' 2>/dev/null)"; then
+      echo "$engine"
+      return 0
+    fi
+    kill -0 "$(cat "$d/dockerd.launch.pid")" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 20 "$d/dockerd.log" >&2
+  return 1
 }
 
 # Waits up to $2 seconds for pid $1 to exit.
@@ -358,6 +373,27 @@ hosts_fault() {
       # shellcheck disable=SC2086
       kill "-$([[ $op == freeze ]] && echo STOP || echo CONT)" $pids
       ;;
+    crash)
+      # Power cut: every process of the node dies at once, with no chance
+      # to clean up (dockerd, containerd, the containers, the agent).
+      pids="$(node_pids "$dir" "$node")"
+      [[ -n "$pids" ]] || die "crash: nothing runs in node $node"
+      # shellcheck disable=SC2086
+      kill -KILL $pids 2>/dev/null || true
+      for _ in $(seq 100); do
+        [[ -z "$(node_pids "$dir" "$node")" ]] && return 0
+        sleep 0.1
+      done
+      die "crash: processes of node $node outlived SIGKILL: $(node_pids "$dir" "$node" | tr '\n' ' ')"
+      ;;
+    boot)
+      # The node's dockerd again, on the same data; Docker restarts the
+      # containers whose restart policy says so.
+      [[ -f "$dir/$node/dockerd.cmd" ]] || die "boot: node $node runs no dockerd"
+      kill -0 "$(cat "$dir/$node/dockerd.launch.pid" 2>/dev/null)" 2>/dev/null && die "boot: the dockerd of $node runs"
+      launch_dockerd "$dir/$node"
+      await_dockerd "$dir/$node" >/dev/null || die "boot: dockerd of $node did not answer within 60 s"
+      ;;
   esac
 }
 
@@ -379,6 +415,6 @@ case "${1:-}" in
   down) shift; (($#)) || die "usage: hosts.sh down DIR"; hosts_down "$1" ;;
   sweep) hosts_sweep ;;
   leftovers) shift; (($#)) || die "usage: hosts.sh leftovers DIR"; hosts_leftovers "$@" ;;
-  cut | heal | freeze | thaw) (($# == 3)) || die "usage: hosts.sh $1 DIR NODE"; hosts_fault "$@" ;;
+  cut | heal | freeze | thaw | crash | boot) (($# == 3)) || die "usage: hosts.sh $1 DIR NODE"; hosts_fault "$@" ;;
   *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; [[ "${1:-}" == --help || "${1:-}" == -h ]] || exit 2 ;;
 esac

@@ -8,7 +8,14 @@
 #   swarm            the peer: `docker service update --image ... --update-order
 #                    start-first` of two replicas with a 200 ms health check.
 #   hoist_rolling    `hoist upgrade 1.1.0`: two web replicas on two agents behind
-#                    Hoist's HAProxy on a third, rolled one at a time.
+#                    Hoist's HAProxy on a third, rolled one at a time. The three
+#                    hosts are separate (deploy/lib/hosts.sh: each its own
+#                    dockerd in its own network namespace, pulling from a
+#                    registry node; hoistd and its Postgres in nodes of their
+#                    own), so the proxy reaches web at each host's address; where
+#                    that cannot be done (not root, no namespaces) they share
+#                    this machine's Docker. The run prints which:
+#                    hoist_hosts=separate|shared.
 #   hoist_bluegreen  `hoist upgrade 1.2.0 --strategy blue-green` then
 #                    `hoist cutover --back`: the switch and the switch back. While
 #                    hoistd refuses blue-green, it prints hoist_bluegreen_error=.
@@ -70,6 +77,7 @@ DEPLOYMENT="$RUN"
 PIDS=()
 LOAD_PID=""
 SWARM_INITIALISED=0
+HOSTS_DIR=""
 GWBRIDGE_EXISTED=1
 source deploy/lib/postgres.sh
 source deploy/lib/fleet.sh
@@ -104,6 +112,7 @@ cleanup() {
   fi
   docker images -q --filter "label=$LABEL" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1
   pg_throwaway_stop
+  [[ -n "$HOSTS_DIR" ]] && bash deploy/lib/hosts.sh down "$HOSTS_DIR"
   if [[ $rc != 0 ]]; then
     log "failed (exit $rc); the last lines of each log:"
     for f in "$WORK"/*.log "$WORK"/pgrun/*.log; do [[ -f $f ]] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }; done
@@ -115,8 +124,12 @@ trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
 
+# Where a proxy publishes its port: 127.0.0.1, or for the Hoist rows on
+# separate hosts the proxy host's address.
+PROXY_HOST=127.0.0.1
+
 # The body the proxy on PORT answers for GET /, or nothing.
-answer() { curl -fsS -m 2 "http://127.0.0.1:$1/" 2>/dev/null || true; }
+answer() { curl -fsS -m 2 "http://$PROXY_HOST:$1/" 2>/dev/null || true; }
 
 # Waits up to SECONDS (default 60) until the proxy on PORT answers BODY.
 wait_for_body() {
@@ -125,13 +138,13 @@ wait_for_body() {
     [[ "$(answer "$port")" == "$body" ]] && return 0
     sleep 0.05
   done
-  log "the proxy on 127.0.0.1:$port did not answer \"$body\" within ${3:-60} s; last: \"$(answer "$port")\""
+  log "the proxy on $PROXY_HOST:$port did not answer \"$body\" within ${3:-60} s; last: \"$(answer "$port")\""
   return 1
 }
 
 # The load over one change window: load_start NAME PORT ... load_stop NAME T0.
 load_start() {
-  "$LOADGEN" --port "$2" --rate "$RATE" --connections 8 --name "$1" >"$WORK/$1.load" 2>"$WORK/$1.load.log" &
+  "$LOADGEN" --host "$PROXY_HOST" --port "$2" --rate "$RATE" --connections 8 --name "$1" >"$WORK/$1.load" 2>"$WORK/$1.load.log" &
   LOAD_PID=$!
 }
 load_stop() {
@@ -284,13 +297,44 @@ row_swarm() {
 # ---- hoist: rolling, then blue-green and back -------------------------------
 HOIST_PORT=""
 hoist_fleet() {
-  fleet_hoistd_start "$HOISTD" hoistd-1 "$PG_URL"
+  local nodes=() hosts=(host-1 host-2 host-3) db_url="$PG_URL" registry="$REGISTRY" why
+  if why="$(bash deploy/lib/hosts.sh available 2>&1)"; then
+    HOSTS_DIR="$(mktemp -d /tmp/hoist-hosts.XXXXXX)"
+    bash deploy/lib/hosts.sh up "$HOSTS_DIR" --owner $$ --registry registry \
+      registry:docker db ctl host-1:docker host-2:docker host-3:docker >>"$WORK/hoist.log" 2>&1 || return 1
+    source "$HOSTS_DIR/hosts.env"
+    echo "hoist_hosts=separate"
+    log "hoist rows on separate hosts: $(awk '$5 != "" {printf "%s %s (engine %.12s) ", $1, $2, $5}' "$HOSTS_DIR/nodes.tsv")"
+    # Hoist's hosts pull from the registry node: the web images again, built there.
+    registry="$HOSTS_REGISTRY"
+    for version in 1.0.0 1.1.0 1.2.0; do
+      DOCKER_HOST="$NODE_REGISTRY_DOCKER" fleet_testsvc_image "$TESTSVC" "$registry/zdbench/web:$version" web \
+        "$version" "$LABEL" >>"$WORK/hoist.log" 2>&1 || return 1
+    done
+    PROXY_IMAGE_HOIST="$registry/zdbench/haproxy:2.6"
+    DOCKER_HOST="$NODE_REGISTRY_DOCKER" fleet_proxy_image "$PROXY_IMAGE_HOIST" "$LABEL" >>"$WORK/hoist.log" 2>&1 || return 1
+    # hoistd's Postgres in a node of its own (the one on loopback serves nobody there).
+    local pgdir="$WORK/pg-hosts"
+    mkdir -p "$pgdir"
+    pg_throwaway_stop
+    pg_throwaway_start "$pgdir" "$NODE_DB_NETNS" "$NODE_DB_ADDR" >>"$WORK/hoist.log" 2>&1 || return 1
+    db_url="$PG_URL"
+    PROXY_HOST="$NODE_HOST_3_ADDR"
+    nodes=(ctl)
+  else
+    echo "hoist_hosts=shared"
+    log "separate hosts unavailable (${why:-no reason given}); the Hoist rows share this machine's Docker"
+    PROXY_IMAGE_HOIST="$PROXY_IMAGE"
+    hosts=("" "" "")
+  fi
+  FLEET_NODE="${nodes[0]:-}" fleet_hoistd_start "$HOISTD" hoistd-1 "$db_url"
   export HOIST_CONTROLLER="$HOISTD_ADDR" HOIST_INSECURE=true HOIST_DEPLOYMENT="$DEPLOYMENT"
   FLEET_DOMAIN=zdbench
   for i in 1 2 3; do
     local tier=app
     [[ $i == 3 ]] && tier=edge
-    fleet_agent_start "$AGENT" "host-$i" "$HOISTD_ADDR" "tier=$tier" --deployments "$DEPLOYMENT"
+    FLEET_NODE="${hosts[$((i - 1))]}" fleet_agent_start "$AGENT" "host-$i" "$HOISTD_ADDR" "tier=$tier" \
+      --deployments "$DEPLOYMENT"
   done
   fleet_wait_agents "$HOIST" 3 || return 1
   HOIST_PORT="$(free_port)"
@@ -307,7 +351,7 @@ hosts:
 services:
   web:
     role: web
-    repository: $REGISTRY/zdbench/web
+    repository: $registry/zdbench/web
     replicas: 2
     placement:
       labels: {tier: app}
@@ -321,11 +365,11 @@ services:
     stop_timeout: 5s
   proxy:
     role: proxy
-    image: $PROXY_IMAGE
+    image: $PROXY_IMAGE_HOIST
     placement:
       hosts: [host-3]
     ports:
-      - "127.0.0.1:$HOIST_PORT:8080"
+      - "$PROXY_HOST:$HOIST_PORT:8080"
     routes:
       - {name: web, service: web, port: 8080, listen: 8080}
     drain_timeout: 5s
@@ -338,7 +382,7 @@ EOF
   "$HOIST" apply "$WORK/stack.yaml" >>"$WORK/hoist.log" 2>&1 || return 1
   for version in 1.0.0 1.1.0 1.2.0; do
     printf 'deployment: %s\nversion: %s\nimages:\n  web: %s/zdbench/web:%s\n' \
-      "$DEPLOYMENT" "$version" "$REGISTRY" "$version" >"$WORK/release-$version.yaml"
+      "$DEPLOYMENT" "$version" "$registry" "$version" >"$WORK/release-$version.yaml"
     "$HOIST" release create "$WORK/release-$version.yaml" >>"$WORK/hoist.log" 2>&1 || return 1
   done
   "$HOIST" upgrade 1.0.0 --yes >>"$WORK/hoist.log" 2>&1 || return 1

@@ -4,7 +4,10 @@
 // their own, and every host pulls its images from the registry over the
 // test network. Label multihost (and e2e); root only.
 
+#include <fstream>
+#include <iterator>
 #include <set>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -514,6 +517,70 @@ TEST_F(FaultE2eTest, FrozenLeaderHostHandsOverAndTheAgentsFollowTheNewLeader) {
 // The leader's host drops off the network, its processes running.
 TEST_F(FaultE2eTest, CutOffLeaderHostHandsOverAndTheAgentsFollowTheNewLeader) {
   HandOver("cut off", &TestHosts::Cut, &TestHosts::Heal);
+}
+
+// A Docker host loses power in the middle of an upgrade: every process on
+// it (dockerd, containerd, the containers, the agent) dies at once. It boots
+// again on the same disk, its agent comes back, and the upgrade finishes with
+// each replica once, at the new version, the proxy on another host reaching
+// it at the port it had.
+TEST_F(FaultE2eTest, HostCrashedMidUpgradeBootsAgainAndTheUpgradeFinishes) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(1));
+  auto values = values_;
+  values["WEB_PORTS"] = "{container: 8080}";
+  ApplyStack(values);
+  fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
+  WaitForProxyBody("hello from web 1.0.0");
+  ASSERT_FALSE(HasFailure());
+
+  // The upgrade runs in the background; host-1 crashes once its agent has
+  // begun a start step of the upgrade.
+  const std::string agent_log = fleet_->dir() + "/host-1.log";
+  auto log_size = [&] {
+    std::ifstream in(agent_log, std::ios::binary | std::ios::ate);
+    return in ? static_cast<std::streamoff>(in.tellg()) : std::streamoff(0);
+  };
+  const std::streamoff before = log_size();
+  absl::StatusOr<CommandResult> upgrade = absl::UnknownError("not run");
+  std::thread runner([&] { upgrade = fleet_->Hoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(8)); });
+  bool started = false;
+  const absl::Time deadline = absl::Now() + absl::Minutes(2);
+  while (!started && absl::Now() < deadline) {
+    std::ifstream in(agent_log, std::ios::binary);
+    in.seekg(before);
+    std::string tail((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    started = absl::StrContains(tail, "(start_instance) epoch");
+    if (!started) absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(started) << "host-1 began no start step within 2 minutes";
+  ASSERT_TRUE(hosts_->Crash("host-1").ok());
+  const absl::Time crashed = absl::Now();
+  absl::SleepFor(absl::Seconds(3));
+  ASSERT_TRUE(hosts_->Boot("host-1").ok());
+  ASSERT_TRUE(fleet_->RestartAgent("host-1").ok());
+  runner.join();
+  const absl::Duration finished = absl::Now() - crashed;
+  ASSERT_TRUE(upgrade.ok()) << upgrade.status();
+  EXPECT_EQ(upgrade->exit_code, 0) << upgrade->stdout_text << upgrade->stderr_text;
+  std::cout << "host-1 crashed mid-upgrade, down 3 s; the upgrade finished " << absl::FormatDuration(finished)
+            << " after the crash (exit " << upgrade->exit_code << ")\n";
+
+  WaitForProxyBody("hello from web 1.1.0");
+  // Each replica once, running, at 1.1.0, on host-1 as everywhere.
+  for (const char* host : {"host-1", "host-2", "host-3"}) {
+    auto ps = DockerOn(hosts_->node(host), {"ps", "-a", "--filter", absl::StrCat("label=hoist.deployment=", deployment_),
+                                            "--format", "{{.Names}} {{.State}}"});
+    ASSERT_TRUE(ps.ok()) << ps.status();
+    for (const std::string& line : Lines(*ps)) {
+      if (absl::StrContains(line, "-proxy-")) continue;
+      EXPECT_THAT(line, HasSubstr("-1.1.0 running")) << host;
+    }
+  }
+  std::string matrix = fleet_->MustHoist({"matrix"});
+  EXPECT_THAT(matrix, Not(HasSubstr("1.0.0"))) << matrix;
+  EXPECT_THAT(matrix, Not(HasSubstr("skew"))) << matrix;
+  // The proxy reaches both web replicas (host-1's again): ten answers, none failed.
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(ThroughProxy(), "hello from web 1.1.0");
 }
 
 }  // namespace
