@@ -304,7 +304,7 @@ hoist_fleet() {
       registry:docker db ctl host-1:docker host-2:docker host-3:docker >>"$WORK/hoist.log" 2>&1 || return 1
     source "$HOSTS_DIR/hosts.env"
     echo "hoist_hosts=separate"
-    log "hoist rows on separate hosts: $(awk '$5 != "" {printf "%s %s (engine %.12s) ", $1, $2, $5}' "$HOSTS_DIR/nodes.tsv")"
+    log "hoist rows on separate hosts: $(awk '$5 != "-" {printf "%s %s (engine %.12s) ", $1, $2, $5}' "$HOSTS_DIR/nodes.tsv")"
     # Hoist's hosts pull from the registry node: the web images again, built there.
     registry="$HOSTS_REGISTRY"
     for version in 1.0.0 1.1.0 1.2.0; do
