@@ -25,6 +25,7 @@
 #include "tests/fixtures/docker_env.h"
 #include "tests/fixtures/hoist_fleet.h"
 #include "tests/fixtures/postgres_cluster.h"
+#include "tests/fixtures/reference_stack.h"
 #include "tests/fixtures/test_env.h"
 #include "tests/fixtures/test_hosts.h"
 
@@ -171,15 +172,6 @@ services:
     stop_timeout: 5s
 )";
 
-constexpr char kRelease[] = R"(deployment: DEPLOYMENT
-version: VERSION
-images:
-  api: REGISTRY/hoist-test/api:VERSION
-  worker: REGISTRY/hoist-test/worker:VERSION
-  scheduler: REGISTRY/hoist-test/scheduler:VERSION
-  web: REGISTRY/hoist-test/web:VERSION
-)";
-
 class MultiHostE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -232,7 +224,7 @@ class MultiHostE2eTest : public ::testing::Test {
     for (const char* v : {"1.0.0", "1.1.0"}) {
       values["VERSION"] = v;
       fleet_->MustHoist({"release", "create",
-                         fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kRelease, values))});
+                         fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kReferenceRelease, values))});
     }
   }
 
@@ -557,7 +549,7 @@ TEST_F(FaultE2eTest, HostCrashedMidUpgradeBootsAgainAndTheUpgradeFinishes) {
   const absl::Time crashed = absl::Now();
   absl::SleepFor(absl::Seconds(3));
   ASSERT_TRUE(hosts_->Boot("host-1").ok());
-  ASSERT_TRUE(fleet_->RestartAgent("host-1").ok());
+  ASSERT_TRUE(fleet_->Restart("host-1").ok());
   runner.join();
   const absl::Duration finished = absl::Now() - crashed;
   ASSERT_TRUE(upgrade.ok()) << upgrade.status();

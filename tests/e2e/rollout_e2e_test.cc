@@ -44,6 +44,7 @@
 #include "shared/subprocess.h"
 #include "tests/fixtures/docker_env.h"
 #include "tests/fixtures/postgres_test.h"
+#include "tests/fixtures/reference_stack.h"
 #include "tests/fixtures/temp_dir.h"
 #include "tests/fixtures/test_env.h"
 
@@ -153,16 +154,9 @@ backup:
   postgres: {service: db, database: postgres, user: app}
 )";
 
-// What each release's migration does to the database. 1.0.0's is idempotent
-// (a rollback that starts 1.0.0 again may run it once more); 1.1.0 changes the
-// seeded row and the table's shape; the broken one changes the database and
-// then fails, inside psql's single transaction.
-constexpr char kMigration100[] =
-    "CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, v text NOT NULL);\n"
-    "INSERT INTO items VALUES (1, 'seeded by 1.0.0') ON CONFLICT (id) DO NOTHING;\n";
-constexpr char kMigration110[] =
-    "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"
-    "UPDATE items SET v = 'changed by 1.1.0', note = 'new in 1.1.0' WHERE id = 1;\n";
+// kMigration100 and kMigration110 (tests/fixtures/reference_stack.h) are the
+// releases' migrations; this broken one changes the database and then fails,
+// inside psql's single transaction.
 constexpr char kBrokenMigration[] =
     "CREATE TABLE half_done (x int);\n"
     "UPDATE items SET v = 'half-migrated' WHERE id = 1;\n"
