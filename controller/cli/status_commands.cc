@@ -1,11 +1,14 @@
 // hoist status, matrix, agents, backups, lock status, audit.
 #include <algorithm>
 #include <tuple>
+#include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "controller/cli/commands.h"
 #include "controller/cli/exit_codes.h"
@@ -73,6 +76,15 @@ int RunStatus(const Args& args, CliIo& io) {
         << ", started " << FormatAge(r.started_at(), inv.Now()) << (r.started_by().empty() ? "" : " by ")
         << r.started_by() << "\n";
     if (!RolloutHasEnded(r.state())) out << "                  follow it: hoist watch " << r.id() << "\n";
+    // Why it stopped: the error's first lines (the rest, with the events: hoist watch ID).
+    if (!r.error().empty() &&
+        (r.state() == v1::ROLLOUT_STATE_FAILED || r.state() == v1::ROLLOUT_STATE_CANCELLED)) {
+      std::vector<std::string> lines = absl::StrSplit(r.error(), '\n', absl::SkipWhitespace());
+      for (size_t i = 0; i < lines.size() && i < 4; ++i) {
+        if (absl::StartsWith(lines[i], "to roll back:")) continue;  // shown below
+        out << (i == 0 ? "  why             " : "                  ") << lines[i] << "\n";
+      }
+    }
     if (!r.rollback_command().empty() &&
         (r.state() == v1::ROLLOUT_STATE_FAILED || r.state() == v1::ROLLOUT_STATE_CANCELLED)) {
       out << "                  roll back: " << r.rollback_command() << "\n";

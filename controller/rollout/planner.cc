@@ -208,6 +208,10 @@ class Planner {
   void StepProxyRoutes(PlanPhase& ph, const std::string& service,
                        const std::vector<std::pair<uint32_t, const Live*>>& draining, uint32_t batch);
   void StepProxyReload(PlanPhase& ph, uint32_t batch);
+  // Before a migration: a probe of every database instance that runs (a
+  // database whose host just restarted may still be recovering); true when
+  // it added any, in batch 0.
+  bool StepDatabasesHealthy(PlanPhase& ph);
   void StepJob(PlanPhase& ph, const ServiceSpec& s, const std::string& job_name,
                const std::vector<std::string>& command, absl::Duration timeout,
                const std::string& kind, const std::string& what, uint32_t batch);
@@ -1179,6 +1183,18 @@ std::string Planner::UnitReason(const MoveUnit& unit, bool has_migration_phase) 
   return absl::StrJoin(parts, "; ");
 }
 
+bool Planner::StepDatabasesHealthy(PlanPhase& ph) {
+  bool any = false;
+  for (const ServiceSpec& d : m_.services) {
+    if (d.role != v1::ROLE_DATABASE || !d.health.has_value()) continue;
+    for (const auto& [replica, cs] : live_[d.name]) {
+      auto running = std::find_if(cs.begin(), cs.end(), [](const Live& c) { return c.running; });
+      if (running != cs.end()) any |= StepProbe(ph, d, replica, running->version, 0, false);
+    }
+  }
+  return any;
+}
+
 void Planner::PhaseUnit(const MoveUnit& unit, size_t /*position*/) {
   // Migration gates of the unit's services come first, as their own phases.
   bool gated = false;
@@ -1193,7 +1209,7 @@ void Planner::PhaseUnit(const MoveUnit& unit, size_t /*position*/) {
                        member, " instance moves; a non-zero exit stops the rollout with nothing else "
                        "moved (each migration runs in its own transaction, so data is left as it was)"));
       StepJob(ph, s, "migrate", s.migration->command, s.migration->timeout, "run_job",
-              absl::StrCat("run the ", member, " migration"), 0);
+              absl::StrCat("run the ", member, " migration"), StepDatabasesHealthy(ph) ? 1 : 0);
     }
   }
   const ServiceSpec& first = *m_.FindService(unit.members.front());
@@ -1641,7 +1657,7 @@ absl::StatusOr<Plan> Planner::BuildBlueGreen() {
                      from_version_, " still works on the migrated schema during the grace period; a non-zero exit "
                      "stops the rollout with ", old_word, " serving and nothing else changed"));
     StepJob(ph, *s, "migrate", s->migration->command, s->migration->timeout, "run_job",
-            absl::StrCat("run the ", s->name, " migration"), 0);
+            absl::StrCat("run the ", s->name, " migration"), StepDatabasesHealthy(ph) ? 1 : 0);
   }
   for (const ServiceSpec& s : m_.services) {
     if (s.role != v1::ROLE_JOB || !Moves(s)) continue;

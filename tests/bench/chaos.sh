@@ -11,6 +11,7 @@
 #
 #   bash tests/bench/chaos.sh                       # BUILD_DIR (default ./build)
 #   bash tests/bench/chaos.sh --per-fault 2 --faults host_crash,pg_restart
+#   bash tests/bench/chaos.sh --faults host_crash --steps 4,12   # these cases only
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD_DIR="${BUILD_DIR:-build}"

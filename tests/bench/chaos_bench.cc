@@ -36,6 +36,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <regex>
 #include <set>
 #include <string>
@@ -47,10 +48,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "shared/subprocess.h"
 #include "tests/bench/loadgen.h"
 #include "tests/fixtures/docker_env.h"
@@ -166,7 +169,41 @@ struct Outcome {
   int rows_lost = 0;
   int64_t proxy_failed = 0;
   double seconds = 0;
+  // Leader faults: from the fault to the first step an agent began for the
+  // new leader (a higher epoch), and to every agent in session with it.
+  double dispatch_s = -1;
+  double agents_s = -1;
 };
+
+// The time at the start of a log line of Hoist's ("2026-11-30T05:32:52.163 ..."),
+// in the local time zone the processes log in.
+std::optional<absl::Time> LineTime(const std::string& line) {
+  if (line.size() < 23) return std::nullopt;
+  absl::Time t;
+  std::string err;
+  if (!absl::ParseTime("%Y-%m-%dT%H:%M:%E3S", line.substr(0, 23), absl::LocalTimeZone(), &t, &err)) return std::nullopt;
+  return t;
+}
+
+// Seconds from `after` to the first line of `path` at or after it that
+// matches `pattern` and, when `min_epoch` > 0, names an epoch of at least it
+// ("epoch N"); -1 when there is none.
+double FirstAfter(const std::string& path, absl::Time after, const std::regex& pattern, uint64_t min_epoch = 0) {
+  std::ifstream in(path);
+  std::string line;
+  std::smatch m;
+  static const std::regex epoch_re("epoch ([0-9]+)");
+  while (std::getline(in, line)) {
+    auto t = LineTime(line);
+    if (!t.has_value() || *t < after || !std::regex_search(line, pattern)) continue;
+    if (min_epoch > 0) {
+      uint64_t e = 0;
+      if (!std::regex_search(line, m, epoch_re) || !absl::SimpleAtoi(m[1].str(), &e) || e < min_epoch) continue;
+    }
+    return absl::ToDoubleSeconds(*t - after);
+  }
+  return -1;
+}
 
 std::string Trim(const std::string& s) { return std::string(absl::StripAsciiWhitespace(s)); }
 
@@ -346,6 +383,9 @@ Outcome Chaos::Run(int index, const std::string& fault, int k, std::vector<std::
     return n;
   };
   std::string leader_node;
+  uint64_t old_epoch = 0;
+  int old_leader = -1;
+  absl::Time fault_at = absl::InfinitePast();
   if (!rollout_id.empty() && k > 0) {
     while (finished() < k && absl::Now() < begin + absl::Minutes(5)) absl::SleepFor(absl::Milliseconds(10));
     auto named = query(absl::StrCat("SELECT step_id FROM rollout_steps WHERE rollout_id = '", rollout_id,
@@ -353,6 +393,10 @@ Outcome Chaos::Run(int index, const std::string& fault, int k, std::vector<std::
     if (!named.empty()) out.step_name = named[0][0].substr(named[0][0].find('/') + 1);
     const int leader = f.Leader();
     const std::string replica = absl::StrCat("hoistd-", leader + 1);
+    auto epoch_rows = query("SELECT epoch FROM hoist_leader WHERE id = 1");
+    if (!epoch_rows.empty()) (void)absl::SimpleAtoi(epoch_rows[0][0], &old_epoch);
+    old_leader = leader;
+    fault_at = absl::Now();
     leader_node = absl::StrCat("ctl-", leader + 1);
     absl::Status injected = absl::OkStatus();
     if (fault == "leader_kill9") {
@@ -410,6 +454,23 @@ Outcome Chaos::Run(int index, const std::string& fault, int k, std::vector<std::
     out.why = absl::StrCat("still ", out.state, " 4 minutes after the fault");
   }
   out.steps_twice = StepsTwice(f.dir(), rollout_id);
+  if (absl::StartsWith(fault, "leader_") && old_leader >= 0 && old_epoch > 0) {
+    // Dispatched by the new leader and acknowledged: an agent began a step
+    // of a later epoch.
+    const std::regex began("rollout [^ ]+: started");
+    for (const char* host : {"host-1", "host-2", "host-3"}) {
+      const double d = FirstAfter(f.dir() + "/" + host + ".log", fault_at, began, old_epoch + 1);
+      if (d >= 0 && (out.dispatch_s < 0 || d < out.dispatch_s)) out.dispatch_s = d;
+    }
+    // Every agent in session with the new leader.
+    const std::string next_log = absl::StrCat(f.dir(), "/hoistd-", 2 - old_leader, ".log");
+    double all = 0;
+    for (const char* host : {"host-1", "host-2", "host-3"}) {
+      const double d = FirstAfter(next_log, fault_at, std::regex(absl::StrCat("agent ", host, " connected")));
+      all = d < 0 || all < 0 ? -1 : std::max(all, d);
+    }
+    out.agents_s = all;
+  }
   auto count = Psql(deployment, "SELECT count(*) FROM items WHERE id >= 1000");
   int have = -1;
   if (count.ok()) (void)absl::SimpleAtoi(Trim(*count), &have);
@@ -428,10 +489,20 @@ Outcome Chaos::Run(int index, const std::string& fault, int k, std::vector<std::
 int Main(int argc, char** argv) {
   int per_fault = 7;
   std::vector<std::string> faults = kFaults;
+  std::vector<int> at_steps;  // --steps: these k instead of the spread
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--per-fault" && i + 1 < argc && absl::SimpleAtoi(argv[i + 1], &per_fault) && per_fault > 0) {
       ++i;
+    } else if (a == "--steps" && i + 1 < argc) {
+      for (absl::string_view k : absl::StrSplit(argv[++i], ',', absl::SkipEmpty())) {
+        int v = 0;
+        if (!absl::SimpleAtoi(k, &v) || v < 1) {
+          std::cerr << "chaos: --steps takes step numbers from 1, comma-separated; not \"" << k << "\"\n";
+          return 2;
+        }
+        at_steps.push_back(v);
+      }
     } else if (a == "--faults" && i + 1 < argc) {
       faults = absl::StrSplit(argv[++i], ',', absl::SkipEmpty());
       for (const std::string& f : faults) {
@@ -441,7 +512,8 @@ int Main(int argc, char** argv) {
         }
       }
     } else {
-      std::cerr << "usage: chaos_bench [--per-fault N (7)] [--faults " << absl::StrJoin(kFaults, ",") << "]\n";
+      std::cerr << "usage: chaos_bench [--per-fault N (7)] [--steps K,K...] [--faults " << absl::StrJoin(kFaults, ",")
+                << "]\n";
       return 2;
     }
   }
@@ -457,11 +529,16 @@ int Main(int argc, char** argv) {
   }
   std::vector<Outcome> outcomes;
   auto report = [&](const Outcome& o) {
-    std::printf("case %zu: %-13s after step %2d %-44s -> %-9s %s%s%s%s (%.0f s)\n", outcomes.size(), o.fault.c_str(),
-                o.after_step, o.step_name.c_str(), o.state.c_str(), o.safe ? "safe" : "UNSAFE",
-                o.why.empty() ? "" : absl::StrCat(": ", o.why).c_str(),
-                o.steps_twice > 0 ? absl::StrCat("; steps twice ", o.steps_twice).c_str() : "",
-                o.rows_lost > 0 ? absl::StrCat("; rows lost ", o.rows_lost).c_str() : "", o.seconds);
+    std::string extra;
+    if (!o.why.empty()) extra += absl::StrCat(": ", o.why);
+    if (o.steps_twice > 0) extra += absl::StrCat("; steps twice ", o.steps_twice);
+    if (o.rows_lost > 0) extra += absl::StrCat("; rows lost ", o.rows_lost);
+    if (o.proxy_failed > 0) extra += absl::StrCat("; proxy failed ", o.proxy_failed);
+    if (o.dispatch_s >= 0) extra += absl::StrFormat("; new leader dispatched after %.2f s", o.dispatch_s);
+    if (o.agents_s >= 0) extra += absl::StrFormat(", every agent with it after %.2f s", o.agents_s);
+    std::printf("case %zu: %-13s after step %2d %-44s -> %-9s %s%s (%.0f s)\n", outcomes.size(), o.fault.c_str(),
+                o.after_step, o.step_name.c_str(), o.state.c_str(), o.safe ? "safe" : "UNSAFE", extra.c_str(),
+                o.seconds);
     std::fflush(stdout);
   };
   // The reference run, without a fault: how many steps the upgrade has.
@@ -478,7 +555,11 @@ int Main(int argc, char** argv) {
   // fault's spread shifted so that together they cover every phase.
   int index = 1;
   for (size_t fi = 0; fi < faults.size(); ++fi) {
-    for (int i = 0; i < per_fault; ++i) {
+    for (int k : at_steps) {
+      outcomes.push_back(chaos.Run(index++, faults[fi], std::min(k, n - 1), nullptr));
+      report(outcomes.back());
+    }
+    for (int i = 0; i < (at_steps.empty() ? per_fault : 0); ++i) {
       const double at = (i + (fi + 1.0) / (faults.size() + 1.0)) * n / per_fault;
       const int k = std::clamp(static_cast<int>(at), 1, n - 1);
       outcomes.push_back(chaos.Run(index++, faults[fi], k, nullptr));
@@ -499,6 +580,26 @@ int Main(int argc, char** argv) {
     twice += o.steps_twice;
     rows_lost += o.rows_lost;
     proxy_failed += o.proxy_failed;
+  }
+  // Failover as users feel it, per leader fault: the medians and maxima.
+  const std::map<std::string, std::string> failover_names = {
+      {"leader_kill9", "kill9"}, {"leader_freeze", "freeze"}, {"leader_cut", "partition"}};
+  std::vector<double> reconnected;
+  for (const auto& [fault, name] : failover_names) {
+    std::vector<double> d;
+    for (const Outcome& o : outcomes) {
+      if (o.fault != fault) continue;
+      if (o.dispatch_s >= 0) d.push_back(o.dispatch_s);
+      if (o.agents_s >= 0) reconnected.push_back(o.agents_s);
+    }
+    if (d.empty()) continue;
+    std::sort(d.begin(), d.end());
+    std::printf("failover_dispatch_%s_median_s=%.2f\n", name.c_str(), d[d.size() / 2]);
+    std::printf("failover_dispatch_%s_max_s=%.2f\n", name.c_str(), d.back());
+  }
+  if (!reconnected.empty()) {
+    std::sort(reconnected.begin(), reconnected.end());
+    std::printf("failover_agents_reconnected_median_s=%.2f\n", reconnected[reconnected.size() / 2]);
   }
   std::printf("chaos_reference_steps=%d\n", n);
   std::printf("chaos_cases=%zu\n", outcomes.size());
