@@ -167,6 +167,9 @@ void LeaderElector::Run() {
         probe.commit();
         if (won) {
           pqxx::work tx(*conn);
+          // FOR UPDATE waits for fenced writes in flight (they hold the row
+          // FOR KEY SHARE): none commits for the old epoch after the bump.
+          tx.exec1("SELECT 1 FROM hoist_leader WHERE id = 1 FOR UPDATE");
           uint64_t new_epoch =
               tx.exec_params1(
                     "UPDATE hoist_leader SET epoch = epoch + 1, leader_id = $1, address = $2, "

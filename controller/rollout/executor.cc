@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "controller/rollout/planner.h"
 #include "google/protobuf/util/time_util.h"
 #include "shared/logging.h"
 #include "spdlog/spdlog.h"
@@ -368,6 +370,8 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
     }
   } else if (step.kind == "pin") {
     if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.to_version); !s.ok()) return s;
+  } else if (step.kind == "pin_back") {
+    if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.from_version); !s.ok()) return s;
   } else if (step.kind == "live_slot") {
     hoist::v1::Slot slot = rollout.plan.target_slot();
     if (absl::Status s = store_->SetLiveSlot(epoch, rollout.deployment, slot); !s.ok()) return s;
@@ -440,6 +444,7 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
   }
 
   std::string failure;
+  std::string failed_phase;
   bool cancelled = false;
   bool stopped = false;  // leadership lost: leave the state for the next leader
   size_t i = 0;
@@ -450,6 +455,8 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
     // One batch: consecutive steps of the same phase and batch number.
     size_t j = i;
     while (j < steps->size() && (*steps)[j].phase == (*steps)[i].phase && (*steps)[j].batch == (*steps)[i].batch) ++j;
+    // The phase that undoes a failed gate runs only then (below).
+    if ((*steps)[i].phase_name == kUndoGatePhase) break;
     std::vector<const StoredStep*> todo;
     for (size_t k = i; k < j; ++k) {
       if (!Finished((*steps)[k].state)) todo.push_back(&(*steps)[k]);
@@ -481,10 +488,32 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
           stopped = true;
         } else if (*states[k] == hoist::v1::STEP_STATE_FAILED && failure.empty()) {
           failure = absl::StrCat(todo[k]->description, ": ", errors[k]);
+          failed_phase = todo[k]->phase_name;
         }
       }
     }
     i = j;
+  }
+  // A failed migration gate: nothing has moved yet, so the deployment is
+  // put back as it was (the old pin, the services stopped first running).
+  bool put_back = false;
+  if (!stopped && !runner->abort.load() && absl::StartsWith(failed_phase, "migrate-")) {
+    std::vector<std::string> undone, not_undone;
+    for (const StoredStep& st : *steps) {
+      if (st.phase_name != kUndoGatePhase || Finished(st.state)) continue;
+      std::string err;
+      absl::StatusOr<hoist::v1::StepState> done = RunStep(*rollout, st, epoch, runner, &err);
+      if (!done.ok()) {
+        stopped = true;
+        break;
+      }
+      (*done == hoist::v1::STEP_STATE_SUCCEEDED ? undone : not_undone)
+          .push_back(*done == hoist::v1::STEP_STATE_SUCCEEDED ? st.description
+                                                              : absl::StrCat(st.description, ": ", err));
+    }
+    if (!undone.empty()) absl::StrAppend(&failure, "\nput back as before: ", absl::StrJoin(undone, "; "));
+    if (!not_undone.empty()) absl::StrAppend(&failure, "\nNOT put back: ", absl::StrJoin(not_undone, "; "));
+    put_back = !undone.empty() && not_undone.empty();
   }
   if (stopped || runner->abort.load()) {
     finish();
@@ -525,9 +554,14 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
                  final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "ok" : "failed", message})
       .IgnoreError();
 
-  // A failed blue-green upgrade needs no rollback: the old slot still serves.
-  if (final_state == hoist::v1::ROLLOUT_STATE_FAILED && rollout->on_failure == hoist::v1::ON_FAILURE_ROLLBACK &&
-      rollout->kind == "upgrade" && rollout->strategy != hoist::v1::STRATEGY_BLUE_GREEN) {
+  // A failed blue-green upgrade needs no rollback: the old slot still serves;
+  // nor does a failed gate that was put back.
+  if (put_back && rollout->on_failure == hoist::v1::ON_FAILURE_ROLLBACK) {
+    Event(epoch, *rollout, "rollback_not_needed",
+          absl::StrCat("no rollback: the failed gate was undone and ", rollout->from_version, " runs as before"),
+          nullptr, final_state);
+  } else if (final_state == hoist::v1::ROLLOUT_STATE_FAILED && rollout->on_failure == hoist::v1::ON_FAILURE_ROLLBACK &&
+             rollout->kind == "upgrade" && rollout->strategy != hoist::v1::STRATEGY_BLUE_GREEN) {
     RollbackLauncher launcher;
     {
       absl::MutexLock lock(&mu_);

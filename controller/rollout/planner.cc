@@ -211,6 +211,10 @@ class Planner {
   // Before a migration: a probe of every database instance that runs (a
   // database whose host just restarted may still be recovering); true when
   // it added any, in batch 0.
+  // The phase a failed migration gate runs (kUndoGatePhase): the old pin
+  // and the services stopped first, started again.
+  void PhaseUndoGate(
+      const std::vector<std::pair<const ServiceSpec*, std::vector<std::pair<uint32_t, Live>>>>& stopped);
   bool StepDatabasesHealthy(PlanPhase& ph);
   void StepJob(PlanPhase& ph, const ServiceSpec& s, const std::string& job_name,
                const std::vector<std::string>& command, absl::Duration timeout,
@@ -1183,6 +1187,40 @@ std::string Planner::UnitReason(const MoveUnit& unit, bool has_migration_phase) 
   return absl::StrJoin(parts, "; ");
 }
 
+void Planner::PhaseUndoGate(
+    const std::vector<std::pair<const ServiceSpec*, std::vector<std::pair<uint32_t, Live>>>>& stopped) {
+  const bool gated = std::any_of(plan_.phases.begin(), plan_.phases.end(),
+                                 [](const PlanPhase& ph) { return absl::StartsWith(ph.name, "migrate-"); });
+  if (!gated) return;
+  PlanPhase& ph = AddPhase(
+      std::string(kUndoGatePhase),
+      absl::StrCat("only when a migration gate fails, while no instance has moved yet: puts ", m_.deployment,
+                   " back as it was before the rollout (", from_version_,
+                   " pinned again, the services stopped first started again); skipped otherwise"));
+  AddStep(ph, "pin-back", "pin_back", "", absl::StrCat("record ", from_version_, " as ", m_.deployment,
+                                                      "'s pinned version again"),
+          0, kControllerStepTimeout);
+  for (const auto& [s, running] : stopped) {
+    for (const auto& [replica, c] : running) {
+      PlanStep& st = AddStep(ph, absl::StrCat("restart-", s->name, "-", replica), "start_instance", c.agent,
+                             absl::StrCat("start ", s->name, " replica ", replica, " (", c.version, ") on ", c.agent,
+                                          " again, as it ran before"),
+                             1, in_.options.start_timeout);
+      st.instance = Ref(s->name, replica);
+      v1::StartInstance* a = st.action.mutable_start_instance();
+      *a->mutable_instance() = *st.instance;
+      a->set_version(c.version);
+      // The stopped container is started again; the spec is for a host
+      // that lost it meanwhile.
+      const std::string image = s->versioned() && in_.current.has_value() && in_.current->images().contains(s->name)
+                                    ? in_.current->images().at(s->name)
+                                    : NewImage(*s);
+      *a->mutable_spec() = SpecOf(*s, image, c.agent);
+      StepProbe(ph, *s, replica, c.version, 2, false);
+    }
+  }
+}
+
 bool Planner::StepDatabasesHealthy(PlanPhase& ph) {
   bool any = false;
   for (const ServiceSpec& d : m_.services) {
@@ -1498,6 +1536,8 @@ absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
   for (const std::string& name : moving_) pulled.push_back(name);
   PhasePull(pulled);
   PhasePin();
+  // What a failed migration gate puts back (its phase runs only then).
+  std::vector<std::pair<const ServiceSpec*, std::vector<std::pair<uint32_t, Live>>>> stopped;
   if (mode_ == Mode::kRestore) {
     PhaseStopApp();
     HOIST_RETURN_IF_ERROR(PhaseRestore(*rollback->restore));
@@ -1510,6 +1550,15 @@ absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
     for (const ServiceSpec& s : m_.services) {
       if (order_.stopped_first.contains(s.name) && s.role != v1::ROLE_SCHEDULER) early.push_back(s.name);
     }
+    for (const std::string& name : early) {
+      std::vector<std::pair<uint32_t, Live>> running;
+      for (const auto& [replica, cs] : live_[name]) {
+        for (const Live& c : cs) {
+          if (c.running) running.emplace_back(replica, c);
+        }
+      }
+      stopped.emplace_back(m_.FindService(name), std::move(running));
+    }
     for (const std::string& name : early) PhaseStopFirst(name, order_.stopped_first.at(name));
   }
   for (size_t i = 0; i < order_.units.size(); ++i) PhaseUnit(order_.units[i], i);
@@ -1517,6 +1566,7 @@ absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
   PhasePostcheck();
 
   if (mode_ == Mode::kUpgrade) {
+    PhaseUndoGate(stopped);
     // Without --confirm: at a terminal the CLI asks for the deployment's
     // name before a restore, which is the guard; a script adds --confirm.
     plan_.rollback_command = absl::StrCat("hoist rollback -d ", m_.deployment, " --to ", from_version_);

@@ -83,6 +83,11 @@ struct PlanInput {
   PlanOptions options;
 };
 
+// The last phase of a rolling upgrade with a migration gate: it runs only
+// when a gate fails (the executor skips it otherwise) and puts the
+// deployment back as it was before the rollout.
+inline constexpr char kUndoGatePhase[] = "undo-gate";
+
 struct PlanStep {
   // Stable, deterministic id: "p05-s003-start-api-0".
   std::string id;

@@ -630,9 +630,10 @@ TEST_F(RolloutE2eTest, FailedMigrationStopsTheUpgradeAndTheOldReleaseKeepsRunnin
     }
   }
 
-  // Nothing moved: api and workers run 1.0.0, per the matrix and per Docker.
+  // Nothing moved: api and workers run 1.0.0, per the matrix and per Docker;
+  // the scheduler, stopped before the gate, runs 1.0.0 again; 1.0.0 is pinned.
   auto versions = MatrixVersions(Matrix());
-  for (const std::string service : {"api", "worker"}) {
+  for (const std::string service : {"api", "worker", "scheduler"}) {
     EXPECT_EQ(versions[service], (std::map<std::string, int>{{"1.0.0", kReplicas.at(service)}})) << service;
     EXPECT_EQ(RunningContainers(service, "1.0.0").size(), static_cast<size_t>(kReplicas.at(service))) << service;
     EXPECT_THAT(RunningContainers(service, "1.1.0"), ::testing::IsEmpty()) << service;
@@ -641,6 +642,13 @@ TEST_F(RolloutE2eTest, FailedMigrationStopsTheUpgradeAndTheOldReleaseKeepsRunnin
   EXPECT_EQ(Sql("SELECT v FROM items WHERE id = 1").value_or("(error)"), "seeded by 1.0.0");
   EXPECT_EQ(Sql("SELECT count(*) FROM pg_tables WHERE tablename = 'half_done'").value_or("(error)"), "0");
   EXPECT_EQ(ThroughProxy().value_or("(error)"), "1.0.0");
+  EXPECT_THAT(r.error(), HasSubstr("put back as before"));
+  EXPECT_THAT(r.error(), HasSubstr("start scheduler replica 0 (1.0.0)"));
+  hoist::v1::GetDeploymentRequest get;
+  get.set_name(deployment_);
+  hoist::v1::GetDeploymentResponse got;
+  ASSERT_TRUE(Read(&Stub::GetDeployment, get, &got).ok());
+  EXPECT_EQ(got.deployment().pinned_version(), "1.0.0") << "a failed gate leaves the old release pinned";
 }
 
 TEST_F(RolloutE2eTest, RollbackWithRestoreBringsTheDataBackAsItWasBeforeTheUpgrade) {

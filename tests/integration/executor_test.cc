@@ -473,8 +473,9 @@ class ExecutorTest : public PostgresTest {
   void Prepare(Leader* l, const std::string& deployment, const std::vector<std::string>& versions,
                const std::string& pause = "50ms", const std::string& extra_services = "") {
     hoist::v1::ApplyStackRequest apply;
-    apply.set_manifest_yaml(
-        absl::StrReplaceAll(std::string(kStack) + extra_services, {{"DEPLOYMENT", deployment}, {"PAUSE", pause}}));
+    std::string stack = std::string(kStack) + extra_services;
+    if (!with_migration_) stack = absl::StrReplaceAll(stack, {{"    migration:\n      command: [/app, migrate]\n      timeout: 1m\n", ""}});
+    apply.set_manifest_yaml(absl::StrReplaceAll(stack, {{"DEPLOYMENT", deployment}, {"PAUSE", pause}}));
     apply.set_file_name("stack.yaml");
     auto d = l->manager.ApplyStack(l->epoch, apply, "tester");
     ASSERT_TRUE(d.ok()) << d.status();
@@ -568,6 +569,7 @@ class ExecutorTest : public PostgresTest {
     SyncInventory(l->epoch);
   }
 
+  bool with_migration_ = true;  // false: the stack's API has no migration gate
   std::unique_ptr<PgPool> pool_;
   std::unique_ptr<PgRolloutStore> pg_store_;
   std::unique_ptr<HookedStore> store_;
@@ -836,14 +838,25 @@ TEST_F(ExecutorTest, FailedMigrationStopsTheRolloutWithTheRollbackCommandAndFree
   EXPECT_THAT(done.error, HasSubstr(failed->description)) << "the error should name the step";
   EXPECT_THAT(done.error, HasSubstr("job exited with code 1"));
   EXPECT_THAT(done.error, HasSubstr(done.rollback_command));
+  int undone = 0;
   for (const StoredStep& s : steps) {
-    if (s.seq > failed->seq) {
-      EXPECT_EQ(s.state, hoist::v1::STEP_STATE_SKIPPED) << s.description;
-      if (s.action) {
-        EXPECT_EQ(fleet_->Executions(s.step_id), 0) << s.step_id << " ran after the gate failed";
-      }
+    if (s.seq <= failed->seq) continue;
+    if (s.phase_name == rollout::kUndoGatePhase) {
+      // Nothing moved yet: the deployment is put back as it was.
+      EXPECT_EQ(s.state, hoist::v1::STEP_STATE_SUCCEEDED) << s.description;
+      ++undone;
+      continue;
+    }
+    EXPECT_EQ(s.state, hoist::v1::STEP_STATE_SKIPPED) << s.description;
+    if (s.action) {
+      EXPECT_EQ(fleet_->Executions(s.step_id), 0) << s.step_id << " ran after the gate failed";
     }
   }
+  EXPECT_GT(undone, 0) << "the plan should carry the steps that undo a failed gate";
+  auto deployment = pg_store_->GetDeployment("shop");
+  ASSERT_TRUE(deployment.ok()) << deployment.status();
+  EXPECT_EQ(deployment->pinned_version, "1.0.0") << "a failed gate leaves the old release pinned";
+  EXPECT_THAT(done.error, HasSubstr("put back as before: record 1.0.0 as shop's pinned version again"));
   auto locks = pg_store_->ListLocks();
   ASSERT_TRUE(locks.ok());
   EXPECT_TRUE(locks->empty()) << "the deploy lock should be released";
@@ -889,10 +902,13 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
   l->executor.SetRollbackLauncher([l](const StoredRollout& failed) {
     return l->manager.RollBackFailed(l->epoch, failed);
   });
+  with_migration_ = false;
   Deployed(l, "shop");
+  // The new API never becomes healthy: the upgrade fails after it moved
+  // (without a migration, which would make a rollback without restore unsafe).
   fleet_->FailWhen(
-      [](const hoist::v1::Step& s) { return IsMigration(s) && s.run_job().version() == "1.1.0"; },
-      "job exited with code 1");
+      [](const hoist::v1::Step& s) { return s.has_probe_health() && s.probe_health().version() == "1.1.0"; },
+      "/health answered 503");
   auto id = Start(l, "shop", "1.1.0", hoist::v1::ON_FAILURE_ROLLBACK);
   ASSERT_TRUE(id.ok()) << id.status();
   ASSERT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_FAILED);
@@ -904,7 +920,18 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
   for (const StoredRollout& r : *rollouts) {
     if (r.kind == "rollback") rollback = &r;
   }
-  ASSERT_NE(rollback, nullptr) << "no rollback was launched after the failed upgrade";
+  if (rollback == nullptr) {
+    auto events = pg_store_->EventsAfter(*id, 0);
+    std::string said;
+    if (events.ok()) {
+      for (const auto& e : *events) {
+        if (absl::StartsWith(e.kind(), "rollback") || e.kind() == "rollout_failed") {
+          said += e.kind() + ": " + e.message() + "\n";
+        }
+      }
+    }
+    FAIL() << "no rollback was launched after the failed upgrade; the events said:\n" << said;
+  }
   EXPECT_EQ(rollback->from_version, "1.1.0");
   EXPECT_EQ(rollback->to_version, "1.0.0");
   EXPECT_EQ(rollback->requested_by, "hoistd (--on-failure rollback)");
@@ -923,6 +950,32 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
     }
   }
   EXPECT_TRUE(announced) << "the failed rollout's events should say the rollback started";
+}
+
+
+TEST_F(ExecutorTest, FailedGateWithOnFailureRollbackIsPutBackWithoutARollback) {
+  Leader* l = NewLeader();
+  l->executor.SetRollbackLauncher([l](const StoredRollout& failed) {
+    return l->manager.RollBackFailed(l->epoch, failed);
+  });
+  Deployed(l, "shop");
+  fleet_->FailWhen(
+      [](const hoist::v1::Step& s) { return IsMigration(s) && s.run_job().version() == "1.1.0"; },
+      "job exited with code 1");
+  auto id = Start(l, "shop", "1.1.0", hoist::v1::ON_FAILURE_ROLLBACK);
+  ASSERT_TRUE(id.ok()) << id.status();
+  StoredRollout done = WaitDone(*id);
+  ASSERT_EQ(done.state, hoist::v1::ROLLOUT_STATE_FAILED);
+  ASSERT_TRUE(l->executor.WaitIdle(*id, kWait));
+  EXPECT_THAT(done.error, HasSubstr("put back as before"));
+  auto rollouts = pg_store_->ListRollouts("shop", 10);
+  ASSERT_TRUE(rollouts.ok());
+  for (const StoredRollout& r : *rollouts) EXPECT_NE(r.kind, "rollback") << "nothing moved, nothing to roll back";
+  auto events = pg_store_->EventsAfter(*id, 0);
+  ASSERT_TRUE(events.ok());
+  bool said = false;
+  for (const auto& e : *events) said |= e.kind() == "rollback_not_needed";
+  EXPECT_TRUE(said) << "the events should say why no rollback ran";
 }
 
 

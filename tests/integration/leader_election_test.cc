@@ -164,6 +164,42 @@ TEST_F(LeaderElectionTest, LostSessionIsFencedAndAnotherLeads) {
   EXPECT_TRUE(CheckEpoch(tx, leader->epoch).ok());
 }
 
+// A fenced write that takes longer than the lease (a slow transaction of
+// the leader's) does not hold up the leader's heartbeat: the leader keeps
+// leading, with its epoch.
+TEST_F(LeaderElectionTest, LongFencedWriteDoesNotCostTheLeaderItsLease) {
+  auto a = Elector("a");
+  a->Start();
+  ASSERT_TRUE(a->WaitForLeadership(absl::Seconds(10)));
+  const uint64_t epoch = a->epoch();
+  {
+    pqxx::connection c(url_);
+    pqxx::work tx(c);
+    ASSERT_TRUE(CheckEpoch(tx, epoch).ok());
+    absl::SleepFor(absl::Seconds(4));  // longer than the lease (2.5 s)
+    EXPECT_TRUE(a->IsLeader()) << "the leader stepped down while a fenced write held the leader row";
+    tx.commit();
+  }
+  EXPECT_TRUE(a->IsLeader());
+  EXPECT_EQ(a->epoch(), epoch);
+}
+
+// A new leader's epoch bump waits for a fenced write in flight, so that no
+// write commits for the old epoch once the new one is current.
+TEST_F(LeaderElectionTest, EpochBumpWaitsForTheFencedWriteInFlight) {
+  pqxx::connection c(url_);
+  pqxx::work tx(c);
+  const uint64_t before = tx.exec1("SELECT epoch FROM hoist_leader WHERE id = 1")[0].as<uint64_t>();
+  tx.exec1("SELECT epoch FROM hoist_leader WHERE id = 1 FOR KEY SHARE");  // what CheckEpoch holds
+  auto a = Elector("a");
+  a->Start();
+  absl::SleepFor(absl::Milliseconds(1500));
+  EXPECT_FALSE(a->IsLeader()) << "the epoch moved while a fenced write held the leader row";
+  tx.commit();
+  ASSERT_TRUE(a->WaitForLeadership(absl::Seconds(10)));
+  EXPECT_EQ(a->epoch(), before + 1);
+}
+
 TEST_F(LeaderElectionTest, GracefulStopHandsOverAtOnce) {
   auto a = Elector("a");
   a->Start();

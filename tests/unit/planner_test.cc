@@ -128,7 +128,7 @@ TEST(PlannerTest, PiprioUpgradeFollowsPiprioOrder) {
   EXPECT_THAT(PhaseNames(plan),
               ElementsAre("preflight", "backup", "pull", "pin", "stop-scheduler", "migrate-api", "replace-api",
                           "replace-worker", "start-scheduler", "replace-web", "reload-proxy", "postcheck",
-                          "smoke-test"));
+                          "smoke-test", "undo-gate"));
   EXPECT_EQ(plan.from_version, "1.0.0");
   EXPECT_EQ(plan.to_version, "1.1.0");
   EXPECT_EQ(plan.backup_id, "piprio-pre-1.1.0");
@@ -173,6 +173,23 @@ TEST(PlannerTest, MigrationGateRunsFromTheNewApiImageBeforeApiMoves) {
   EXPECT_EQ(job.action.run_job().spec().ports_size(), 0) << "a job must not take the service's ports";
   EXPECT_EQ(job.timeout, absl::Minutes(10) + absl::Seconds(30));
   EXPECT_THAT(migrate->reason, HasSubstr("non-zero exit stops the rollout"));
+}
+
+TEST(PlannerTest, FailedGateIsUndoneByTheLastPhaseThatRunsOnlyThen) {
+  Plan plan = MustPlan(UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0"));
+  ASSERT_FALSE(plan.phases.empty());
+  const PlanPhase& undo = plan.phases.back();
+  EXPECT_EQ(undo.name, kUndoGatePhase);
+  EXPECT_THAT(undo.reason, HasSubstr("only when a migration gate fails"));
+  // The old pin, then the scheduler (stopped before the gate) started again
+  // at 1.0.0 where it ran, and probed.
+  EXPECT_THAT(SlugsWithBatches(undo),
+              ElementsAre("pin-back@0", "restart-scheduler-0@1", "probe-scheduler-0@2"));
+  const PlanStep& start = undo.steps.at(1);
+  EXPECT_EQ(start.kind, "start_instance");
+  EXPECT_EQ(start.agent_id, "app-1");
+  EXPECT_EQ(start.action.start_instance().version(), "1.0.0");
+  EXPECT_EQ(start.action.start_instance().spec().image(), "registry.local:5000/piprio/scheduler:1.0.0");
 }
 
 TEST(PlannerTest, ApiIsReplacedStartFirstOneReplicaAtATimeWithProxyDraining) {
