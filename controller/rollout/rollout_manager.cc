@@ -307,10 +307,19 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::Rollback(uint64_t epoch, cons
         for (const StoredStep& st : *steps) {
           if (st.kind == "run_job" && st.phase_name.find("migrat") != std::string::npos &&
               st.state == hoist::v1::STEP_STATE_SUCCEEDED) {
-            absl::Status s = absl::FailedPreconditionError(absl::StrCat(
-                "rollout ", r.id, " ran a migration since backup ", r.backup_id.empty() ? "(none)" : r.backup_id,
-                "; the old release may not read the migrated data. Restore the backup: hoist rollback -d ",
-                request.deployment(), " --restore ", r.backup_id, " --confirm ", request.deployment()));
+            // Without a backup (the manifest has none, or it was skipped)
+            // there is nothing to restore: say so rather than print a
+            // command with an empty backup id.
+            absl::Status s = absl::FailedPreconditionError(
+                r.backup_id.empty()
+                    ? absl::StrCat("rollout ", r.id, " ran a migration and took no backup before it; the old "
+                                   "release may not read the migrated data, and there is no backup to restore. "
+                                   "Fix forward with a new release (hoist release create, then hoist upgrade)")
+                    : absl::StrCat("rollout ", r.id, " ran a migration since backup ", r.backup_id,
+                                   "; the old release may not read the migrated data. Restore the backup: "
+                                   "hoist rollback -d ",
+                                   request.deployment(), " --restore ", r.backup_id, " --confirm ",
+                                   request.deployment()));
             Audit(actor, "rollback", request.deployment(), "", s, "");
             return s;
           }

@@ -476,8 +476,10 @@ Outcome Chaos::Run(int index, const std::string& fault, int k, std::vector<std::
   if (count.ok()) (void)absl::SimpleAtoi(Trim(*count), &have);
   out.rows_lost = have < 0 ? kRows : kRows - have;
   if (steps != nullptr) {
+    // The steps a rollout runs when nothing fails (not the phase that
+    // undoes a failed gate, which is skipped then).
     for (const auto& row : query(absl::StrCat("SELECT step_id FROM rollout_steps WHERE rollout_id = '", rollout_id,
-                                              "' ORDER BY seq"))) {
+                                              "' AND phase_name <> 'undo-gate' ORDER BY seq"))) {
       steps->push_back(row[0]);
     }
   }

@@ -953,6 +953,30 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
 }
 
 
+TEST_F(ExecutorTest, NoRollbackAfterAMigrationWithoutABackupAndTheEventSaysWhy) {
+  Leader* l = NewLeader();
+  l->executor.SetRollbackLauncher([l](const StoredRollout& failed) {
+    return l->manager.RollBackFailed(l->epoch, failed);
+  });
+  Deployed(l, "shop");  // with the API's migration, and no backup in the manifest
+  fleet_->FailWhen(
+      [](const hoist::v1::Step& s) { return s.has_probe_health() && s.probe_health().version() == "1.1.0"; },
+      "/health answered 503");
+  auto id = Start(l, "shop", "1.1.0", hoist::v1::ON_FAILURE_ROLLBACK);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_FAILED);
+  ASSERT_TRUE(l->executor.WaitIdle(*id, kWait));
+  auto events = pg_store_->EventsAfter(*id, 0);
+  ASSERT_TRUE(events.ok());
+  std::string refused;
+  for (const auto& e : *events) {
+    if (e.kind() == "rollback_refused") refused = e.message();
+  }
+  EXPECT_THAT(refused, HasSubstr("ran a migration and took no backup before it"));
+  EXPECT_THAT(refused, HasSubstr("Fix forward with a new release"));
+  EXPECT_THAT(refused, ::testing::Not(HasSubstr("--restore"))) << "there is no backup to restore";
+}
+
 TEST_F(ExecutorTest, FailedGateWithOnFailureRollbackIsPutBackWithoutARollback) {
   Leader* l = NewLeader();
   l->executor.SetRollbackLauncher([l](const StoredRollout& failed) {
