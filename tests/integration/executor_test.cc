@@ -569,6 +569,25 @@ class ExecutorTest : public PostgresTest {
     SyncInventory(l->epoch);
   }
 
+  // Upgrades `l`'s deployed "shop" to 1.1.0 with --on-failure rollback while
+  // every 1.1.0 health probe fails; returns the rollout once it failed and
+  // its runner is idle.
+  std::string FailedUpgradeWithOnFailureRollback(Leader* l) {
+    l->executor.SetRollbackLauncher([l](const StoredRollout& failed) {
+      return l->manager.RollBackFailed(l->epoch, failed);
+    });
+    Deployed(l, "shop");
+    fleet_->FailWhen(
+        [](const hoist::v1::Step& s) { return s.has_probe_health() && s.probe_health().version() == "1.1.0"; },
+        "/health answered 503");
+    auto id = Start(l, "shop", "1.1.0", hoist::v1::ON_FAILURE_ROLLBACK);
+    EXPECT_TRUE(id.ok()) << id.status();
+    if (!id.ok()) return "";
+    EXPECT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_FAILED);
+    EXPECT_TRUE(l->executor.WaitIdle(*id, kWait));
+    return *id;
+  }
+
   bool with_migration_ = true;  // false: the stack's API has no migration gate
   std::unique_ptr<PgPool> pool_;
   std::unique_ptr<PgRolloutStore> pg_store_;
@@ -899,20 +918,12 @@ TEST_F(ExecutorTest, SecondRolloutIsRefusedWhileTheLockIsHeldAndNamesTheHolder) 
 
 TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
   Leader* l = NewLeader();
-  l->executor.SetRollbackLauncher([l](const StoredRollout& failed) {
-    return l->manager.RollBackFailed(l->epoch, failed);
-  });
-  with_migration_ = false;
-  Deployed(l, "shop");
   // The new API never becomes healthy: the upgrade fails after it moved
   // (without a migration, which would make a rollback without restore unsafe).
-  fleet_->FailWhen(
-      [](const hoist::v1::Step& s) { return s.has_probe_health() && s.probe_health().version() == "1.1.0"; },
-      "/health answered 503");
-  auto id = Start(l, "shop", "1.1.0", hoist::v1::ON_FAILURE_ROLLBACK);
-  ASSERT_TRUE(id.ok()) << id.status();
-  ASSERT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_FAILED);
-  ASSERT_TRUE(l->executor.WaitIdle(*id, kWait));
+  with_migration_ = false;
+  const std::string id_text = FailedUpgradeWithOnFailureRollback(l);
+  ASSERT_FALSE(HasFailure());
+  const std::string* id = &id_text;
 
   auto rollouts = pg_store_->ListRollouts("shop", 10);
   ASSERT_TRUE(rollouts.ok());
@@ -955,17 +966,10 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
 
 TEST_F(ExecutorTest, NoRollbackAfterAMigrationWithoutABackupAndTheEventSaysWhy) {
   Leader* l = NewLeader();
-  l->executor.SetRollbackLauncher([l](const StoredRollout& failed) {
-    return l->manager.RollBackFailed(l->epoch, failed);
-  });
-  Deployed(l, "shop");  // with the API's migration, and no backup in the manifest
-  fleet_->FailWhen(
-      [](const hoist::v1::Step& s) { return s.has_probe_health() && s.probe_health().version() == "1.1.0"; },
-      "/health answered 503");
-  auto id = Start(l, "shop", "1.1.0", hoist::v1::ON_FAILURE_ROLLBACK);
-  ASSERT_TRUE(id.ok()) << id.status();
-  ASSERT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_FAILED);
-  ASSERT_TRUE(l->executor.WaitIdle(*id, kWait));
+  // With the API's migration, and no backup in the manifest.
+  const std::string id_text = FailedUpgradeWithOnFailureRollback(l);
+  ASSERT_FALSE(HasFailure());
+  const std::string* id = &id_text;
   auto events = pg_store_->EventsAfter(*id, 0);
   ASSERT_TRUE(events.ok());
   std::string refused;
