@@ -553,21 +553,47 @@ int Main(int argc, char** argv) {
     chaos.TearDown();
     return 1;
   }
-  // Each fault after per_fault steps spread over the whole rollout, each
-  // fault's spread shifted so that together they cover every phase.
+  // The k of each fault: first the first step of every phase, the phases
+  // dealt round-robin over the faults (so that one run covers every phase),
+  // then steps spread over the whole rollout, each fault's spread shifted,
+  // up to per_fault each.
+  std::vector<std::vector<int>> ks(faults.size());
+  if (at_steps.empty()) {
+    std::vector<int> phase_starts;
+    for (int i = 0; i < n; ++i) {
+      if (i == 0 || steps[i].substr(steps[i].find('/') + 1, 3) != steps[i - 1].substr(steps[i - 1].find('/') + 1, 3)) {
+        phase_starts.push_back(std::min(i + 1, n - 1));
+      }
+    }
+    for (size_t p = 0; p < phase_starts.size(); ++p) ks[p % faults.size()].push_back(phase_starts[p]);
+    for (size_t fi = 0; fi < faults.size(); ++fi) {
+      for (int i = 0; static_cast<int>(ks[fi].size()) < per_fault && i < 4 * per_fault; ++i) {
+        const double at = (i + (fi + 1.0) / (faults.size() + 1.0)) * n / per_fault;
+        const int k = std::clamp(static_cast<int>(at), 1, n - 1);
+        if (std::find(ks[fi].begin(), ks[fi].end(), k) == ks[fi].end()) ks[fi].push_back(k);
+      }
+      std::sort(ks[fi].begin(), ks[fi].end());
+    }
+  } else {
+    for (auto& k : ks) {
+      for (int at : at_steps) k.push_back(std::min(at, n - 1));
+    }
+  }
   int index = 1;
   for (size_t fi = 0; fi < faults.size(); ++fi) {
-    for (int k : at_steps) {
-      outcomes.push_back(chaos.Run(index++, faults[fi], std::min(k, n - 1), nullptr));
-      report(outcomes.back());
-    }
-    for (int i = 0; i < (at_steps.empty() ? per_fault : 0); ++i) {
-      const double at = (i + (fi + 1.0) / (faults.size() + 1.0)) * n / per_fault;
-      const int k = std::clamp(static_cast<int>(at), 1, n - 1);
+    for (int k : ks[fi]) {
       outcomes.push_back(chaos.Run(index++, faults[fi], k, nullptr));
       report(outcomes.back());
     }
   }
+  std::set<std::string> hit;
+  for (const Outcome& o : outcomes) {
+    if (!o.step_name.empty()) hit.insert(o.step_name.substr(0, 3));
+  }
+  std::set<std::string> phases;
+  for (const std::string& st : steps) phases.insert(st.substr(st.find('/') + 1, 3));
+  std::printf("chaos_phases=%zu\n", phases.size());
+  std::printf("chaos_phases_hit=%zu\n", hit.size());
   chaos.TearDown();
   int completed = 0, stopped = 0, unsafe = 0, twice = 0, rows_lost = 0;
   int64_t proxy_failed = 0;
