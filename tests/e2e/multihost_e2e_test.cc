@@ -232,6 +232,17 @@ class MultiHostE2eTest : public ::testing::Test {
     }
   }
 
+  // `controllers` hoistd replicas, the stack with web on ports Docker
+  // chooses, 1.0.0 deployed and answering through the proxy on host-3.
+  void DeployWithChosenPorts(int controllers) {
+    ASSERT_NO_FATAL_FAILURE(StartFleet(controllers));
+    auto values = values_;
+    values["WEB_PORTS"] = "{container: 8080}";
+    ApplyStack(values);
+    fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
+    WaitForProxyBody("hello from web 1.0.0");
+  }
+
   // The stack with web on a fixed host port.
   void ApplyWiredStack() {
     auto values = values_;
@@ -385,13 +396,7 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
 // on host-1 and host-2, each instance on a port Docker chose, and the proxy
 // on host-3 switches to it, back, and forward again; finish retires blue.
 TEST_F(MultiHostE2eTest, BlueGreenWithTheProxyOnAnotherHostSwitchesBackAndFinishes) {
-  ASSERT_NO_FATAL_FAILURE(StartFleet(1));
-  auto values = values_;
-  values["WEB_PORTS"] = "{container: 8080}";
-  ApplyStack(values);
-  fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
-  WaitForProxyBody("hello from web 1.0.0");
-  ASSERT_FALSE(HasFailure());
+  ASSERT_NO_FATAL_FAILURE(DeployWithChosenPorts(1));
 
   bench::LoadGenerator load(
       {.host = hosts_->node("host-3").address, .port = 18000, .connections = 8, .rate_per_second = 200});
@@ -521,13 +526,7 @@ TEST_F(FaultE2eTest, CutOffLeaderHostHandsOverAndTheAgentsFollowTheNewLeader) {
 }
 
 void FaultE2eTest::MidUpgrade(const std::string& what, int controllers, const std::function<void()>& fault) {
-  ASSERT_NO_FATAL_FAILURE(StartFleet(controllers));
-  auto values = values_;
-  values["WEB_PORTS"] = "{container: 8080}";
-  ApplyStack(values);
-  fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
-  WaitForProxyBody("hello from web 1.0.0");
-  ASSERT_FALSE(HasFailure());
+  ASSERT_NO_FATAL_FAILURE(DeployWithChosenPorts(controllers));
 
   // The upgrade runs in the background; the fault comes once host-1's agent
   // has begun a start step of it.

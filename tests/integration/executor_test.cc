@@ -921,9 +921,8 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
   // The new API never becomes healthy: the upgrade fails after it moved
   // (without a migration, which would make a rollback without restore unsafe).
   with_migration_ = false;
-  const std::string id_text = FailedUpgradeWithOnFailureRollback(l);
+  const std::string id = FailedUpgradeWithOnFailureRollback(l);
   ASSERT_FALSE(HasFailure());
-  const std::string* id = &id_text;
 
   auto rollouts = pg_store_->ListRollouts("shop", 10);
   ASSERT_TRUE(rollouts.ok());
@@ -932,7 +931,7 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
     if (r.kind == "rollback") rollback = &r;
   }
   if (rollback == nullptr) {
-    auto events = pg_store_->EventsAfter(*id, 0);
+    auto events = pg_store_->EventsAfter(id, 0);
     std::string said;
     if (events.ok()) {
       for (const auto& e : *events) {
@@ -951,7 +950,7 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
   auto d = pg_store_->GetDeployment("shop");
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->pinned_version, "1.0.0");
-  auto events = pg_store_->EventsAfter(*id, 0);
+  auto events = pg_store_->EventsAfter(id, 0);
   ASSERT_TRUE(events.ok());
   bool announced = false;
   for (const auto& e : *events) {
@@ -967,10 +966,9 @@ TEST_F(ExecutorTest, FailedUpgradeRollsBackByItselfWhenAskedTo) {
 TEST_F(ExecutorTest, NoRollbackAfterAMigrationWithoutABackupAndTheEventSaysWhy) {
   Leader* l = NewLeader();
   // With the API's migration, and no backup in the manifest.
-  const std::string id_text = FailedUpgradeWithOnFailureRollback(l);
+  const std::string id = FailedUpgradeWithOnFailureRollback(l);
   ASSERT_FALSE(HasFailure());
-  const std::string* id = &id_text;
-  auto events = pg_store_->EventsAfter(*id, 0);
+  auto events = pg_store_->EventsAfter(id, 0);
   ASSERT_TRUE(events.ok());
   std::string refused;
   for (const auto& e : *events) {
