@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "agent/docker/docker_client.h"
 #include "agent/inventory.h"
@@ -18,6 +19,7 @@
 #include "shared/clock.h"
 #include "shared/config.h"
 #include "shared/flags.h"
+#include "shared/labels.h"
 #include "shared/logging.h"
 #include "shared/tls.h"
 #include "spdlog/spdlog.h"
@@ -44,6 +46,10 @@ int AgentMain(int argc, char** argv) {
   flags.AddString("host-name", "", "Host name reported to the controller (default: the system's).",
                   "HOIST_AGENT_HOST_NAME");
   flags.AddString("labels", "", "Placement labels, k=v,k=v.", "HOIST_AGENT_LABELS");
+  flags.AddString("object-labels", "",
+                  "Docker labels, k=v,k=v, added to every container and network this agent creates\n"
+                  "(for your own inventory or cleanup tools); keys may not start with hoist.",
+                  "HOIST_AGENT_OBJECT_LABELS");
   flags.AddString("address", "",
                   "The address other hosts reach this host at (an IP or DNS name), shown by `hoist agents`.",
                   "HOIST_AGENT_ADDRESS");
@@ -129,6 +135,19 @@ int AgentMain(int argc, char** argv) {
   policy.allow_host_paths = flags.GetBool("allow-host-paths");
   policy.allow_docker_socket = flags.GetBool("allow-docker-socket");
   policy.docker_socket_path = flags.Get("docker-socket");
+  for (absl::string_view kv : absl::StrSplit(flags.Get("object-labels"), ',', absl::SkipWhitespace())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    if (p.first.empty() || kv.find('=') == absl::string_view::npos) {
+      std::cerr << "hoist-agent: --object-labels: \"" << kv << "\" is not key=value (example: team=ops)\n";
+      return 2;
+    }
+    if (absl::StartsWith(p.first, labels::kPrefix)) {
+      std::cerr << "hoist-agent: --object-labels: \"" << p.first
+                << "\" is in the hoist. namespace, which Hoist's own labels use; choose another key\n";
+      return 2;
+    }
+    policy.extra_labels[p.first] = p.second;
+  }
   const std::string state_dir = flags.Get("state-dir");
   policy.backup_dir = state_dir + "/backups";
 

@@ -31,8 +31,9 @@ struct AgentPolicy {
   // The Docker socket on this host, for the check above (/run/docker.sock and
   // /var/run/docker.sock are always treated as the socket too).
   std::string docker_socket_path = "/var/run/docker.sock";
-  // Labels added to every container the agent creates, next to hoist.* ones.
-  // Tests use it to tag their run so that cleanup finds what was created.
+  // Labels added to every container and network the agent creates,
+  // next to hoist.* ones (hoist-agent --object-labels). Tests use it to tag
+  // their run so that cleanup finds what was created.
   std::map<std::string, std::string> extra_labels;
   // Image for the created-never-started helper containers that archive and
   // restore volumes; empty picks the image of a managed container.

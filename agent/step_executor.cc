@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -82,6 +84,7 @@ std::string ActionName(const hoist::v1::Step& step) {
     case hoist::v1::Step::kBackup: return "backup";
     case hoist::v1::Step::kRestore: return "restore";
     case hoist::v1::Step::kProxyUpdate: return "proxy_update";
+    case hoist::v1::Step::kReadEnvNames: return "read_env_names";
     case hoist::v1::Step::ACTION_NOT_SET: break;
   }
   return "no action";
@@ -287,6 +290,7 @@ absl::Status StepExecutor::RunAction(const StepContext& ctx, hoist::v1::StepResu
     case hoist::v1::Step::kBackup: return Backup(ctx, result);
     case hoist::v1::Step::kRestore: return Restore(ctx);
     case hoist::v1::Step::kProxyUpdate: return ProxyUpdate(ctx);
+    case hoist::v1::Step::kReadEnvNames: return ReadEnvNames(ctx, result);
     case hoist::v1::Step::ACTION_NOT_SET: break;
   }
   return absl::InvalidArgumentError("action: missing");
@@ -480,8 +484,19 @@ absl::Status StepExecutor::StartInstance(const StepContext& ctx, hoist::v1::Step
                                                      : start.container_name();
   std::map<std::string, std::string> labels =
       InstanceLabels(instance, start.version(), ctx.step.step_id(), policy_.agent_id);
+  // The agent picks the host port of a binding "Docker chooses" on one
+  // address (see DockerSpec); another process can take it before Docker
+  // binds it, and the start then fails. The container is made again with
+  // another port, a few times.
+  bool agent_picks_ports = false;
+  for (const auto& port : start.spec().ports()) {
+    agent_picks_ports = agent_picks_ports || (port.host_port() == 0 && !port.host_ip().empty() &&
+                                              port.host_ip() != "0.0.0.0" && port.host_ip() != "::");
+  }
+  int port_retries = 0;
   // Two rounds: a create that loses a race with another creator looks again.
   for (int round = 0; round < 2; ++round) {
+    bool created_here = false;
     auto existing = docker_->Inspect(name);
     if (absl::IsNotFound(existing.status())) {
       auto spec = DockerSpec(ctx, "start_instance.spec", start.spec(), name, labels);
@@ -495,6 +510,7 @@ absl::Status StepExecutor::StartInstance(const StepContext& ctx, hoist::v1::Step
       if (!id.ok()) return absl::Status(id.status().code(), absl::StrCat("create ", name, ": ", id.status().message()));
       spdlog::info("step {}: created {} for {} version {}", ctx.step.step_id(), name, Describe(instance),
                    start.version());
+      created_here = true;
       existing = docker_->Inspect(*id);
     }
     if (!existing.ok()) {
@@ -521,7 +537,21 @@ absl::Status StepExecutor::StartInstance(const StepContext& ctx, hoist::v1::Step
       if (start.has_proxy()) {
         if (absl::Status s = WriteProxyConfig(ctx, info.id, RenderHaproxyConfig(start.proxy(), {})); !s.ok()) return s;
       }
-      if (absl::Status s = StartContainer(ctx, info.id, name); !s.ok()) return s;
+      if (absl::Status s = StartContainer(ctx, info.id, name); !s.ok()) {
+        if (created_here && agent_picks_ports && port_retries < 3 &&
+            absl::StrContains(s.message(), "address already in use")) {
+          ++port_retries;
+          spdlog::warn("step {}: {}: the host port picked was taken meanwhile; making the container again with "
+                       "another ({})", ctx.step.step_id(), name, s.message());
+          if (absl::Status r = docker_->Remove(info.id, /*force=*/true, /*remove_volumes=*/false);
+              !r.ok() && !absl::IsNotFound(r)) {
+            return absl::Status(r.code(), absl::StrCat("remove ", name, " after a port clash: ", r.message()));
+          }
+          --round;
+          continue;
+        }
+        return s;
+      }
     }
     auto started = docker_->Inspect(info.id);
     if (!started.ok()) {
@@ -847,6 +877,34 @@ hoist::v1::StepResult StepExecutor::ReconcileOne(const JournalEntry& entry) {
       // pull, stop, remove, probe: idempotent, so simply run again.
       return RunAndRecord(ctx, entry.started_at);
   }
+}
+
+// Names only: the values read stay in this function.
+absl::Status StepExecutor::ReadEnvNames(const StepContext& ctx, hoist::v1::StepResult* result) {
+  const auto& read = ctx.step.read_env_names();
+  std::set<std::string> found;
+  hoist::v1::EnvNamesResult* out = result->mutable_env_names();
+  for (const std::string& path : read.env_files()) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) {
+      out->add_missing_files(path);
+      continue;
+    }
+    auto env = ReadEnvFile(path);
+    if (!env.ok()) {
+      (*out->mutable_unreadable_files())[path] = std::string(env.status().message());
+      continue;
+    }
+    for (const std::string& name : read.names()) {
+      if (env->contains(name)) found.insert(name);
+    }
+  }
+  for (const std::string& name : found) out->add_set(name);
+  hoist::v1::StepProgress progress;
+  progress.set_message(absl::StrCat(found.size(), " of ", read.names_size(), " name(s) set in ",
+                                    read.env_files_size(), " env file(s)"));
+  Progress(ctx, std::move(progress));
+  return absl::OkStatus();
 }
 
 }  // namespace hoist::agent

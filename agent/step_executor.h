@@ -108,6 +108,7 @@ class StepExecutor {
   absl::Status Backup(const StepContext& ctx, hoist::v1::StepResult* result);
   absl::Status Restore(const StepContext& ctx);
   absl::Status ProxyUpdate(const StepContext& ctx);
+  absl::Status ReadEnvNames(const StepContext& ctx, hoist::v1::StepResult* result);
 
   // Proxy helpers (step_executor_proxy.cc). PrepareProxy publishes the
   // runtime API on loopback, labels the container with its frontends and

@@ -333,6 +333,27 @@ absl::Status ValidateStep(const hoist::v1::Step& step) {
     case hoist::v1::Step::kProxyUpdate:
       HOIST_RETURN_IF_ERROR(NonEmpty("proxy_update.deployment", step.proxy_update().deployment()));
       return ValidateProxyUpdate(step.proxy_update());
+    case hoist::v1::Step::kReadEnvNames: {
+      const auto& read = step.read_env_names();
+      HOIST_RETURN_IF_ERROR(NonEmpty("read_env_names.deployment", read.deployment()));
+      if (read.env_files().empty()) return Invalid("read_env_names.env_files", "empty; name at least one env file");
+      for (int i = 0; i < read.env_files_size(); ++i) {
+        if (!absl::StartsWith(read.env_files(i), "/")) {
+          return Invalid(absl::StrCat("read_env_names.env_files[", i, "]"),
+                         absl::StrCat("\"", read.env_files(i), "\" is not an absolute path"));
+        }
+      }
+      for (int i = 0; i < read.names_size(); ++i) {
+        const std::string& n = read.names(i);
+        bool ok = !n.empty() && (absl::ascii_isalpha(static_cast<unsigned char>(n[0])) || n[0] == '_');
+        for (char c : n) ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_');
+        if (!ok) {
+          return Invalid(absl::StrCat("read_env_names.names[", i, "]"),
+                         absl::StrCat("\"", n, "\" is not an environment variable name"));
+        }
+      }
+      return absl::OkStatus();
+    }
     case hoist::v1::Step::ACTION_NOT_SET:
       return Invalid("action", "missing; the step names nothing to do");
   }
@@ -390,6 +411,8 @@ absl::Status CheckPolicy(const hoist::v1::Step& step, const AgentPolicy& policy)
     }
     case hoist::v1::Step::kProxyUpdate:
       return CheckServes("proxy_update.deployment", step.proxy_update().deployment(), policy);
+    case hoist::v1::Step::kReadEnvNames:
+      return CheckServes("read_env_names.deployment", step.read_env_names().deployment(), policy);
     case hoist::v1::Step::kPullImage:
     case hoist::v1::Step::ACTION_NOT_SET:
       return absl::OkStatus();

@@ -69,7 +69,7 @@ grpc::Status OperatorServiceImpl::CreateRelease(grpc::ServerContext* context,
                                                 hoist::v1::CreateReleaseResponse* response) {
   uint64_t epoch;
   if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
-  auto r = manager_->CreateRelease(epoch, request->release(), Actor(*context));
+  auto r = manager_->CreateRelease(epoch, *request, Actor(*context));
   if (r.ok()) *response->mutable_release() = *r;
   return Done(r);
 }

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "shared/yaml_text.h"
 #include "yaml-cpp/yaml.h"
 
 namespace hoist {
@@ -84,13 +85,11 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view what, absl::string_view
 
 absl::StatusOr<std::map<std::string, ConfigValue>> ParseConfigText(
     absl::string_view file_name, absl::string_view text, const std::set<std::string>& known) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(text));
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(file_name, ":", e.mark.line + 1, ": ",
-                                                   e.msg, "; expected YAML key: value lines"));
+  auto loaded = LoadYamlDocument(file_name, text, "config file");
+  if (!loaded.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(loaded.status().message(), "; expected YAML key: value lines"));
   }
+  YAML::Node root = *loaded;
   std::map<std::string, ConfigValue> out;
   if (root.IsNull()) return out;
   if (!root.IsMap()) {

@@ -9,6 +9,7 @@
 #include "controller/cli/exit_codes.h"
 #include "controller/cli/release_file.h"
 #include "controller/cli/table.h"
+#include "shared/yaml_text.h"
 
 namespace hoist::cli {
 namespace {
@@ -44,6 +45,9 @@ int RunApply(const Args& args, CliIo& io) {
   const std::string& path = inv.args()[0];
   auto text = ReadFile(path);
   if (!text.ok()) return inv.Fail(text.status());
+  // Size and encoding are checked here: gRPC cannot carry text that is not
+  // UTF-8, and hoistd would refuse a file over the limit only after the upload.
+  if (absl::Status s = CheckYamlText(path, *text, "stack manifest"); !s.ok()) return inv.Fail(s);
   v1::ApplyStackRequest req;
   req.set_manifest_yaml(*text);
   req.set_file_name(path);
@@ -82,7 +86,8 @@ int RunReleaseCreate(const Args& args, CliIo& io) {
   const std::string& path = inv.args()[0];
   auto text = ReadFile(path);
   if (!text.ok()) return inv.Fail(text.status());
-  auto release = ParseReleaseFile(path, *text);
+  std::map<std::string, uint32_t> lines;
+  auto release = ParseReleaseFile(path, *text, &lines);
   if (!release.ok()) return inv.Fail(release.status());
   if (release->deployment().empty()) {
     auto name = inv.Deployment();
@@ -94,6 +99,8 @@ int RunReleaseCreate(const Args& args, CliIo& io) {
   }
   v1::CreateReleaseRequest req;
   *req.mutable_release() = *release;
+  req.set_file_name(path);
+  req.mutable_field_lines()->insert(lines.begin(), lines.end());
   v1::CreateReleaseResponse resp;
   if (auto code = inv.Fetch("CreateRelease", &Stub::CreateRelease, req, &resp,
                             absl::StrCat("no deployment named ", release->deployment(),

@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "shared/semver.h"
+#include "shared/yaml_text.h"
 #include "yaml-cpp/yaml.h"
 
 namespace hoist::cli {
@@ -15,7 +16,12 @@ constexpr const char* kKnownKeys = "deployment, version, images, notes, required
 
 class ReleaseParser {
  public:
-  explicit ReleaseParser(absl::string_view file_name) : file_(file_name) {}
+  ReleaseParser(absl::string_view file_name, std::map<std::string, uint32_t>* lines)
+      : file_(file_name), lines_(lines) {}
+
+  void Remember(const std::string& field, const YAML::Node& at) {
+    if (lines_ != nullptr && !at.Mark().is_null()) (*lines_)[field] = static_cast<uint32_t>(at.Mark().line + 1);
+  }
 
   absl::Status Error(const YAML::Node& at, absl::string_view field, absl::string_view what) const {
     return absl::InvalidArgumentError(absl::StrCat(file_, ":", at.Mark().line + 1, ": ", field, ": ", what));
@@ -52,13 +58,12 @@ class ReleaseParser {
   }
 
   absl::StatusOr<hoist::v1::Release> Parse(absl::string_view text) {
-    YAML::Node root;
-    try {
-      root = YAML::Load(std::string(text));
-    } catch (const YAML::Exception& e) {
+    auto loaded = LoadYamlDocument(file_, text, "release file");
+    if (!loaded.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(file_, ":", e.mark.line + 1, ": not valid YAML (", e.msg, "); see hoist release create --help"));
+          absl::StrCat(loaded.status().message(), "; see hoist release create --help"));
     }
+    YAML::Node root = *loaded;
     if (!root.IsMap()) {
       return absl::InvalidArgumentError(absl::StrCat(
           file_, ":", root.IsNull() ? 1 : root.Mark().line + 1,
@@ -70,6 +75,7 @@ class ReleaseParser {
     for (const auto& kv : root) {
       const std::string key = kv.first.Scalar();
       const YAML::Node& value = kv.second;
+      Remember(key, kv.first);
       if (key == "deployment") {
         auto v = Scalar(value, key);
         if (!v.ok()) return v.status();
@@ -90,6 +96,7 @@ class ReleaseParser {
         if (auto s = NoDuplicates(value, key); !s.ok()) return s;
         for (const auto& img : value) {
           std::string field = absl::StrCat("images.", img.first.Scalar());
+          Remember(field, img.first);
           auto ref = Scalar(img.second, field);
           if (!ref.ok()) return ref.status();
           if (ref->empty() || absl::StrContains(*ref, ' ')) {
@@ -134,6 +141,7 @@ class ReleaseParser {
 
  private:
   std::string file_;
+  std::map<std::string, uint32_t>* lines_;
 };
 
 }  // namespace
@@ -147,8 +155,9 @@ bool IsPinnedImage(absl::string_view image) {
   return !tag.empty() && tag != "latest";
 }
 
-absl::StatusOr<hoist::v1::Release> ParseReleaseFile(absl::string_view file_name, absl::string_view text) {
-  return ReleaseParser(file_name).Parse(text);
+absl::StatusOr<hoist::v1::Release> ParseReleaseFile(absl::string_view file_name, absl::string_view text,
+                                                    std::map<std::string, uint32_t>* field_lines) {
+  return ReleaseParser(file_name, field_lines).Parse(text);
 }
 
 }  // namespace hoist::cli

@@ -12,6 +12,10 @@
 //   renamed_env:                # old name: new name (optional)
 //     SHOP_TOKEN: SHOP_API_TOKEN
 
+#include <cstdint>
+#include <map>
+#include <string>
+
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "hoist/v1/operator.pb.h"
@@ -21,7 +25,10 @@ namespace hoist::cli {
 // Parses and checks a release file. Errors are INVALID_ARGUMENT and read
 // "FILE:LINE: FIELD: what is wrong; what to write instead". Unknown keys,
 // duplicate keys, a bad version, unpinned images and bad env names are errors.
-absl::StatusOr<hoist::v1::Release> ParseReleaseFile(absl::string_view file_name, absl::string_view text);
+// When `field_lines` is given, it receives the line of each top-level key and
+// of each image ("images.api"), for CreateReleaseRequest.field_lines.
+absl::StatusOr<hoist::v1::Release> ParseReleaseFile(absl::string_view file_name, absl::string_view text,
+                                                    std::map<std::string, uint32_t>* field_lines = nullptr);
 
 // True when an image reference names a tag other than "latest" or a digest.
 bool IsPinnedImage(absl::string_view image);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "controller/rollout/status_macros.h"
+#include "shared/yaml_text.h"
 #include "yaml-cpp/yaml.h"
 
 namespace hoist::rollout {
@@ -100,15 +101,11 @@ class Parser {
     return ErrorAt(PosOf(at), path, message);
   }
 
-  absl::StatusOr<YAML::Node> Load(absl::string_view text) const {
-    try {
-      return YAML::Load(std::string(text));
-    } catch (const YAML::Exception& e) {
-      SourcePos pos;
-      if (!e.mark.is_null()) pos = {e.mark.line + 1, e.mark.column + 1};
-      return ErrorAt(pos, "", absl::StrCat("not valid YAML (", e.msg, ")"));
-    }
+  // `what` names the kind of file in the errors ("stack manifest").
+  absl::StatusOr<YAML::Node> Load(absl::string_view text, absl::string_view what) const {
+    return LoadYamlDocument(file_, text, what);
   }
+
 
   // Checks that `node` is a mapping whose keys are plain, unique and allowed.
   absl::StatusOr<Fields> Map(const YAML::Node& node, const std::string& path,
@@ -1122,7 +1119,7 @@ namespace {
 absl::StatusOr<StackManifest> ParseStackManifestOrThrow(absl::string_view file_name,
                                                         absl::string_view yaml_text) {
   Parser p(file_name);
-  HOIST_ASSIGN_OR_RETURN(YAML::Node root, p.Load(yaml_text));
+  HOIST_ASSIGN_OR_RETURN(YAML::Node root, p.Load(yaml_text, "stack manifest"));
   if (root.IsNull()) return p.ErrorAt({}, "", "empty manifest; expected deployment, hosts and services");
   HOIST_ASSIGN_OR_RETURN(
       Fields f, p.Map(root, "", {"deployment", "network", "hosts", "services", "backup", "rules", "smoke_test"}));
@@ -1205,7 +1202,7 @@ namespace {
 absl::StatusOr<hoist::v1::Release> ParseReleaseFileOrThrow(absl::string_view file_name,
                                                            absl::string_view yaml_text) {
   Parser p(file_name);
-  HOIST_ASSIGN_OR_RETURN(YAML::Node root, p.Load(yaml_text));
+  HOIST_ASSIGN_OR_RETURN(YAML::Node root, p.Load(yaml_text, "release file"));
   if (root.IsNull()) return p.ErrorAt({}, "", "empty release file; expected version and images");
   HOIST_ASSIGN_OR_RETURN(
       Fields f, p.Map(root, "", {"deployment", "version", "images", "notes", "required_env", "renamed_env"}));

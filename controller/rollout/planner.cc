@@ -538,9 +538,19 @@ absl::Status Planner::Preflight() {
         if (n == name) renamed_from = o;
       }
       if (!renamed_from.empty() && !where(renamed_from).empty()) continue;  // reported above
+      bool env_files = false;
+      for (const ServiceSpec& s : m_.services) env_files = env_files || !s.env_files.empty();
+      if (!in_.options.host_env_checked && env_files) {
+        plan_.warnings.push_back(absl::StrCat("release ", to_version_, " requires ", name,
+                                              ", which no service's env sets; the hosts' env files are checked "
+                                              "when the upgrade starts (this replica does not lead)"));
+        continue;
+      }
       preflight_problems_.push_back(absl::StrCat(
           "release ", to_version_, " requires ", name,
-          ", which no service's env and no host's env files set"));
+          ", which no service's env and no host's env files set",
+          env_files ? " (add it to an env file the stack names, on the hosts that run the services needing it)"
+                    : ""));
     }
   }
 
@@ -951,8 +961,11 @@ absl::Status Planner::PhaseBackup() {
         "pre-flight: ", host, " has ", a->backup_disk_free_bytes >> 20, " MiB free for the backup; at least ",
         in_.options.min_backup_disk_free_bytes >> 20, " MiB are needed"));
   }
-  plan_.backup_id = in_.options.backup_id.empty() ? absl::StrCat(m_.deployment, "-pre-", to_version_)
-                                                  : in_.options.backup_id;
+  plan_.backup_id = in_.options.backup_id;
+  if (plan_.backup_id.empty()) {
+    plan_.backup_id = absl::StrCat(m_.deployment, "-pre-", to_version_);
+    if (!in_.options.backup_suffix.empty()) absl::StrAppend(&plan_.backup_id, "-", in_.options.backup_suffix);
+  }
   PlanPhase& ph = AddPhase(
       "backup",
       "before any image changes: migrations are forward-only, so this backup is what a rollback "

@@ -51,11 +51,17 @@ struct PlanOptions {
   hoist::v1::OnFailure on_failure = hoist::v1::ON_FAILURE_STOP;
   // Leave out the backup phase (the plan warns that a rollback cannot restore data).
   bool skip_backup = false;
-  // Id of the backup this rollout takes; empty: "<deployment>-pre-<to_version>".
+  // Id of the backup this rollout takes; empty: "<deployment>-pre-<to_version>",
+  // followed by "-<backup_suffix>" when that is given (hoistd gives the
+  // rollout's time stamp, so that every rollout's backup has an id of its own).
   std::string backup_id;
+  std::string backup_suffix;
   // Env var names the hosts' env files provide, per agent id, for the
   // release's required_env check (values are never needed).
   std::map<std::string, std::set<std::string>> host_env;
+  // False when the hosts could not be asked (a follower plans): a name that
+  // only env files could set is then a warning, not a pre-flight problem.
+  bool host_env_checked = true;
   // Pre-flight refuses hosts with less free space than these.
   uint64_t min_image_disk_free_bytes = 1ull << 30;
   uint64_t min_backup_disk_free_bytes = 1ull << 30;

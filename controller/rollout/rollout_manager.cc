@@ -1,5 +1,6 @@
 #include "controller/rollout/rollout_manager.h"
 
+#include <future>
 #include <map>
 #include <thread>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "shared/proto_names.h"
 #include "shared/proto_time.h"
 #include "shared/semver.h"
+#include "spdlog/spdlog.h"
 
 namespace hoist::rollout {
 namespace {
@@ -77,45 +79,60 @@ absl::StatusOr<hoist::v1::Deployment> RolloutManager::ApplyStack(uint64_t epoch,
   return GetDeployment(d.name);
 }
 
-absl::StatusOr<hoist::v1::Release> RolloutManager::CreateRelease(uint64_t epoch, const hoist::v1::Release& release,
+absl::StatusOr<hoist::v1::Release> RolloutManager::CreateRelease(uint64_t epoch,
+                                                                 const hoist::v1::CreateReleaseRequest& request,
                                                                  const std::string& actor) {
+  const hoist::v1::Release& release = request.release();
   // A refused release is an operator action too: the audit log records it
   // with the reason, as it does for a refused stack.
-  absl::Status s = CheckRelease(release);
+  absl::Status s = CheckRelease(request);
   if (s.ok()) s = store_->PutRelease(epoch, release);
   Audit(actor, "release.create", release.deployment(), "", s, absl::StrCat("release ", release.version()));
   if (!s.ok()) return s;
   return store_->GetRelease(release.deployment(), release.version());
 }
 
-absl::Status RolloutManager::CheckRelease(const hoist::v1::Release& release) {
+absl::Status RolloutManager::CheckRelease(const hoist::v1::CreateReleaseRequest& request) {
+  const hoist::v1::Release& release = request.release();
+  // "FILE:LINE: images.api: ..." when the CLI said where the field is, else
+  // "release.images.api: ...".
+  auto invalid = [&](const std::string& field, absl::string_view message) {
+    auto line = request.field_lines().find(field);
+    if (!request.file_name().empty() && line != request.field_lines().end()) {
+      return absl::InvalidArgumentError(absl::StrCat(request.file_name(), ":", line->second, ": ", field, message));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("release.", field, message));
+  };
   if (absl::Status s = Required("release.deployment", release.deployment()); !s.ok()) return s;
   auto version = Version::Parse(release.version());
   if (!version.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("release.version \"", release.version(), "\": ", version.status().message()));
+    return invalid("version", absl::StrCat(" \"", release.version(), "\": ", version.status().message()));
   }
   auto d = store_->GetDeployment(release.deployment());
   if (!d.ok()) return d.status();
   auto manifest = ParseStackManifest(d->file_name, d->manifest_yaml);
   if (!manifest.ok()) return manifest.status();
   for (const auto& [service, image] : release.images()) {
+    const std::string field = absl::StrCat("images.", service);
     const ServiceSpec* spec = manifest->FindService(service);
     if (spec == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("release.images.", service, ": the stack ", d->name,
-                                                     " has no service named \"", service, "\""));
+      std::vector<std::string> names;
+      for (const ServiceSpec& s : manifest->services) {
+        if (s.versioned()) names.push_back(s.name);
+      }
+      return invalid(field, absl::StrCat(": the stack ", d->name, " has no service named \"", service,
+                                         "\"; its versioned services are ", absl::StrJoin(names, ", ")));
     }
     auto ref = ParseImageReference(image);
-    if (!ref.ok()) return absl::InvalidArgumentError(absl::StrCat("release.images.", service, ": ", ref.status().message()));
+    if (!ref.ok()) return invalid(field, absl::StrCat(": ", ref.status().message()));
     if (!ref->pinned()) {
-      return absl::InvalidArgumentError(absl::StrCat("release.images.", service, " \"", image,
-                                                     "\": pin the image with a tag other than latest, or a digest"));
+      return invalid(field, absl::StrCat(" \"", image, "\": pin the image with a tag other than latest, or a digest"));
     }
   }
   for (const ServiceSpec& spec : manifest->services) {
     if (spec.versioned() && spec.role != hoist::v1::ROLE_DATABASE && !release.images().contains(spec.name)) {
-      return absl::InvalidArgumentError(absl::StrCat("release.images: no image for service \"", spec.name,
-                                                     "\"; every versioned service of ", d->name, " needs one"));
+      return invalid("images", absl::StrCat(": no image for service \"", spec.name, "\"; every versioned service of ",
+                                            d->name, " needs one (add `", spec.name, ": IMAGE:TAG` under images)"));
     }
   }
   return absl::OkStatus();
@@ -192,7 +209,52 @@ absl::StatusOr<PlanInput> RolloutManager::Input(const std::string& deployment, c
     }
     in.agents.push_back(std::move(st));
   }
+  if (!for_rollback) ReadHostEnv(&in);
   return in;
+}
+
+void RolloutManager::ReadHostEnv(PlanInput* in) {
+  std::set<std::string> names(in->target.required_env().begin(), in->target.required_env().end());
+  for (const auto& [old_name, new_name] : in->target.renamed_env()) {
+    names.insert(old_name);
+    names.insert(new_name);
+  }
+  std::set<std::string> files;
+  for (const ServiceSpec& s : in->manifest.services) files.insert(s.env_files.begin(), s.env_files.end());
+  if (names.empty() || files.empty()) return;
+  if (!dispatcher_->Leading()) {
+    // Only the leader holds the sessions the question goes over.
+    in->options.host_env_checked = false;
+    return;
+  }
+  // Every connected host of the stack is asked, at once, which of the names
+  // its env files set; a host that does not answer in time counts as setting
+  // none (and pre-flight names it if it is not connected).
+  const std::string stamp = NewStamp();
+  std::vector<std::pair<std::string, std::future<absl::StatusOr<hoist::v1::StepResult>>>> asked;
+  for (const HostSpec& h : in->manifest.hosts) {
+    if (!dispatcher_->IsConnected(h.id)) continue;
+    hoist::v1::Step step;
+    step.set_step_id(absl::StrCat("env-", in->manifest.deployment, "-", h.id, "-", stamp));
+    SetTimestamp(clock_->Now() + absl::Seconds(10), step.mutable_deadline());
+    hoist::v1::ReadEnvNames* read = step.mutable_read_env_names();
+    read->set_deployment(in->manifest.deployment);
+    for (const std::string& f : files) read->add_env_files(f);
+    for (const std::string& n : names) read->add_names(n);
+    asked.emplace_back(h.id, std::async(std::launch::async, [this, id = h.id, step] {
+                         return dispatcher_->RunStep(id, step, nullptr, nullptr);
+                       }));
+  }
+  for (auto& [id, answer] : asked) {
+    absl::StatusOr<hoist::v1::StepResult> r = answer.get();
+    if (!r.ok() || r->outcome() != hoist::v1::STEP_OUTCOME_SUCCEEDED) {
+      spdlog::warn("{}: cannot read the env files' names on {}: {}", in->manifest.deployment, id,
+                   r.ok() ? r->message() : std::string(r.status().message()));
+      continue;
+    }
+    std::set<std::string>& set = in->options.host_env[id];
+    set.insert(r->env_names().set().begin(), r->env_names().set().end());
+  }
 }
 
 absl::StatusOr<Plan> RolloutManager::PlanUpgrade(const std::string& deployment, const std::string& target,
@@ -202,12 +264,17 @@ absl::StatusOr<Plan> RolloutManager::PlanUpgrade(const std::string& deployment, 
   return PlanRollout(*in);
 }
 
-absl::StatusOr<hoist::v1::Rollout> RolloutManager::Store(uint64_t epoch, const Plan& plan, const std::string& kind,
-                                                         hoist::v1::OnFailure on_failure, const std::string& actor) {
-  StoredRollout r;
+std::string RolloutManager::NewStamp() const {
   const absl::Time now = clock_->Now();
-  r.id = absl::StrCat(plan.deployment, "-", absl::FormatTime("%Y%m%d-%H%M%S", now, absl::UTCTimeZone()), "-",
+  return absl::StrCat(absl::FormatTime("%Y%m%d-%H%M%S", now, absl::UTCTimeZone()), "-",
                       absl::StrFormat("%04x", static_cast<unsigned>(absl::ToUnixNanos(now) / 1000 % 0x10000)));
+}
+
+absl::StatusOr<hoist::v1::Rollout> RolloutManager::Store(uint64_t epoch, const Plan& plan, const std::string& kind,
+                                                         hoist::v1::OnFailure on_failure, const std::string& actor,
+                                                         const std::string& stamp) {
+  StoredRollout r;
+  r.id = absl::StrCat(plan.deployment, "-", stamp.empty() ? NewStamp() : stamp);
   r.deployment = plan.deployment;
   r.kind = kind;
   r.from_version = plan.from_version;
@@ -265,12 +332,16 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::StartRollout(uint64_t epoch,
     }
     if (grace > absl::ZeroDuration()) in->options.grace_period = grace;
   }
+  // The rollout's id and its backup's share a time stamp: a retry of the same
+  // upgrade, or an upgrade again after a rollback, takes a backup of its own.
+  const std::string stamp = NewStamp();
+  in->options.backup_suffix = stamp;
   auto plan = PlanRollout(*in);
   if (!plan.ok()) {
     Audit(actor, "rollout.upgrade", request.deployment(), "", plan.status(), "");
     return plan.status();
   }
-  return Store(epoch, *plan, plan->initial_deploy ? "deploy" : "upgrade", request.on_failure(), actor);
+  return Store(epoch, *plan, plan->initial_deploy ? "deploy" : "upgrade", request.on_failure(), actor, stamp);
 }
 
 absl::StatusOr<hoist::v1::Rollout> RolloutManager::Rollback(uint64_t epoch, const hoist::v1::RollbackRequest& request,

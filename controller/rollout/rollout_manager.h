@@ -30,8 +30,15 @@ class RolloutManager {
                                                    const std::string& actor);
   // Validates a release against its deployment's stack and stores it; the
   // audit log records it, refused or not.
-  absl::StatusOr<hoist::v1::Release> CreateRelease(uint64_t epoch, const hoist::v1::Release& release,
+  // Errors name the request's file and line when it gives them.
+  absl::StatusOr<hoist::v1::Release> CreateRelease(uint64_t epoch, const hoist::v1::CreateReleaseRequest& request,
                                                    const std::string& actor);
+  absl::StatusOr<hoist::v1::Release> CreateRelease(uint64_t epoch, const hoist::v1::Release& release,
+                                                   const std::string& actor) {
+    hoist::v1::CreateReleaseRequest request;
+    *request.mutable_release() = release;
+    return CreateRelease(epoch, request, actor);
+  }
   // What an upgrade (or the first deploy) to target would do; touches nothing.
   absl::StatusOr<Plan> PlanUpgrade(const std::string& deployment, const std::string& target,
                                    hoist::v1::Strategy strategy);
@@ -59,11 +66,19 @@ class RolloutManager {
  private:
   // INVALID_ARGUMENT (naming the field) or NOT_FOUND when `release` cannot
   // be recorded for its deployment.
-  absl::Status CheckRelease(const hoist::v1::Release& release);
+  absl::Status CheckRelease(const hoist::v1::CreateReleaseRequest& request);
   absl::StatusOr<PlanInput> Input(const std::string& deployment, const std::string& target,
                                   hoist::v1::Strategy strategy, bool for_rollback);
+  // Fills in->options.host_env: which of the target release's required and
+  // renamed env names each host's env files set (names only; values stay on
+  // the hosts).
+  void ReadHostEnv(PlanInput* in);
+  // "20261130-082016-63a4": the time a rollout is stored, and a few bits more.
+  std::string NewStamp() const;
+  // The rollout's id is "<deployment>-<stamp>" (a new stamp when empty).
   absl::StatusOr<hoist::v1::Rollout> Store(uint64_t epoch, const Plan& plan, const std::string& kind,
-                                           hoist::v1::OnFailure on_failure, const std::string& actor);
+                                           hoist::v1::OnFailure on_failure, const std::string& actor,
+                                           const std::string& stamp = "");
   absl::StatusOr<hoist::v1::Rollout> ToRollout(const StoredRollout& r);
   void Audit(const std::string& actor, const std::string& action, const std::string& deployment,
              const std::string& rollout_id, const absl::Status& outcome, const std::string& detail);

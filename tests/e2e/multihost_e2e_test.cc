@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <sstream>
 #include <set>
 #include <thread>
 #include <string>
@@ -17,6 +18,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -390,6 +392,46 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
   auto on_h2 = DockerOn(hosts_->node("host-2"), {"ps", "--filter", "label=hoist.service=api", "--format", "{{.Image}}"});
   ASSERT_TRUE(on_h2.ok());
   EXPECT_EQ(Lines(*on_h2), (std::set<std::string>{Image("api", "1.1.0")})) << "the api runs on host-2 only";
+}
+
+// A release that requires an env var the stack keeps in an env file on the
+// hosts: pre-flight asks the agents which names their env files set (values
+// never leave the hosts), refuses while none does, and passes once the file
+// on api's host sets it.
+TEST_F(MultiHostE2eTest, RequiredEnvIsLookedUpInTheHostsEnvFilesByName) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(1));
+  const std::string env_file = fleet_->WriteFile("api.env", "# the api's settings\nSHOP_MODE=test\n");
+  auto values = values_;
+  values["WEB_PORTS"] = "{container: 8080}";
+  std::string stack = FillTemplate(kStack, values);
+  stack = absl::StrReplaceAll(stack, {{"  api:\n    role: api\n",
+                                       absl::StrCat("  api:\n    role: api\n    env_files: [", env_file, "]\n")}});
+  fleet_->MustHoist({"apply", fleet_->WriteFile("stack.yaml", stack)});
+  for (const char* v : {"1.0.0", "1.1.0"}) {
+    values["VERSION"] = v;
+    std::string release = FillTemplate(kReferenceRelease, values);
+    if (std::string(v) == "1.1.0") release += "required_env: [SHOP_KEY]\n";
+    fleet_->MustHoist({"release", "create", fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), release)});
+  }
+  fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
+
+  auto refused = fleet_->Hoist({"plan", "1.1.0"});
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->exit_code, 1) << refused->stdout_text << refused->stderr_text;
+  EXPECT_THAT(refused->stderr_text,
+              HasSubstr("release 1.1.0 requires SHOP_KEY, which no service's env and no host's env files set"));
+
+  std::ofstream(env_file, std::ios::app) << "SHOP_KEY='s3cret-shop-key'\n";
+  std::string plan = fleet_->MustHoist({"plan", "1.1.0"});
+  EXPECT_THAT(plan, Not(HasSubstr("requires SHOP_KEY"))) << plan;
+  std::string out = fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
+  EXPECT_THAT(out, HasSubstr("env vars release 1.1.0 needs are set: SHOP_KEY")) << out;
+  // Names travelled, the value did not: neither the answers nor the logs hold it.
+  std::string status = fleet_->MustHoist({"status", "--output", "json"});
+  EXPECT_THAT(plan + out + status, Not(HasSubstr("s3cret-shop-key")));
+  std::ostringstream logs;
+  fleet_->DumpLogs(logs);
+  EXPECT_THAT(logs.str(), Not(HasSubstr("s3cret-shop-key")));
 }
 
 // Blue-green with the proxy on a host of its own: green starts beside blue

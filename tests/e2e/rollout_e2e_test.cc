@@ -288,6 +288,14 @@ class RolloutE2eTest : public PostgresTest {
         auto removed = docker_->Docker(rm);
         EXPECT_TRUE(removed.ok()) << "cannot remove the test's containers: " << removed.status();
       }
+      // The deployment's network: the daemon's address pools run out if networks pile up.
+      auto nets = docker_->Docker({"network", "ls", "-q", "--filter", absl::StrCat("label=", labels::kDeployment, "=", deployment_)});
+      if (nets.ok() && !Lines(*nets).empty()) {
+        std::vector<std::string> rm = {"network", "rm"};
+        for (const auto& id : Lines(*nets)) rm.push_back(id);
+        auto removed = docker_->Docker(rm);
+        EXPECT_TRUE(removed.ok()) << "cannot remove the test's network: " << removed.status();
+      }
     }
     if (!dir_.empty()) RemoveTree(dir_);
   }
@@ -348,7 +356,7 @@ class RolloutE2eTest : public PostgresTest {
       Launch(absl::StrCat("agent-", i),
              {HOIST_AGENT_PATH, "--controller", absl::StrJoin(controllers, ","), "--insecure", "--agent-id", Host(i),
               "--host-name", absl::StrCat(Host(i), ".test"), "--labels", i == 3 ? "tier=edge" : "tier=app",
-              "--deployments", deployment_, "--state-dir", state});
+              "--deployments", deployment_, "--state-dir", state, "--object-labels", docker_->label()});
     }
   }
 
@@ -708,6 +716,20 @@ TEST_F(RolloutE2eTest, RollbackWithRestoreBringsTheDataBackAsItWasBeforeTheUpgra
                 .value_or("(error)"),
             "0");
   EXPECT_EQ(ThroughProxy().value_or("(error)"), "1.0.0");
+
+  // Upgrading to 1.1.0 again takes a backup of its own: the first one, which
+  // the rollback used, is kept under its id.
+  auto again = StartRollout("1.1.0");
+  ASSERT_TRUE(again.ok()) << again.status();
+  hoist::v1::Rollout up2 = WaitRollout(*again);
+  ASSERT_EQ(up2.state(), hoist::v1::ROLLOUT_STATE_SUCCEEDED) << up2.error() << "\n" << Describe(up2);
+  ASSERT_TRUE(Read(&Stub::ListBackups, list, &backups).ok());
+  std::set<std::string> ids;
+  for (const auto& b : backups.backups()) {
+    if (b.rollout_id() == *id || b.rollout_id() == *again) ids.insert(b.id());
+  }
+  EXPECT_EQ(ids.size(), 2u) << backups.DebugString();
+  EXPECT_TRUE(ids.contains(backup_id));
 }
 
 TEST_F(RolloutE2eTest, ApiThatNeverBecomesHealthyFailsTheUpgradeAndTheOldApiStillServes) {

@@ -270,6 +270,30 @@ TEST_F(CliControllerTest, InvalidManifestExitsTwoNamingFileLineAndField) {
   EXPECT_EQ(status.code, kExitNotFound) << Describe(status);
 }
 
+// Files that are not one UTF-8 YAML document of a sane size are refused with
+// Hoist's own error naming the file (and the line), and nothing is stored.
+TEST_F(CliControllerTest, ManifestsThatAreNotOneUtf8DocumentAreRefusedByName) {
+  struct Case {
+    std::string name;
+    std::string text;
+    std::vector<std::string> want;
+  };
+  const std::vector<Case> cases = {
+      {"two-docs.yaml", std::string(kStack) + "---\ndeployment: shop\nservicez: {}\n",
+       {"two-docs.yaml:15", "a second YAML document"}},
+      {"latin1.yaml", std::string(kStack) + "# caf\xe9\n", {"latin1.yaml:15:6", "byte 0xE9 is not UTF-8"}},
+      {"huge.yaml", std::string(kStack) + "# " + std::string(2 << 20, 'x') + "\n",
+       {"huge.yaml", "2.0 MiB", "at most 1.0 MiB"}},
+  };
+  for (const Case& c : cases) {
+    CliResult r = Hoist({"apply", WriteFile(c.name, c.text)});
+    EXPECT_EQ(r.code, kExitUsage) << c.name << ": " << Describe(r);
+    for (const std::string& w : c.want) EXPECT_THAT(r.err, HasSubstr(w)) << c.name;
+  }
+  CliResult status = Hoist({"status", "-d", "shop"});
+  EXPECT_EQ(status.code, kExitNotFound) << Describe(status);
+}
+
 TEST_F(CliControllerTest, ReleaseCreateShowAndList) {
   ASSERT_EQ(Hoist({"apply", WriteFile("stack.yaml", kStack)}).code, 0);
   const std::string release = WriteFile("release.yaml", kRelease);
@@ -327,7 +351,8 @@ TEST_F(CliControllerTest, ReleaseNamingAServiceTheStackLacksIsRefused) {
   for (const char* output : {"table", "json"}) {
     CliResult r = Hoist({"release", "create", bad, "--output", output});
     EXPECT_EQ(r.code, kExitUsage) << output << ": " << Describe(r);
-    EXPECT_THAT(r.err, AllOf(HasSubstr("release.images.billing"), HasSubstr("no service named \"billing\"")))
+    EXPECT_THAT(r.err, AllOf(HasSubstr(bad + ":5: images.billing"), HasSubstr("no service named \"billing\""),
+                             HasSubstr("its versioned services are api, worker")))
         << output;
   }
   CliResult list = Hoist({"releases", "--output", "json"});
@@ -345,6 +370,15 @@ TEST_F(CliControllerTest, ReleaseNamingAServiceTheStackLacksIsRefused) {
     }
   }
   EXPECT_TRUE(refused_logged) << audit.out;
+  // hoistd's other finding, a service left without an image, names the line of images:.
+  const std::string short_release = WriteFile("short-release.yaml",
+                                              "version: 1.5.0\n"
+                                              "images:\n"
+                                              "  api: registry.local/shop/api:1.5.0\n");
+  CliResult missing = Hoist({"release", "create", short_release});
+  EXPECT_EQ(missing.code, kExitUsage) << Describe(missing);
+  EXPECT_THAT(missing.err, AllOf(HasSubstr(short_release + ":2: images: no image for service \"worker\""),
+                                 HasSubstr("add `worker: IMAGE:TAG` under images")));
 }
 
 TEST_F(CliControllerTest, PlanWithoutAgentsIsRefusedWithThePreflightReason) {

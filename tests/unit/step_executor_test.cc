@@ -210,6 +210,54 @@ TEST_F(StepExecutorTest, PullOfAnUnknownImageFailsWithDockersReason) {
   EXPECT_THAT(result.message(), HasSubstr("manifest unknown"));
 }
 
+// The host port the agent picked for 127.0.0.1:0 was taken before Docker
+// bound it: the container is made again (with another port) and starts.
+TEST_F(StepExecutorTest, PortTakenBetweenPickAndStartIsPickedAgain) {
+  ASSERT_NO_FATAL_FAILURE(PullApiImage());
+  docker_.FailNext("Start", absl::InternalError("driver failed programming external connectivity: Error starting "
+                                                "userland proxy: listen tcp4 127.0.0.1:32786: bind: address already "
+                                                "in use"));
+  hoist::v1::StepResult result = Run(StartStep("start-port"));
+  EXPECT_OUTCOME(result, STEP_OUTCOME_SUCCEEDED, kOk);
+  EXPECT_EQ(docker_.Calls("Create"), 2);
+  EXPECT_EQ(docker_.Calls("Remove"), 1);
+
+  // Any other start failure is the step's failure, with no second container.
+  docker_.FailNext("Start", absl::InternalError("OCI runtime create failed"));
+  hoist::v1::StepResult other = Run(StartStep("start-other", "1.6.0"));
+  EXPECT_OUTCOME(other, STEP_OUTCOME_FAILED, kInternal);
+  EXPECT_EQ(docker_.Calls("Create"), 3);
+}
+
+TEST_F(StepExecutorTest, ReadEnvNamesAnswersWithNamesOnlyAndNamesMissingFiles) {
+  const std::string env_file = dir_ + "/shop.env";
+  const std::string broken = dir_ + "/broken.env";
+  ASSERT_TRUE(WriteFileAtomic(env_file, "# shop\nexport SHOP_KEY='very-secret'\nOLD_NAME=x\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(broken, "this line has no equals sign\n").ok());
+  hoist::v1::Step step = NewStep("env-1");
+  auto* read = step.mutable_read_env_names();
+  read->set_deployment("shop");
+  for (const std::string& f : {env_file, broken, dir_ + "/absent.env"}) read->add_env_files(f);
+  for (const char* n : {"SHOP_KEY", "NEW_NAME", "OLD_NAME"}) read->add_names(n);
+  hoist::v1::StepResult result = Run(step);
+  EXPECT_OUTCOME(result, STEP_OUTCOME_SUCCEEDED, kOk);
+  EXPECT_THAT(result.env_names().set(), ::testing::ElementsAre("OLD_NAME", "SHOP_KEY"));
+  EXPECT_THAT(result.env_names().missing_files(), ::testing::ElementsAre(dir_ + "/absent.env"));
+  EXPECT_EQ(result.env_names().unreadable_files().count(broken), 1u) << result.DebugString();
+  EXPECT_THAT(result.DebugString(), Not(HasSubstr("very-secret")));
+
+  // A relative path, a bad name, or a deployment the agent does not serve is refused.
+  hoist::v1::Step bad = NewStep("env-2");
+  bad.mutable_read_env_names()->set_deployment("shop");
+  bad.mutable_read_env_names()->add_env_files("shop.env");
+  EXPECT_OUTCOME(Run(bad), STEP_OUTCOME_REFUSED, kInvalidArgument);
+  hoist::v1::Step bad_name = NewStep("env-3");
+  bad_name.mutable_read_env_names()->set_deployment("shop");
+  bad_name.mutable_read_env_names()->add_env_files(env_file);
+  bad_name.mutable_read_env_names()->add_names("1BAD");
+  EXPECT_OUTCOME(Run(bad_name), STEP_OUTCOME_REFUSED, kInvalidArgument);
+}
+
 // ---- idempotence and fencing ----
 
 TEST_F(StepExecutorTest, ReSentStepReplaysItsResultWithoutRunningAgain) {
