@@ -8,8 +8,10 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "agent/container_names.h"
 #include "agent/file_util.h"
 #include "agent/step_executor.h"
@@ -126,6 +128,7 @@ absl::Status StepExecutor::ReadBackupManifest(const StepContext& ctx, const std:
     artifact->set_path(a.value("path", ""));
     artifact->set_size_bytes(a.value("size_bytes", uint64_t{0}));
     artifact->set_sha256(a.value("sha256", ""));
+    artifact->set_verified_by(a.value("verified_by", ""));
     if (!PathExists(artifact->path())) {
       return absl::DataLossError(absl::StrCat("backup ", dir, " lists ", artifact->path(), " but it is gone"));
     }
@@ -209,14 +212,46 @@ absl::Status StepExecutor::Backup(const StepContext& ctx, hoist::v1::StepResult*
       if (reread->sha256 != written->sha256 || reread->size_bytes != written->size_bytes) {
         return absl::DataLossError(absl::StrCat("artifact ", file, " reads back differently from what was written"));
       }
+      std::string verified_by = "sha256 and size read back from disk";
+      if (item.has_postgres()) {
+        // The dump must be one pg_restore can read: its table of contents is
+        // listed in the database's own container (the same pg_restore a
+        // restore would use).
+        auto container = RunningContainerOf(item.postgres().instance(), "");
+        if (!container.ok()) return container.status();
+        auto dump = ReadFileToString(partial_path);
+        if (!dump.ok()) return dump.status();
+        auto listed = docker_->Exec(container->id, {"pg_restore", "--list"}, ctx.deadline - clock_->Now(), nullptr,
+                                    *dump);
+        if (!listed.ok()) {
+          return absl::Status(listed.status().code(), absl::StrCat("verifying the dump of ", item.postgres().database(),
+                                                                   ": pg_restore --list in ", container->name, ": ",
+                                                                   listed.status().message()));
+        }
+        if (listed->exit_code != 0) {
+          return absl::DataLossError(absl::StrCat("the dump of database ", item.postgres().database(),
+                                                  " cannot be read back: pg_restore --list exited with ",
+                                                  listed->exit_code, ": ", Tail(listed->output, 500)));
+        }
+        int tables = 0, entries = 0;
+        for (absl::string_view line : absl::StrSplit(listed->output, '\n')) {
+          if (line.empty() || line[0] == ';') continue;
+          ++entries;
+          if (absl::StrContains(line, " TABLE DATA ")) ++tables;
+        }
+        absl::StrAppend(&verified_by, "; pg_restore --list reads ", entries, " entries, ", tables,
+                        tables == 1 ? " table's data" : " tables' data");
+      }
       artifact.set_path(absl::StrCat(final_dir, "/", file));
       artifact.set_size_bytes(written->size_bytes);
       artifact.set_sha256(written->sha256);
+      artifact.set_verified_by(verified_by);
       artifacts.push_back({{"kind", artifact.kind()},
                            {"source", artifact.source()},
                            {"path", artifact.path()},
                            {"size_bytes", artifact.size_bytes()},
-                           {"sha256", artifact.sha256()}});
+                           {"sha256", artifact.sha256()},
+                           {"verified_by", artifact.verified_by()}});
       hoist::v1::StepProgress progress;
       progress.set_message(absl::StrCat("backed up ", artifact.kind(), " ", artifact.source(), ": ",
                                         artifact.size_bytes(), " bytes, sha256 ", artifact.sha256()));

@@ -101,7 +101,8 @@ grpc::Status OperatorServiceImpl::ListReleases(grpc::ServerContext*, const hoist
 
 grpc::Status OperatorServiceImpl::PlanRollout(grpc::ServerContext*, const hoist::v1::PlanRolloutRequest* request,
                                               hoist::v1::PlanRolloutResponse* response) {
-  auto plan = manager_->PlanUpgrade(request->deployment(), request->target_version(), request->strategy());
+  auto plan = manager_->PlanUpgrade(request->deployment(), request->target_version(), request->strategy(),
+                                     request->skip_backup());
   if (plan.ok()) *response->mutable_plan() = rollout::ToProto(*plan);
   return Done(plan);
 }

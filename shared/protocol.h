@@ -12,4 +12,9 @@ namespace hoist {
 inline constexpr uint32_t kProtocolVersion = 1;
 inline constexpr uint32_t kMinAgentProtocol = 1;
 
+// A failed rollout's error holds this line when it failed before it changed
+// anything (in pre-flight or while pulling): clients then print no rollback
+// command, since there is nothing to roll back.
+inline constexpr char kNothingChangedLine[] = "\nnothing was changed: ";
+
 }  // namespace hoist

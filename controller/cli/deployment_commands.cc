@@ -110,7 +110,7 @@ int RunReleaseCreate(const Args& args, CliIo& io) {
   const v1::Release& r = resp.release();
   inv.out() << "Recorded release " << r.version() << " of " << r.deployment() << " (" << r.images_size()
             << (r.images_size() == 1 ? " image" : " images") << ")\n"
-            << "Next: hoist plan " << r.version() << "\n";
+            << "Next: hoist plan " << r.version() << " -d " << r.deployment() << "\n";
   return kExitOk;
 }
 

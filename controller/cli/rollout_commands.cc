@@ -155,6 +155,7 @@ int RunPlan(const Args& args, CliIo& io) {
                 "Lists the phases with their reason, the steps with their batch and agent, the release\n"
                 "notes of every release in between and the warnings to read first.");
   AddStrategyFlag(flags);
+  flags.AddBool("skip-backup", "Plan without the manifest's backup (as hoist upgrade --skip-backup).");
   flags.AddExample("hoist plan 1.5.0");
   flags.AddExample("hoist plan 1.5.0 --strategy blue-green -d shop");
   if (auto code = inv.Parse(flags, args, 1, 1, "VERSION")) return *code;
@@ -165,6 +166,7 @@ int RunPlan(const Args& args, CliIo& io) {
   if (!deployment.ok()) return inv.Fail(deployment.status());
   v1::PlanRolloutRequest req;
   req.set_deployment(*deployment);
+  req.set_skip_backup(flags.GetBool("skip-backup"));
   req.set_target_version(inv.args()[0]);
   req.set_strategy(*strategy);
   v1::PlanRolloutResponse resp;
@@ -185,8 +187,15 @@ int RunUpgrade(const Args& args, CliIo& io) {
   AddStrategyFlag(flags);
   flags.AddString("on-failure", "stop", "stop (and print the exact rollback command) or rollback (by itself).");
   flags.AddBool("yes", "Do not ask for confirmation (required when stdin is not a terminal).");
-  flags.AddString("smoke-test", "", "Command run after the upgrade; a non-zero exit fails it.");
+  flags.AddString("smoke-test", "",
+                  "Command for this rollout's smoke test, in place of the manifest's smoke_test.command.\n"
+                  "It runs from the new image of smoke_test.service (the manifest must name one): after\n"
+                  "every instance is healthy (rolling), or before the switch (blue-green). A non-zero\n"
+                  "exit fails the rollout.");
   flags.AddString("grace-period", "", "Blue-green: how long blue stays up after the switch (server default).");
+  flags.AddBool("skip-backup",
+                "Leave out the manifest's backup for this rollout. A rollback then cannot restore the data\n"
+                "(the plan warns): use it when you took a backup of your own.");
   flags.AddExample("hoist upgrade 1.5.0");
   flags.AddExample("hoist upgrade 1.5.0 --strategy blue-green --grace-period 10m");
   flags.AddExample("hoist upgrade 1.5.0 --yes --on-failure rollback --smoke-test './smoke.sh https://shop.local'");
@@ -198,6 +207,7 @@ int RunUpgrade(const Args& args, CliIo& io) {
   v1::StartRolloutRequest req;
   req.set_target_version(version);
   req.set_strategy(*strategy);
+  req.set_skip_backup(flags.GetBool("skip-backup"));
   const std::string& on_failure = flags.Get("on-failure");
   if (on_failure == "stop") req.set_on_failure(v1::ON_FAILURE_STOP);
   else if (on_failure == "rollback") req.set_on_failure(v1::ON_FAILURE_ROLLBACK);
@@ -230,6 +240,7 @@ int RunUpgrade(const Args& args, CliIo& io) {
     plan_req.set_deployment(*deployment);
     plan_req.set_target_version(version);
     plan_req.set_strategy(*strategy);
+    plan_req.set_skip_backup(req.skip_backup());
     v1::PlanRolloutResponse plan;
     if (auto s = inv.Call("PlanRollout", &Stub::PlanRollout, plan_req, &plan); !s.ok()) {
       return inv.Fail(s, kReleaseHint);

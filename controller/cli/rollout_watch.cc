@@ -2,12 +2,14 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "controller/cli/exit_codes.h"
 #include "controller/cli/interrupt.h"
 #include "controller/cli/table.h"
+#include "shared/protocol.h"
 
 namespace hoist::cli {
 namespace {
@@ -209,7 +211,7 @@ void PrintRolloutSummary(std::ostream& out, const v1::Rollout& r, absl::Time now
       break;
     case v1::ROLLOUT_STATE_FAILED:
     case v1::ROLLOUT_STATE_CANCELLED:
-      if (!r.rollback_command().empty()) {
+      if (!r.rollback_command().empty() && !absl::StrContains(r.error(), kNothingChangedLine)) {
         out << "  to roll back, run:\n    " << r.rollback_command() << "\n";
       } else {
         out << "  hoist status shows what runs now; hoist audit tells the whole story.\n";

@@ -14,6 +14,7 @@
 #include "controller/cli/exit_codes.h"
 #include "controller/cli/rollout_watch.h"
 #include "controller/cli/table.h"
+#include "shared/protocol.h"
 
 namespace hoist::cli {
 namespace {
@@ -85,7 +86,7 @@ int RunStatus(const Args& args, CliIo& io) {
         out << (i == 0 ? "  why             " : "                  ") << lines[i] << "\n";
       }
     }
-    if (!r.rollback_command().empty() &&
+    if (!r.rollback_command().empty() && !absl::StrContains(r.error(), kNothingChangedLine) &&
         (r.state() == v1::ROLLOUT_STATE_FAILED || r.state() == v1::ROLLOUT_STATE_CANCELLED)) {
       out << "                  roll back: " << r.rollback_command() << "\n";
     }

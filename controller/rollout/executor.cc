@@ -9,6 +9,7 @@
 #include "controller/rollout/planner.h"
 #include "google/protobuf/util/time_util.h"
 #include "shared/logging.h"
+#include "shared/protocol.h"
 #include "spdlog/spdlog.h"
 
 namespace hoist::rollout {
@@ -364,7 +365,10 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
         backup.set_rollout_id(rollout.id);
         backup.set_agent_id(step.agent_id);
         *backup.mutable_artifacts() = r->backup().artifacts();
-        backup.set_verified(true);
+        // Verified means each artifact says how the agent checked it.
+        bool verified = backup.artifacts_size() > 0;
+        for (const auto& a : backup.artifacts()) verified = verified && !a.verified_by().empty();
+        backup.set_verified(verified);
         if (absl::Status s = store_->RecordBackup(epoch, backup); !s.ok()) return s;
       }
     }
@@ -519,6 +523,8 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
     finish();
     return;
   }
+  // Pre-flight checks and pulls change nothing the deployment runs on.
+  const bool untouched = failed_phase == "preflight" || failed_phase == "pull";
   hoist::v1::RolloutState final_state = hoist::v1::ROLLOUT_STATE_SUCCEEDED;
   std::string message = absl::StrCat(rollout->deployment, " now runs ", rollout->to_version);
   if (cancelled) {
@@ -527,7 +533,10 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
   } else if (!failure.empty()) {
     final_state = hoist::v1::ROLLOUT_STATE_FAILED;
     message = failure;
-    if (!rollout->rollback_command.empty()) {
+    if (untouched) {
+      message = absl::StrCat(message, kNothingChangedLine, rollout->deployment, " runs ",
+                             rollout->from_version.empty() ? "what it ran" : rollout->from_version, " as before");
+    } else if (!rollout->rollback_command.empty()) {
       message = absl::StrCat(message, "\nto roll back: ", rollout->rollback_command);
     }
     if (rollout->strategy == hoist::v1::STRATEGY_BLUE_GREEN) {
@@ -556,9 +565,13 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
 
   // A failed blue-green upgrade needs no rollback: the old slot still serves;
   // nor does a failed gate that was put back.
-  if (put_back && rollout->on_failure == hoist::v1::ON_FAILURE_ROLLBACK) {
+  if ((put_back || (untouched && final_state == hoist::v1::ROLLOUT_STATE_FAILED)) &&
+      rollout->on_failure == hoist::v1::ON_FAILURE_ROLLBACK) {
     Event(epoch, *rollout, "rollback_not_needed",
-          absl::StrCat("no rollback: the failed gate was undone and ", rollout->from_version, " runs as before"),
+          put_back ? absl::StrCat("no rollback: the failed gate was undone and ", rollout->from_version,
+                                  " runs as before")
+                   : absl::StrCat("no rollback: the rollout failed in its ", failed_phase,
+                                  " phase, before anything was changed"),
           nullptr, final_state);
   } else if (final_state == hoist::v1::ROLLOUT_STATE_FAILED && rollout->on_failure == hoist::v1::ON_FAILURE_ROLLBACK &&
              rollout->kind == "upgrade" && rollout->strategy != hoist::v1::STRATEGY_BLUE_GREEN) {

@@ -482,10 +482,18 @@ absl::Status Planner::Preflight() {
   if (mode_ == Mode::kUpgrade) {
     for (const ServiceSpec& s : m_.services) {
       for (const v1::ContainerInfo& c : observed_[s.name]) {
-        if (s.role == v1::ROLE_JOB) continue;
-        if (!Healthy(c, s)) {
+        if (s.role == v1::ROLE_JOB || Healthy(c, s)) continue;
+        // A container that does not run is refused now. A health result the
+        // hosts reported earlier can be old (or missing after an agent
+        // restart): the pre-flight phase probes every instance again before
+        // anything is touched, so here it is only a warning.
+        if (c.state() != v1::CONTAINER_STATE_RUNNING || !s.health.has_value()) {
           preflight_problems_.push_back(absl::StrCat(s.name, " replica ", c.instance().replica(), " (",
                                                      c.version(), ") is ", StateWord(c)));
+        } else {
+          plan_.warnings.push_back(absl::StrCat(s.name, " replica ", c.instance().replica(), " (", c.version(),
+                                                ") was last reported ", StateWord(c),
+                                                "; pre-flight probes it again before anything is touched"));
         }
       }
       uint32_t seen = 0;
@@ -902,10 +910,27 @@ void Planner::PhasePreflight() {
   AddStep(ph, "agents", "preflight", "", absl::StrCat("every host's agent is connected: ", absl::StrJoin(hosts, ", ")),
           0, kControllerStepTimeout);
   if (mode_ == Mode::kUpgrade) {
-    size_t n = 0;
-    for (const auto& [s, cs] : observed_) n += cs.size();
-    AddStep(ph, "health", "preflight", "", absl::StrCat("all ", n, " running instances are healthy"), 0,
-            kControllerStepTimeout);
+    // Every running instance with a health check is probed now, all at once
+    // (one batch): the inventory's health can be minutes old.
+    for (const ServiceSpec& s : m_.services) {
+      if (s.role == v1::ROLE_JOB || !s.health.has_value()) continue;
+      for (const auto& [replica, lives] : live_[s.name]) {
+        for (const Live& l : lives) {
+          if (!l.running) continue;
+          PlanStep& st = AddStep(
+              ph, absl::StrCat("health-", s.name, "-", replica, lives.size() > 1 ? absl::StrCat("-", l.version) : ""),
+              "probe_health", l.agent,
+              absl::StrCat(s.name, " replica ", replica, " (", l.version, ") on ", l.agent,
+                           " passes its health check now (deadline ", Fmt(s.health->deadline), ")"),
+              0, s.health->deadline + kStepSlack);
+          st.instance = Ref(s.name, replica, live_slot_);
+          v1::ProbeHealth* a = st.action.mutable_probe_health();
+          *a->mutable_instance() = *st.instance;
+          *a->mutable_check() = CheckOf(*s.health, l.version);
+          a->set_version(l.version);
+        }
+      }
+    }
   }
   if ((mode_ == Mode::kUpgrade || mode_ == Mode::kInitial) &&
       (in_.target.required_env_size() > 0 || in_.target.renamed_env_size() > 0)) {
@@ -1580,10 +1605,12 @@ absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
 
   if (mode_ == Mode::kUpgrade) {
     PhaseUndoGate(stopped);
-    // Without --confirm: at a terminal the CLI asks for the deployment's
-    // name before a restore, which is the guard; a script adds --confirm.
+    // Printed for an operator to run as it is, so it carries the --confirm
+    // a restore needs (the CLI asks for it at a terminal otherwise).
     plan_.rollback_command = absl::StrCat("hoist rollback -d ", m_.deployment, " --to ", from_version_);
-    if (!plan_.backup_id.empty()) absl::StrAppend(&plan_.rollback_command, " --restore ", plan_.backup_id);
+    if (!plan_.backup_id.empty()) {
+      absl::StrAppend(&plan_.rollback_command, " --restore ", plan_.backup_id, " --confirm ", m_.deployment);
+    }
   }
   Finish();
   return std::move(plan_);
@@ -1634,6 +1661,33 @@ absl::StatusOr<Plan> Planner::BuildBlueGreen() {
     }
     if (!running) {
       problems.push_back(absl::StrCat("no ", proxy->name, " instance runs, so there is no proxy to switch"));
+    }
+  }
+  // Compatibility rules. Blue-green runs the whole new release beside the
+  // old one until the old slot is retired, so it cannot plan around a rule
+  // the way rolling does (by moving or stopping a service first): a rule that
+  // forbids the mix refuses the plan.
+  if (!from_version_.empty() && from_version_ != to_version_) {
+    auto from = Version::Parse(from_version_);
+    auto to = Version::Parse(to_version_);
+    if (from.ok() && to.ok()) {
+      for (const CompatRule& r : m_.rules) {
+        if (!r.Allows(*to, *to)) {
+          problems.push_back(absl::StrCat("release ", to_version_, " breaks the rule \"", r.Describe(), "\" by itself"));
+        } else if (r.kind == CompatRule::Kind::kMustMatch) {
+          problems.push_back(absl::StrCat("the rule \"", r.Describe(), "\" forbids ", r.service, " and ", r.other,
+                                          " at different versions, and blue-green runs ", from_version_, " and ",
+                                          to_version_, " at once"));
+        } else if (!m_.network.empty()) {
+          for (const auto& [sv, ov] : {std::pair(*to, *from), std::pair(*from, *to)}) {
+            if (r.Allows(sv, ov)) continue;
+            problems.push_back(absl::StrCat(
+                "the rule \"", r.Describe(), "\" forbids ", r.service, " ", sv == *to ? to_version_ : from_version_,
+                " beside ", r.other, " ", ov == *to ? to_version_ : from_version_,
+                ", and both slots answer to the same service names on network ", m_.network));
+          }
+        }
+      }
     }
   }
   if (!problems.empty()) {

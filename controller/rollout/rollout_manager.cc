@@ -258,9 +258,10 @@ void RolloutManager::ReadHostEnv(PlanInput* in) {
 }
 
 absl::StatusOr<Plan> RolloutManager::PlanUpgrade(const std::string& deployment, const std::string& target,
-                                                 hoist::v1::Strategy strategy) {
+                                                 hoist::v1::Strategy strategy, bool skip_backup) {
   auto in = Input(deployment, target, strategy, false);
   if (!in.ok()) return in.status();
+  in->options.skip_backup = skip_backup;
   return PlanRollout(*in);
 }
 
@@ -323,6 +324,7 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::StartRollout(uint64_t epoch,
     return in.status();
   }
   in->options.on_failure = request.on_failure();
+  in->options.skip_backup = request.skip_backup();
   if (request.has_grace_period()) {
     const absl::Duration grace = ToDuration(request.grace_period());
     if (grace < absl::ZeroDuration()) {
@@ -331,6 +333,19 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::StartRollout(uint64_t epoch,
       return s;
     }
     if (grace > absl::ZeroDuration()) in->options.grace_period = grace;
+  }
+  // --smoke-test replaces the manifest's smoke test command for this rollout;
+  // the manifest says which service's new image runs it.
+  if (request.smoke_test_size() > 0) {
+    if (!in->manifest.smoke_test.has_value()) {
+      absl::Status s = absl::InvalidArgumentError(absl::StrCat(
+          "smoke_test: ", in->manifest.file_name, " has no smoke_test section, which names the service whose new "
+          "image runs the test; add `smoke_test: {service: NAME, command: [...]}` to it and apply it, or leave out "
+          "--smoke-test"));
+      Audit(actor, "rollout.upgrade", request.deployment(), "", s, "");
+      return s;
+    }
+    in->manifest.smoke_test->job.command.assign(request.smoke_test().begin(), request.smoke_test().end());
   }
   // The rollout's id and its backup's share a time stamp: a retry of the same
   // upgrade, or an upgrade again after a rollback, takes a backup of its own.
@@ -367,36 +382,54 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::Rollback(uint64_t epoch, cons
     }
     options.restore = *std::move(backup);
   } else {
-    // Forward-only migrations: when the upgrade being undone ran one, the
-    // old release cannot read the data; only the pre-upgrade backup can.
-    auto latest = store_->ListRollouts(request.deployment(), 5);
-    if (latest.ok()) {
-      for (const StoredRollout& r : *latest) {
-        if (r.kind != "upgrade" || r.to_version != in->current->version()) continue;
+    // Forward-only migrations: when an upgrade being undone ran one, the
+    // old release cannot read the data; only a backup taken before it can.
+    // Every upgrade since the deployment last ran the target (or older) is
+    // undone, newest first; the backup to restore is the oldest one's.
+    auto target = Version::Parse(in->target.version());
+    auto history = store_->ListRollouts(request.deployment(), 500);
+    std::vector<const StoredRollout*> migrated;
+    if (history.ok() && target.ok()) {
+      for (const StoredRollout& r : *history) {
+        auto to = Version::Parse(r.to_version);
+        if (!to.ok()) continue;
+        if (!(*target < *to)) break;  // from here back, the deployment ran the target or older
+        if (r.kind != "upgrade") continue;
         auto steps = store_->GetSteps(r.id);
-        if (!steps.ok()) break;
+        if (!steps.ok()) continue;
         for (const StoredStep& st : *steps) {
           if (st.kind == "run_job" && st.phase_name.find("migrat") != std::string::npos &&
               st.state == hoist::v1::STEP_STATE_SUCCEEDED) {
-            // Without a backup (the manifest has none, or it was skipped)
-            // there is nothing to restore: say so rather than print a
-            // command with an empty backup id.
-            absl::Status s = absl::FailedPreconditionError(
-                r.backup_id.empty()
-                    ? absl::StrCat("rollout ", r.id, " ran a migration and took no backup before it; the old "
-                                   "release may not read the migrated data, and there is no backup to restore. "
-                                   "Fix forward with a new release (hoist release create, then hoist upgrade)")
-                    : absl::StrCat("rollout ", r.id, " ran a migration since backup ", r.backup_id,
-                                   "; the old release may not read the migrated data. Restore the backup: "
-                                   "hoist rollback -d ",
-                                   request.deployment(), " --restore ", r.backup_id, " --confirm ",
-                                   request.deployment()));
-            Audit(actor, "rollback", request.deployment(), "", s, "");
-            return s;
+            migrated.push_back(&r);
+            break;
           }
         }
-        break;
       }
+    }
+    if (!migrated.empty()) {
+      std::vector<std::string> which;
+      for (auto it = migrated.rbegin(); it != migrated.rend(); ++it) {
+        which.push_back(absl::StrCat((*it)->id, " (", (*it)->from_version.empty() ? "-" : (*it)->from_version,
+                                     " -> ", (*it)->to_version, ")"));
+      }
+      const StoredRollout& first = *migrated.back();
+      const std::string ran = absl::StrCat(
+          migrated.size() == 1 ? "rollout " : "rollouts ", absl::StrJoin(which, ", "),
+          migrated.size() == 1 ? " ran a migration" : " ran migrations", " since ", in->target.version());
+      // Without a backup before the first of them (the manifest has none, or
+      // it was skipped) there is nothing to restore: say so rather than print
+      // a command with an empty backup id.
+      absl::Status s = absl::FailedPreconditionError(
+          first.backup_id.empty()
+              ? absl::StrCat(ran, ", and ", first.id, " took no backup before it; the old release may not read the "
+                             "migrated data, and there is no backup to restore. Fix forward with a new release "
+                             "(hoist release create, then hoist upgrade)")
+              : absl::StrCat(ran, "; the old release may not read the migrated data. Restore the backup taken "
+                             "before the first of them: hoist rollback -d ", request.deployment(), " --to ",
+                             in->target.version(), " --restore ", first.backup_id, " --confirm ",
+                             request.deployment()));
+      Audit(actor, "rollback", request.deployment(), "", s, "");
+      return s;
     }
   }
   auto plan = PlanRollback(*in, options);

@@ -41,7 +41,7 @@ class RolloutManager {
   }
   // What an upgrade (or the first deploy) to target would do; touches nothing.
   absl::StatusOr<Plan> PlanUpgrade(const std::string& deployment, const std::string& target,
-                                   hoist::v1::Strategy strategy);
+                                   hoist::v1::Strategy strategy, bool skip_backup = false);
   absl::StatusOr<hoist::v1::Rollout> StartRollout(uint64_t epoch, const hoist::v1::StartRolloutRequest& request,
                                                   const std::string& actor);
   absl::StatusOr<hoist::v1::Rollout> Rollback(uint64_t epoch, const hoist::v1::RollbackRequest& request,

@@ -406,6 +406,9 @@ TEST_F(AgentStepsE2eTest, PostgresBackupAndRestore) {
   EXPECT_EQ(on_disk->sha256, artifact.sha256());
   EXPECT_GT(artifact.size_bytes(), 100u);
   EXPECT_EQ(ReadFileToString(artifact.path())->substr(0, 5), "PGDMP") << "a custom-format dump";
+  // Checked once written: read back, and listed by pg_restore in the database's container.
+  EXPECT_THAT(artifact.verified_by(), HasSubstr("sha256 and size read back from disk"));
+  EXPECT_THAT(artifact.verified_by(), HasSubstr("1 table's data")) << artifact.verified_by();
 
   // The upgrade goes wrong...
   ASSERT_TRUE(psql("shopdb", "DELETE FROM orders WHERE id = 2; ALTER TABLE orders ADD COLUMN broken int").ok());

@@ -224,14 +224,37 @@ class MultiHostE2eTest : public ::testing::Test {
     fleet_ = std::move(*fleet);
   }
 
-  // The stack filled with `values` as `file`, and releases 1.0.0 and 1.1.0.
-  void ApplyStack(std::map<std::string, std::string> values, const std::string& file = "stack.yaml") {
+  // The stack filled with `values` as `file`, and releases 1.0.0 and 1.1.0;
+  // runs the "Next:" command release create printed, as printed.
+  void ApplyStack(std::map<std::string, std::string> values, const std::string& file = "stack.yaml",
+                  bool run_next = true) {
     fleet_->MustHoist({"apply", fleet_->WriteFile(file, FillTemplate(kStack, values))});
     for (const char* v : {"1.0.0", "1.1.0"}) {
       values["VERSION"] = v;
-      fleet_->MustHoist({"release", "create",
-                         fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kReferenceRelease, values))});
+      std::string out = fleet_->MustHoist(
+          {"release", "create",
+           fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kReferenceRelease, values))});
+      if (run_next && std::string(v) == "1.0.0") RunPrinted(out, "Next: ");
     }
+  }
+
+  // Finds the line of `out` that holds `label` followed by a hoist command
+  // (or starts with `label` when it begins with "hoist "), and runs that
+  // command exactly as printed (it must succeed).
+  std::string RunPrinted(const std::string& out, const std::string& label) {
+    const bool whole = absl::StartsWith(label, "hoist ");
+    for (absl::string_view line : absl::StrSplit(out, '\n')) {
+      size_t at = line.find(label);
+      if (at == absl::string_view::npos) continue;
+      absl::string_view command = absl::StripAsciiWhitespace(line.substr(whole ? at : at + label.size()));
+      std::vector<std::string> argv = absl::StrSplit(command, ' ', absl::SkipEmpty());
+      if (argv.empty() || argv[0] != "hoist") break;
+      argv.erase(argv.begin());
+      std::cout << "running the printed command: " << command << "\n";
+      return fleet_->MustHoist(argv, absl::Minutes(5));
+    }
+    ADD_FAILURE() << "no \"" << label << "hoist ...\" line in:\n" << out;
+    return "";
   }
 
   // `controllers` hoistd replicas, the stack with web on ports Docker
@@ -322,7 +345,7 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
   values["WEB_PORTS"] = "{container: 8080}";
   values["ADDR1"] = "host-1.internal";
   values["ADDR2"] = "host-2.internal";
-  ApplyStack(values, "unwired.yaml");
+  ApplyStack(values, "unwired.yaml", /*run_next=*/false);  // its plan is refused, below
   auto refused = fleet_->Hoist({"plan", "1.0.0"});
   ASSERT_TRUE(refused.ok()) << refused.status();
   EXPECT_EQ(refused->exit_code, 1) << refused->stdout_text << refused->stderr_text;
@@ -415,6 +438,27 @@ TEST_F(MultiHostE2eTest, RequiredEnvIsLookedUpInTheHostsEnvFilesByName) {
   }
   fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
 
+  // host-2's agent restarts: its memory of the http probes is gone, so the
+  // inventory reports api and web there without a health result. Pre-flight
+  // probes them again rather than refusing the upgrade.
+  ASSERT_TRUE(fleet_->Signal("host-2", SIGTERM).ok());
+  absl::Status restarted = absl::DeadlineExceededError("host-2's agent did not stop within 20 s");
+  for (absl::Time until = absl::Now() + absl::Seconds(20); absl::Now() < until && !restarted.ok();) {
+    restarted = fleet_->Restart("host-2");
+    if (!restarted.ok()) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  bool back = false;
+  for (absl::Time until = absl::Now() + absl::Seconds(30); absl::Now() < until && !back;) {
+    auto agents = fleet_->Hoist({"agents", "--output", "json"});
+    auto j = nlohmann::json::parse(agents.ok() ? agents->stdout_text : "", nullptr, false);
+    if (j.is_object()) {
+      for (const auto& a : j["agents"]) back = back || (a.value("id", "") == "host-2" && a.value("connected", false));
+    }
+    if (!back) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(back) << "host-2's agent did not reconnect within 30 s";
+
   auto refused = fleet_->Hoist({"plan", "1.1.0"});
   ASSERT_TRUE(refused.ok()) << refused.status();
   EXPECT_EQ(refused->exit_code, 1) << refused->stdout_text << refused->stderr_text;
@@ -426,12 +470,57 @@ TEST_F(MultiHostE2eTest, RequiredEnvIsLookedUpInTheHostsEnvFilesByName) {
   EXPECT_THAT(plan, Not(HasSubstr("requires SHOP_KEY"))) << plan;
   std::string out = fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
   EXPECT_THAT(out, HasSubstr("env vars release 1.1.0 needs are set: SHOP_KEY")) << out;
+  EXPECT_THAT(out, HasSubstr("api replica 0 (1.0.0) on host-2 passes its health check now")) << out;
   // Names travelled, the value did not: neither the answers nor the logs hold it.
   std::string status = fleet_->MustHoist({"status", "--output", "json"});
   EXPECT_THAT(plan + out + status, Not(HasSubstr("s3cret-shop-key")));
   std::ostringstream logs;
   fleet_->DumpLogs(logs);
   EXPECT_THAT(logs.str(), Not(HasSubstr("s3cret-shop-key")));
+}
+
+// The manifest's smoke test runs from web's new image on web's host and
+// reaches the proxy on host-3; --smoke-test replaces it for one rollout. A
+// failing one stops a blue-green upgrade before the switch (1.0.0 still
+// serves), and fails a rolling one at its end with a rollback command that,
+// run as printed, brings 1.0.0 back.
+TEST_F(MultiHostE2eTest, SmokeTestsGateTheRolloutAndThePrintedRollbackRunsAsPrinted) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet(1));
+  auto values = values_;
+  values["WEB_PORTS"] = "{container: 8080}";
+  const std::string proxy_url = absl::StrCat("http://", hosts_->node("host-3").address, ":18000/");
+  std::string stack = FillTemplate(kStack, values) +
+                      absl::StrCat("smoke_test:\n  service: web\n  command: [get, \"", proxy_url,
+                                   "\"]\n  timeout: 30s\n");
+  fleet_->MustHoist({"apply", fleet_->WriteFile("stack.yaml", stack)});
+  for (const char* v : {"1.0.0", "1.1.0"}) {
+    values["VERSION"] = v;
+    fleet_->MustHoist({"release", "create",
+                       fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kReferenceRelease, values))});
+  }
+  std::string deployed = fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
+  EXPECT_THAT(deployed, HasSubstr("run the smoke test with the web 1.0.0 image")) << deployed;
+  WaitForProxyBody("hello from web 1.0.0");
+
+  auto bg = fleet_->Hoist({"upgrade", "1.1.0", "--strategy", "blue-green", "--yes", "--smoke-test",
+                           "job --exit-code 3"},
+                          absl::Minutes(5));
+  ASSERT_TRUE(bg.ok()) << bg.status();
+  const std::string bg_out = bg->stdout_text + bg->stderr_text;
+  EXPECT_NE(bg->exit_code, 0) << bg_out;
+  EXPECT_THAT(bg_out, HasSubstr("smoke-test")) << bg_out;
+  EXPECT_THAT(bg_out, HasSubstr("exit code 3")) << bg_out;
+  EXPECT_THAT(bg_out, HasSubstr("the proxy was not switched")) << bg_out;
+  EXPECT_EQ(ThroughProxy(), "hello from web 1.0.0");
+
+  auto rolling = fleet_->Hoist({"upgrade", "1.1.0", "--yes", "--smoke-test", "job --exit-code 3"}, absl::Minutes(5));
+  ASSERT_TRUE(rolling.ok()) << rolling.status();
+  const std::string rolling_out = rolling->stdout_text + rolling->stderr_text;
+  EXPECT_NE(rolling->exit_code, 0) << rolling_out;
+  EXPECT_THAT(rolling_out, HasSubstr("to roll back, run:")) << rolling_out;
+  WaitForProxyBody("hello from web 1.1.0");  // everything moved; the test failed at the end
+  RunPrinted(rolling_out, "hoist rollback ");
+  WaitForProxyBody("hello from web 1.0.0");
 }
 
 // Blue-green with the proxy on a host of its own: green starts beside blue
@@ -453,11 +542,12 @@ TEST_F(MultiHostE2eTest, BlueGreenWithTheProxyOnAnotherHostSwitchesBackAndFinish
     EXPECT_THAT(*names, HasSubstr("-web-blue-")) << host << ": blue should still run during the grace period";
     EXPECT_THAT(*names, HasSubstr("-web-green-")) << host;
   }
-  fleet_->MustHoist({"cutover", "--back"});
+  // The commands the upgrade printed for the operator are run as printed.
+  RunPrinted(out, "switch back at once: ");
   WaitForProxyBody("hello from web 1.0.0");
   fleet_->MustHoist({"cutover", "--forward"});
   WaitForProxyBody("hello from web 1.1.0");
-  fleet_->MustHoist({"cutover", "--finish"});
+  RunPrinted(out, "retire blue now: ");
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   auto blue_left = [&] {
     int n = 0;

@@ -679,7 +679,14 @@ TEST_F(RolloutE2eTest, RollbackWithRestoreBringsTheDataBackAsItWasBeforeTheUpgra
   ASSERT_TRUE(Read(&Stub::ListBackups, list, &backups).ok());
   std::string backup_id;
   for (const auto& b : backups.backups()) {
-    if (b.rollout_id() == *id) backup_id = b.id();
+    if (b.rollout_id() != *id) continue;
+    backup_id = b.id();
+    EXPECT_TRUE(b.verified()) << b.DebugString();
+    for (const auto& a : b.artifacts()) {
+      if (a.kind() == "postgres") {
+        EXPECT_THAT(a.verified_by(), HasSubstr("pg_restore --list reads")) << a.path();
+      }
+    }
   }
   ASSERT_FALSE(backup_id.empty()) << "the upgrade should have recorded its backup:\n" << backups.DebugString();
 

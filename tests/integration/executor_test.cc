@@ -573,19 +573,41 @@ class ExecutorTest : public PostgresTest {
   // every 1.1.0 health probe fails; returns the rollout once it failed and
   // its runner is idle.
   std::string FailedUpgradeWithOnFailureRollback(Leader* l) {
+    return FailedWithOnFailureRollback(
+               l, [](const hoist::v1::Step& s) { return s.has_probe_health() && s.probe_health().version() == "1.1.0"; },
+               "/health answered 503")
+        .id;
+  }
+
+  // The message of the rollout's last event of `kind`; empty when there is none.
+  std::string LastEvent(const std::string& rollout_id, const std::string& kind) {
+    auto events = pg_store_->EventsAfter(rollout_id, 0);
+    EXPECT_TRUE(events.ok()) << events.status();
+    std::string message;
+    if (events.ok()) {
+      for (const auto& e : *events) {
+        if (e.kind() == kind) message = e.message();
+      }
+    }
+    return message;
+  }
+
+  // Upgrades `l`'s deployed "shop" to 1.1.0 with --on-failure rollback while
+  // the agents fail the steps `when` matches with `message`; returns the
+  // rollout once it failed and its runner is idle.
+  StoredRollout FailedWithOnFailureRollback(Leader* l, FakeAgents::Predicate when, const std::string& message) {
     l->executor.SetRollbackLauncher([l](const StoredRollout& failed) {
       return l->manager.RollBackFailed(l->epoch, failed);
     });
     Deployed(l, "shop");
-    fleet_->FailWhen(
-        [](const hoist::v1::Step& s) { return s.has_probe_health() && s.probe_health().version() == "1.1.0"; },
-        "/health answered 503");
+    fleet_->FailWhen(std::move(when), message);
     auto id = Start(l, "shop", "1.1.0", hoist::v1::ON_FAILURE_ROLLBACK);
     EXPECT_TRUE(id.ok()) << id.status();
-    if (!id.ok()) return "";
-    EXPECT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_FAILED);
+    if (!id.ok()) return {};
+    StoredRollout done = WaitDone(*id);
+    EXPECT_EQ(done.state, hoist::v1::ROLLOUT_STATE_FAILED);
     EXPECT_TRUE(l->executor.WaitIdle(*id, kWait));
-    return *id;
+    return done;
   }
 
   bool with_migration_ = true;  // false: the stack's API has no migration gate
@@ -968,40 +990,102 @@ TEST_F(ExecutorTest, NoRollbackAfterAMigrationWithoutABackupAndTheEventSaysWhy) 
   // With the API's migration, and no backup in the manifest.
   const std::string id = FailedUpgradeWithOnFailureRollback(l);
   ASSERT_FALSE(HasFailure());
-  auto events = pg_store_->EventsAfter(id, 0);
-  ASSERT_TRUE(events.ok());
-  std::string refused;
-  for (const auto& e : *events) {
-    if (e.kind() == "rollback_refused") refused = e.message();
-  }
-  EXPECT_THAT(refused, HasSubstr("ran a migration and took no backup before it"));
+  const std::string refused = LastEvent(id, "rollback_refused");
+  EXPECT_THAT(refused, HasSubstr("ran a migration since 1.0.0, and "));
+  EXPECT_THAT(refused, HasSubstr("took no backup before it"));
   EXPECT_THAT(refused, HasSubstr("Fix forward with a new release"));
   EXPECT_THAT(refused, ::testing::Not(HasSubstr("--restore"))) << "there is no backup to restore";
 }
 
 TEST_F(ExecutorTest, FailedGateWithOnFailureRollbackIsPutBackWithoutARollback) {
   Leader* l = NewLeader();
-  l->executor.SetRollbackLauncher([l](const StoredRollout& failed) {
-    return l->manager.RollBackFailed(l->epoch, failed);
-  });
-  Deployed(l, "shop");
-  fleet_->FailWhen(
-      [](const hoist::v1::Step& s) { return IsMigration(s) && s.run_job().version() == "1.1.0"; },
+  StoredRollout done = FailedWithOnFailureRollback(
+      l, [](const hoist::v1::Step& s) { return IsMigration(s) && s.run_job().version() == "1.1.0"; },
       "job exited with code 1");
-  auto id = Start(l, "shop", "1.1.0", hoist::v1::ON_FAILURE_ROLLBACK);
-  ASSERT_TRUE(id.ok()) << id.status();
-  StoredRollout done = WaitDone(*id);
-  ASSERT_EQ(done.state, hoist::v1::ROLLOUT_STATE_FAILED);
-  ASSERT_TRUE(l->executor.WaitIdle(*id, kWait));
+  ASSERT_FALSE(HasFailure());
+  const std::string& id = done.id;
   EXPECT_THAT(done.error, HasSubstr("put back as before"));
   auto rollouts = pg_store_->ListRollouts("shop", 10);
   ASSERT_TRUE(rollouts.ok());
   for (const StoredRollout& r : *rollouts) EXPECT_NE(r.kind, "rollback") << "nothing moved, nothing to roll back";
-  auto events = pg_store_->EventsAfter(*id, 0);
+  auto events = pg_store_->EventsAfter(id, 0);
   ASSERT_TRUE(events.ok());
   bool said = false;
   for (const auto& e : *events) said |= e.kind() == "rollback_not_needed";
   EXPECT_TRUE(said) << "the events should say why no rollback ran";
+}
+
+
+// Rolling back several versions checks every upgrade in between for a
+// migration, not only the last one: 1.0.0 -> 1.1.0 migrated, 1.1.0 -> 1.2.0
+// did not; back to 1.1.0 is allowed, back to 1.0.0 is refused naming the
+// migrating rollout.
+TEST_F(ExecutorTest, RollbackSeveralVersionsBackChecksEveryUpgradeInBetween) {
+  Leader* l = NewLeader();
+  Deployed(l, "shop");
+  auto up = Start(l, "shop", "1.1.0");
+  ASSERT_TRUE(up.ok()) << up.status();
+  ASSERT_EQ(WaitDone(*up).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+  ASSERT_TRUE(l->executor.WaitIdle(*up, kWait));
+  SyncInventory(l->epoch);
+  with_migration_ = false;
+  Prepare(l, "shop", {"1.2.0"});
+  auto up2 = Start(l, "shop", "1.2.0");
+  ASSERT_TRUE(up2.ok()) << up2.status();
+  ASSERT_EQ(WaitDone(*up2).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+  ASSERT_TRUE(l->executor.WaitIdle(*up2, kWait));
+  SyncInventory(l->epoch);
+
+  hoist::v1::RollbackRequest far;
+  far.set_deployment("shop");
+  far.set_to_version("1.0.0");
+  auto refused = l->manager.Rollback(l->epoch, far, "tester");
+  ASSERT_FALSE(refused.ok()) << "a rollback past a migration without a restore was allowed";
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr(absl::StrCat("rollout ", *up, " (1.0.0 -> 1.1.0) ran a migration "
+                                                                 "since 1.0.0")));
+  EXPECT_THAT(refused.status().message(), ::testing::Not(HasSubstr(*up2)));
+
+  hoist::v1::RollbackRequest near;
+  near.set_deployment("shop");
+  near.set_to_version("1.1.0");
+  auto back = l->manager.Rollback(l->epoch, near, "tester");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(WaitDone(back->id()).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+}
+
+// An instance that fails its pre-flight probe fails the upgrade before
+// anything changes: no pull, no pin, and no rollback (there is nothing to
+// roll back), and the error says so instead of printing a rollback command.
+TEST_F(ExecutorTest, FailedPreflightProbeChangesNothingAndLaunchesNoRollback) {
+  Leader* l = NewLeader();
+  StoredRollout done = FailedWithOnFailureRollback(
+      l,
+      [](const hoist::v1::Step& s) {
+        return s.has_probe_health() && s.probe_health().instance().service() == "worker" &&
+               s.probe_health().instance().replica() == 1 && s.probe_health().version() == "1.0.0";
+      },
+      "GET /health on port 8080: connection refused");
+  ASSERT_FALSE(HasFailure());
+  const std::string& id = done.id;
+  EXPECT_THAT(done.error, HasSubstr("worker replica 1 (1.0.0)"));
+  EXPECT_THAT(done.error, HasSubstr("connection refused"));
+  EXPECT_THAT(done.error, HasSubstr("nothing was changed: shop runs 1.0.0 as before"));
+  EXPECT_THAT(done.error, ::testing::Not(HasSubstr("to roll back")));
+  auto steps = pg_store_->GetSteps(id);
+  ASSERT_TRUE(steps.ok());
+  for (const StoredStep& st : *steps) {
+    if (st.phase_name != "preflight") {
+      EXPECT_EQ(st.state, hoist::v1::STEP_STATE_SKIPPED) << st.description << " ran after the pre-flight failed";
+    }
+  }
+  auto d = pg_store_->GetDeployment("shop");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->pinned_version, "1.0.0");
+  auto rollouts = pg_store_->ListRollouts("shop", 10);
+  ASSERT_TRUE(rollouts.ok());
+  for (const StoredRollout& r : *rollouts) EXPECT_NE(r.kind, "rollback") << "nothing moved, nothing to roll back";
+  EXPECT_THAT(LastEvent(id, "rollback_not_needed"), HasSubstr("failed in its preflight phase, before anything was changed"));
 }
 
 

@@ -621,6 +621,16 @@ TEST_F(UpgradeTest, StartsAfterYesAndSendsTheOptions) {
   EXPECT_EQ(req.on_failure(), v1::ON_FAILURE_ROLLBACK);
   EXPECT_EQ(req.grace_period().seconds(), 600);
   EXPECT_THAT(req.smoke_test(), ElementsAre("./smoke.sh", "https://shop.local/a b"));
+  EXPECT_FALSE(req.skip_backup());
+}
+
+TEST_F(UpgradeTest, SkipBackupReachesThePlanShownAndTheRollout) {
+  Result r = Run({"upgrade", "1.5.0", "--skip-backup"}, "yes\n", /*tty=*/true);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fake_.LastRequest<v1::PlanRolloutRequest>("PlanRollout").skip_backup());
+  EXPECT_TRUE(fake_.LastRequest<v1::StartRolloutRequest>("StartRollout").skip_backup());
+  ASSERT_EQ(Run({"plan", "1.5.0", "--skip-backup"}).code, 0);
+  EXPECT_TRUE(fake_.LastRequest<v1::PlanRolloutRequest>("PlanRollout").skip_backup());
 }
 
 TEST_F(UpgradeTest, RendersProgressAsPlainLinesAndSucceeds) {
@@ -812,9 +822,10 @@ backup:
   fake_.SetResponse("Rollback", resp);
   std::vector<std::string> args = absl::StrSplit(plan->rollback_command.substr(6), ' ');
   args.insert(args.begin(), {"--controller", fake_.address(), "--insecure", "--timeout", "5s"});
-  Result r = RunRaw(args, "shop\n", /*tty=*/true);
+  // As printed it carries --confirm, so it runs from a script too (no terminal, no prompt).
+  Result r = RunRaw(args, "", /*tty=*/false);
   ASSERT_EQ(r.code, 0) << plan->rollback_command << "\n" << r.err;
-  EXPECT_THAT(r.out, HasSubstr("Type the deployment's name (shop) to confirm"));
+  EXPECT_THAT(r.out, Not(HasSubstr("to confirm")));
   auto req = fake_.LastRequest<v1::RollbackRequest>("Rollback");
   EXPECT_EQ(req.deployment(), "shop");
   EXPECT_EQ(req.to_version(), "1.4.2");

@@ -1,9 +1,11 @@
 #include "controller/rollout/planner.h"
 
 #include <algorithm>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -132,7 +134,7 @@ TEST(PlannerTest, PiprioUpgradeFollowsPiprioOrder) {
   EXPECT_EQ(plan.from_version, "1.0.0");
   EXPECT_EQ(plan.to_version, "1.1.0");
   EXPECT_EQ(plan.backup_id, "piprio-pre-1.1.0");
-  EXPECT_EQ(plan.rollback_command, "hoist rollback -d piprio --to 1.0.0 --restore piprio-pre-1.1.0");
+  EXPECT_EQ(plan.rollback_command, "hoist rollback -d piprio --to 1.0.0 --restore piprio-pre-1.1.0 --confirm piprio");
   EXPECT_THAT(plan.FindPhase("stop-scheduler")->reason, HasSubstr("role scheduler"));
   EXPECT_THAT(plan.FindPhase("replace-worker")->reason, HasSubstr("worker after api (services.worker.after)"));
   EXPECT_THAT(plan.FindPhase("reload-proxy")->reason, HasSubstr("role proxy"));
@@ -670,12 +672,44 @@ TEST(PlannerTest, RefusesWhenAnAgentIsMissingOrDisconnected) {
   EXPECT_THAT(Msg(plan.status()), HasSubstr("agents missing: app-2 is not connected; db-1 has never connected"));
 }
 
-TEST(PlannerTest, RefusesAnUnhealthyDeployment) {
+// A health result the hosts reported earlier may be old: the plan warns and
+// pre-flight probes every running instance with a health check again, in one
+// batch, before anything is touched. A container that does not run at all is
+// refused at once.
+TEST(PlannerTest, PreflightProbesEveryInstanceAndRefusesOneThatDoesNotRun) {
   PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
   in.agents[0].containers[0].set_health(v1::HEALTH_UNHEALTHY);
   auto plan = PlanRollout(in);
-  EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(Msg(plan.status()), HasSubstr("pre-flight found 1 problem(s) with piprio; nothing was touched: api replica 0 (1.0.0) is unhealthy"));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->warnings, testing::Contains(HasSubstr(
+                                  "api replica 0 (1.0.0) was last reported unhealthy; pre-flight probes it again")));
+  ASSERT_EQ(plan->phases.front().name, "preflight");
+  std::set<std::string> probed;
+  for (const PlanStep& st : plan->phases.front().steps) {
+    if (st.kind != "probe_health") continue;
+    EXPECT_EQ(st.batch, 0u) << st.id;
+    ASSERT_TRUE(st.action.has_probe_health()) << st.id;
+    EXPECT_FALSE(st.action.probe_health().version().empty()) << st.id;
+    probed.insert(absl::StrCat(st.instance->service(), "/", st.instance->replica(), "@", st.agent_id));
+  }
+  size_t checked = 0;
+  for (const AgentState& a : in.agents) {
+    for (const v1::ContainerInfo& c : a.containers) {
+      const ServiceSpec* s = in.manifest.FindService(c.instance().service());
+      if (s == nullptr || !s->health.has_value() || s->role == v1::ROLE_JOB) continue;
+      ++checked;
+      EXPECT_TRUE(probed.contains(absl::StrCat(c.instance().service(), "/", c.instance().replica(), "@", a.id)))
+          << c.name() << " is not probed by pre-flight";
+    }
+  }
+  EXPECT_GT(checked, 2u);
+  EXPECT_EQ(probed.size(), checked);
+
+  in.agents[0].containers[0].set_state(v1::CONTAINER_STATE_EXITED);
+  auto refused = PlanRollout(in);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(refused.status()), HasSubstr("pre-flight found 1 problem(s) with piprio; nothing was touched: api "
+                                               "replica 0 (1.0.0) is not running (EXITED)"));
 }
 
 TEST(PlannerTest, RequiredAndRenamedEnvAreChecked) {
@@ -857,6 +891,41 @@ TEST(PlannerTest, BlueGreenClearsGreenLeftoversFirst) {
   EXPECT_EQ(clear->steps[0].kind, "remove_instance");
   EXPECT_EQ(clear->steps[0].instance->slot(), v1::SLOT_GREEN);
   EXPECT_EQ(clear->steps[0].action.remove_instance().version(), "1.1.0");
+}
+
+// Blue-green runs both releases at once (and, on a shared network, both
+// slots answer to the service names), so a rule that forbids the mix is
+// refused with the way out; a rule the mix keeps plans as before.
+TEST(PlannerTest, BlueGreenRefusesARuleItCannotPlanAround) {
+  std::ifstream in_file(kExamples + "piprio.yaml");
+  std::stringstream text;
+  text << in_file.rdbuf();
+  struct Case {
+    std::string rules;
+    std::string refusal;  // empty: the plan goes through
+  };
+  const std::vector<Case> cases = {
+      {"  - {service: worker, must_match: api}\n",
+       "the rule \"worker must match api\" forbids worker and api at different versions, and blue-green runs "
+       "1.0.0 and 1.1.0 at once"},
+      {"  - {service: web, requires: {service: api, range: \">=1.1\"}}\n",
+       "forbids web 1.1.0 beside api 1.0.0, and both slots answer to the same service names on network piprio"},
+      {"  - {service: web, requires: {service: api, range: \"<1.1\"}}\n",
+       "release 1.1.0 breaks the rule \"web requires api"},
+      {"  - {service: web, requires: {service: api, range: \">=1.0 <2\"}}\n", ""},
+  };
+  for (const Case& c : cases) {
+    PlanInput in = BlueGreenInput();
+    in.manifest = Manifest(text.str() + "rules:\n" + c.rules);
+    auto plan = PlanRollout(in);
+    if (c.refusal.empty()) {
+      EXPECT_TRUE(plan.ok()) << c.rules << plan.status();
+      continue;
+    }
+    EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition) << c.rules;
+    EXPECT_THAT(Msg(plan.status()), HasSubstr(c.refusal)) << c.rules;
+    EXPECT_THAT(Msg(plan.status()), HasSubstr("or use --strategy rolling")) << c.rules;
+  }
 }
 
 TEST(PlannerTest, BlueGreenRefusesAFirstDeploy) {
