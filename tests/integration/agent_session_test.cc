@@ -196,7 +196,10 @@ TEST_F(AgentSessionTest, AgentDiallingAFollowerIsRedirectedToTheLeader) {
   ASSERT_TRUE(WaitUntil([&] { return leader.hub.IsConnected("host-b"); }))
       << "the agent should have followed the NotLeader hint to " << leader.address;
   EXPECT_FALSE(follower.hub.IsConnected("host-b"));
-  EXPECT_EQ(agent->session_epoch(), leader.hub.epoch());
+  // The hub counts the agent connected when it accepts the hello; the agent
+  // learns the epoch from the welcome that follows.
+  EXPECT_TRUE(WaitUntil([&] { return agent->session_epoch() == leader.hub.epoch(); }))
+      << "the agent's session epoch is " << agent->session_epoch() << ", the leader's " << leader.hub.epoch();
 }
 
 TEST_F(AgentSessionTest, FollowerRefusesToPushSteps) {
