@@ -539,6 +539,8 @@ absl::Status Planner::Preflight() {
                                               "; remove it once the upgrade is done"));
       }
     }
+    bool env_files = false;
+    for (const ServiceSpec& s : m_.services) env_files = env_files || !s.env_files.empty();
     for (const std::string& name : in_.target.required_env()) {
       if (!where(name).empty()) continue;
       std::string renamed_from;
@@ -546,8 +548,6 @@ absl::Status Planner::Preflight() {
         if (n == name) renamed_from = o;
       }
       if (!renamed_from.empty() && !where(renamed_from).empty()) continue;  // reported above
-      bool env_files = false;
-      for (const ServiceSpec& s : m_.services) env_files = env_files || !s.env_files.empty();
       if (!in_.options.host_env_checked && env_files) {
         plan_.warnings.push_back(absl::StrCat("release ", to_version_, " requires ", name,
                                               ", which no service's env sets; the hosts' env files are checked "
@@ -1605,12 +1605,7 @@ absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
 
   if (mode_ == Mode::kUpgrade) {
     PhaseUndoGate(stopped);
-    // Printed for an operator to run as it is, so it carries the --confirm
-    // a restore needs (the CLI asks for it at a terminal otherwise).
-    plan_.rollback_command = absl::StrCat("hoist rollback -d ", m_.deployment, " --to ", from_version_);
-    if (!plan_.backup_id.empty()) {
-      absl::StrAppend(&plan_.rollback_command, " --restore ", plan_.backup_id, " --confirm ", m_.deployment);
-    }
+    plan_.rollback_command = RollbackCommand(m_.deployment, from_version_, plan_.backup_id);
   }
   Finish();
   return std::move(plan_);
@@ -1939,6 +1934,13 @@ const PlanPhase* Plan::FindPhase(absl::string_view name) const {
     if (ph.name == name) return &ph;
   }
   return nullptr;
+}
+
+std::string RollbackCommand(const std::string& deployment, const std::string& to_version,
+                            const std::string& backup_id) {
+  std::string command = absl::StrCat("hoist rollback -d ", deployment, " --to ", to_version);
+  if (!backup_id.empty()) absl::StrAppend(&command, " --restore ", backup_id, " --confirm ", deployment);
+  return command;
 }
 
 absl::StatusOr<Plan> PlanRollout(const PlanInput& input) {

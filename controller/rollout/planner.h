@@ -168,6 +168,12 @@ struct Plan {
 // slots cannot hold it), a versioned proxy.
 absl::StatusOr<Plan> PlanRollout(const PlanInput& input);
 
+// The rollback command printed for an operator to run as it is:
+// "hoist rollback -d D --to V", plus "--restore B --confirm D" when a backup
+// is to be restored (the CLI asks for the confirmation at a terminal otherwise).
+std::string RollbackCommand(const std::string& deployment, const std::string& to_version,
+                            const std::string& backup_id);
+
 struct RollbackOptions {
   // The pre-upgrade backup to restore; when set, the rollback stops every app
   // service, restores it on the database's host, then starts the old release.

@@ -425,9 +425,8 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::Rollback(uint64_t epoch, cons
                              "migrated data, and there is no backup to restore. Fix forward with a new release "
                              "(hoist release create, then hoist upgrade)")
               : absl::StrCat(ran, "; the old release may not read the migrated data. Restore the backup taken "
-                             "before the first of them: hoist rollback -d ", request.deployment(), " --to ",
-                             in->target.version(), " --restore ", first.backup_id, " --confirm ",
-                             request.deployment()));
+                             "before the first of them: ",
+                             RollbackCommand(request.deployment(), in->target.version(), first.backup_id)));
       Audit(actor, "rollback", request.deployment(), "", s, "");
       return s;
     }
