@@ -5,6 +5,9 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -55,6 +58,10 @@ int AgentMain(int argc, char** argv) {
                   "HOIST_AGENT_ADDRESS");
   flags.AddString("deployments", "", "Deployments this agent manages, comma-separated (default: all).",
                   "HOIST_AGENT_DEPLOYMENTS");
+  flags.AddString("forward-binary", "",
+                  "The static hoist-forward binary whose image makes services of other hosts reachable by name "
+                  "here (default: hoist-forward next to hoist-agent).",
+                  "HOIST_AGENT_FORWARD_BINARY");
   flags.AddString("state-dir", "/var/lib/hoist-agent", "Journal, epoch and backups.", "HOIST_AGENT_STATE_DIR");
   flags.AddString("docker-socket", "/var/run/docker.sock", "The Docker Engine's unix socket.", "DOCKER_SOCKET");
   flags.AddString("tls-ca", "", "Fleet CA certificate.", "HOIST_TLS_CA");
@@ -150,6 +157,22 @@ int AgentMain(int argc, char** argv) {
   }
   const std::string state_dir = flags.Get("state-dir");
   policy.backup_dir = state_dir + "/backups";
+  policy.forward_binary = flags.Get("forward-binary");
+  if (policy.forward_binary.empty()) {
+    std::error_code ec;
+    std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec && std::filesystem::exists(self.parent_path() / "hoist-forward", ec)) {
+      policy.forward_binary = (self.parent_path() / "hoist-forward").string();
+    }
+  } else if (access(policy.forward_binary.c_str(), R_OK) != 0) {
+    std::cerr << "hoist-agent: --forward-binary " << policy.forward_binary << ": " << std::strerror(errno)
+              << " (the static hoist-forward binary installed with the agent)\n";
+    return 2;
+  }
+  if (policy.forward_binary.empty()) {
+    spdlog::warn("no hoist-forward binary next to hoist-agent: services of other hosts cannot be reached by name "
+                 "here (forward steps fail); install it or pass --forward-binary");
+  }
 
   auto journal = agent::StepJournal::Open(state_dir);
   if (!journal.ok()) {

@@ -38,6 +38,9 @@ struct AgentPolicy {
   // Image for the created-never-started helper containers that archive and
   // restore volumes; empty picks the image of a managed container.
   std::string helper_image;
+  // The static hoist-forward binary whose image relays services of other
+  // hosts (forward_update steps); empty: such steps fail and say why.
+  std::string forward_binary;
   // Bound of a step that carries no deadline.
   absl::Duration default_step_timeout = absl::Hours(1);
 

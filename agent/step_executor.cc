@@ -85,6 +85,7 @@ std::string ActionName(const hoist::v1::Step& step) {
     case hoist::v1::Step::kRestore: return "restore";
     case hoist::v1::Step::kProxyUpdate: return "proxy_update";
     case hoist::v1::Step::kReadEnvNames: return "read_env_names";
+    case hoist::v1::Step::kForwardUpdate: return "forward_update";
     case hoist::v1::Step::ACTION_NOT_SET: break;
   }
   return "no action";
@@ -291,6 +292,7 @@ absl::Status StepExecutor::RunAction(const StepContext& ctx, hoist::v1::StepResu
     case hoist::v1::Step::kRestore: return Restore(ctx);
     case hoist::v1::Step::kProxyUpdate: return ProxyUpdate(ctx);
     case hoist::v1::Step::kReadEnvNames: return ReadEnvNames(ctx, result);
+    case hoist::v1::Step::kForwardUpdate: return ForwardUpdate(ctx);
     case hoist::v1::Step::ACTION_NOT_SET: break;
   }
   return absl::InvalidArgumentError("action: missing");

@@ -109,6 +109,10 @@ class StepExecutor {
   absl::Status Restore(const StepContext& ctx);
   absl::Status ProxyUpdate(const StepContext& ctx);
   absl::Status ReadEnvNames(const StepContext& ctx, hoist::v1::StepResult* result);
+  // Forwarders (step_executor_forward.cc): ForwardUpdate keeps the
+  // service's forwarder container; ForwarderImage imports its image once.
+  absl::Status ForwardUpdate(const StepContext& ctx);
+  absl::StatusOr<std::string> ForwarderImage(const StepContext& ctx);
 
   // Proxy helpers (step_executor_proxy.cc). PrepareProxy publishes the
   // runtime API on loopback, labels the container with its frontends and
@@ -157,6 +161,8 @@ class StepExecutor {
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<InFlight>, std::less<>> in_flight_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Mutex forward_mu_;
+  std::string forward_image_ ABSL_GUARDED_BY(forward_mu_);  // imported this run
   int active_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, hoist::v1::Health> observed_health_ ABSL_GUARDED_BY(mu_);
 };

@@ -1,6 +1,9 @@
 #include "agent/step_validation.h"
 
+#include <arpa/inet.h>
+
 #include <filesystem>
+#include <set>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -284,6 +287,39 @@ bool ExposesDockerSocket(absl::string_view host_path, const AgentPolicy& policy)
   return false;
 }
 
+static absl::Status ValidateForwardUpdate(const hoist::v1::ForwardUpdate& f) {
+  HOIST_RETURN_IF_ERROR(NonEmpty("forward_update.deployment", f.deployment()));
+  HOIST_RETURN_IF_ERROR(NonEmpty("forward_update.service", f.service()));
+  if (!IsValidContainerName(f.service()) || f.service().find('.') != std::string::npos) {
+    return Invalid("forward_update.service", absl::StrCat("\"", f.service(), "\" is not a service name"));
+  }
+  HOIST_RETURN_IF_ERROR(NonEmpty("forward_update.network", f.network()));
+  std::set<uint32_t> seen;
+  for (int i = 0; i < f.ports_size(); ++i) {
+    const hoist::v1::ForwardPort& p = f.ports(i);
+    const std::string field = absl::StrCat("forward_update.ports[", i, "]");
+    if (p.listen_port() == 0 || p.listen_port() > 65535) {
+      return Invalid(absl::StrCat(field, ".listen_port"), absl::StrCat(p.listen_port(), " is not a port (1-65535)"));
+    }
+    if (!seen.insert(p.listen_port()).second) {
+      return Invalid(absl::StrCat(field, ".listen_port"), absl::StrCat(p.listen_port(), " is listed twice"));
+    }
+    for (int k = 0; k < p.targets_size(); ++k) {
+      const hoist::v1::ProxyBackend& t = p.targets(k);
+      const std::string tf = absl::StrCat(field, ".targets[", k, "]");
+      unsigned char buf[sizeof(in6_addr)];
+      if (inet_pton(AF_INET, t.address().c_str(), buf) != 1 && inet_pton(AF_INET6, t.address().c_str(), buf) != 1) {
+        return Invalid(absl::StrCat(tf, ".address"),
+                       absl::StrCat("\"", t.address(), "\" is not an IP address (the forwarder dials IPs only)"));
+      }
+      if (t.port() == 0 || t.port() > 65535) {
+        return Invalid(absl::StrCat(tf, ".port"), absl::StrCat(t.port(), " is not a port (1-65535)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateStep(const hoist::v1::Step& step) {
   HOIST_RETURN_IF_ERROR(NonEmpty("step_id", step.step_id()));
   if (step.step_id().size() > kMaxStepIdLength) {
@@ -354,6 +390,8 @@ absl::Status ValidateStep(const hoist::v1::Step& step) {
       }
       return absl::OkStatus();
     }
+    case hoist::v1::Step::kForwardUpdate:
+      return ValidateForwardUpdate(step.forward_update());
     case hoist::v1::Step::ACTION_NOT_SET:
       return Invalid("action", "missing; the step names nothing to do");
   }
@@ -413,6 +451,8 @@ absl::Status CheckPolicy(const hoist::v1::Step& step, const AgentPolicy& policy)
       return CheckServes("proxy_update.deployment", step.proxy_update().deployment(), policy);
     case hoist::v1::Step::kReadEnvNames:
       return CheckServes("read_env_names.deployment", step.read_env_names().deployment(), policy);
+    case hoist::v1::Step::kForwardUpdate:
+      return CheckServes("forward_update.deployment", step.forward_update().deployment(), policy);
     case hoist::v1::Step::kPullImage:
     case hoist::v1::Step::ACTION_NOT_SET:
       return absl::OkStatus();

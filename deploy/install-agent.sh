@@ -166,6 +166,10 @@ BINARY="$(cd "$(dirname "$BINARY")" && pwd)/$(basename "$BINARY")"
 version="$("$BINARY" --version 2>/dev/null | head -n 1 || true)"
 [[ "$version" == hoist-agent\ * ]] ||
   usage_error "--binary $BINARY does not answer --version as hoist-agent (it printed \"${version:0:60}\")"
+# The static relay the agent runs for services of other hosts (next to it).
+FORWARD_BINARY="$(dirname "$BINARY")/hoist-forward"
+[[ -f "$FORWARD_BINARY" && -x "$FORWARD_BINARY" ]] ||
+  usage_error "no hoist-forward next to $BINARY: build it (cmake --build build --target hoist-forward) and keep it beside hoist-agent"
 [[ -f "$UNIT_SOURCE" ]] || fail "$UNIT_SOURCE is missing: run the script from a Hoist checkout or release tarball"
 
 if [[ -n "$PREFIX" ]]; then
@@ -270,6 +274,7 @@ ensure_dir /etc/systemd/system 755
 ensure_dir "$ETC_DIR" 755
 ensure_dir "$STATE_DIR" 700
 put_file "$BINARY" "$BIN_PATH" 755
+put_file "$FORWARD_BINARY" "$(dirname "$BIN_PATH")/hoist-forward" 755
 put_file "$UNIT_SOURCE" "$UNIT_PATH" 644
 if [[ $tls_given == 1 ]]; then
   ensure_dir "$TLS_DIR" 750

@@ -124,6 +124,10 @@ class DockerApi {
   virtual absl::Status Pull(absl::string_view image,
                             const std::function<void(const PullProgress&)>& on_progress) = 0;
   virtual absl::StatusOr<ImageInfo> InspectImage(absl::string_view image) = 0;
+  // Makes the image repository:tag from a tar of its whole file system read
+  // from tar_path (docker import): for images built on the host, no registry.
+  virtual absl::Status ImportImage(absl::string_view repository, absl::string_view tag,
+                                   absl::string_view tar_path) = 0;
 
   // Creates the container; returns its id.
   virtual absl::StatusOr<std::string> Create(const ContainerSpec& spec) = 0;

@@ -714,6 +714,7 @@ absl::StatusOr<DockerClient::Reply> DockerClient::Perform(const Call& call) {
     }
     headers = curl_slist_append(headers, "Content-Type: application/x-tar");
     curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    if (call.method != "PUT") curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, call.method.c_str());
     curl_easy_setopt(c, CURLOPT_READFUNCTION, OnCurlRead);
     curl_easy_setopt(c, CURLOPT_READDATA, upload.get());
     curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(st.st_size));
@@ -831,6 +832,25 @@ absl::Status DockerClient::Pull(absl::string_view image, const std::function<voi
   call.target = absl::StrCat("/images/create?fromImage=", QueryEscape(ref->repository), "&tag=", QueryEscape(ref->tag));
   call.timeout = options_.pull_timeout;
   PullStream stream(std::string(image), absl::StrCat("POST ", call.target), on_progress, clock_, options_.progress_interval);
+  call.on_data = [&stream](absl::string_view chunk) { return stream.Feed(chunk); };
+  auto reply = Expect(call, {});
+  if (!reply.ok()) return reply.status();
+  return stream.Finish();
+}
+
+absl::Status DockerClient::ImportImage(absl::string_view repository, absl::string_view tag,
+                                       absl::string_view tar_path) {
+  if (absl::Status s = CheckImageName(absl::StrCat(repository, ":", tag)); !s.ok()) return s;
+  if (tar_path.empty()) return absl::InvalidArgumentError("tar_path is empty");
+  Call call;
+  call.method = "POST";
+  call.target = absl::StrCat("/images/create?fromSrc=-&repo=", QueryEscape(repository), "&tag=", QueryEscape(tag));
+  call.timeout = options_.archive_timeout;
+  call.upload_path = std::string(tar_path);
+  // The answer streams like a pull's, and an error comes inside the stream.
+  const std::function<void(const PullProgress&)> no_progress;  // the stream keeps a reference
+  PullStream stream(absl::StrCat(repository, ":", tag), absl::StrCat("POST ", call.target), no_progress, clock_,
+                    options_.progress_interval);
   call.on_data = [&stream](absl::string_view chunk) { return stream.Feed(chunk); };
   auto reply = Expect(call, {});
   if (!reply.ok()) return reply.status();

@@ -82,6 +82,7 @@ class DockerClient : public DockerApi {
   absl::Status Pull(absl::string_view image,
                     const std::function<void(const PullProgress&)>& on_progress) override;
   absl::StatusOr<ImageInfo> InspectImage(absl::string_view image) override;
+  absl::Status ImportImage(absl::string_view repository, absl::string_view tag, absl::string_view tar_path) override;
   absl::StatusOr<std::string> Create(const ContainerSpec& spec) override;
   absl::Status Start(absl::string_view id_or_name) override;
   absl::Status Stop(absl::string_view id_or_name, absl::Duration timeout) override;

@@ -253,11 +253,18 @@ void Executor::Event(uint64_t epoch, const StoredRollout& rollout, const std::st
 }
 
 absl::Status Executor::ResolveBackends(const StoredRollout& rollout, hoist::v1::Step* action) {
-  if (!action->has_proxy_update()) return absl::OkStatus();
   std::vector<hoist::v1::ProxyBackend*> open;
-  for (auto& route : *action->mutable_proxy_update()->mutable_routes()) {
-    for (auto& b : *route.mutable_backends()) {
-      if (b.address().empty() && b.has_instance()) open.push_back(&b);
+  if (action->has_proxy_update()) {
+    for (auto& route : *action->mutable_proxy_update()->mutable_routes()) {
+      for (auto& b : *route.mutable_backends()) {
+        if (b.address().empty() && b.has_instance()) open.push_back(&b);
+      }
+    }
+  } else if (action->has_forward_update()) {
+    for (auto& port : *action->mutable_forward_update()->mutable_ports()) {
+      for (auto& b : *port.mutable_targets()) {
+        if (b.address().empty() && b.has_instance()) open.push_back(&b);
+      }
     }
   }
   if (open.empty()) return absl::OkStatus();

@@ -79,9 +79,9 @@ class Executor {
   // and the retirement of a slot never interleave. Returns fn's status.
   absl::Status WhileGraceHeld(const std::function<absl::Status()>& fn);
 
-
-  // Fills in the proxy backends the plan could not address (a port Docker
-  // chose when this rollout started the instance) from the start results.
+  // Fills in the proxy backends and forward targets the plan could not
+  // address (a port Docker chose when this rollout started the instance)
+  // from the start results.
   absl::Status ResolveBackends(const StoredRollout& rollout, hoist::v1::Step* action);
  private:
   struct Runner {

@@ -551,7 +551,7 @@ constexpr absl::string_view kServiceKeys[] = {
     "role",    "repository", "image",        "command",       "replicas",     "placement",
     "ports",   "env",        "env_files",    "volumes",       "health",       "stop_timeout",
     "rolling", "update_order", "migration",  "after",         "routes",       "drain_timeout",
-    "timeout", "restart_policy"};
+    "timeout", "restart_policy", "expose"};
 
 absl::StatusOr<ServiceSpec> ParseService(const Parser& p, const YAML::Node& key,
                                          const YAML::Node& node) {
@@ -631,6 +631,18 @@ absl::StatusOr<ServiceSpec> ParseService(const Parser& p, const YAML::Node& key,
                                                      [&](const YAML::Node& item, const std::string& path) {
                                                        return ParsePort(p, item, path);
                                                      }));
+  }
+  if (const YAML::Node* n = f.Get("expose")) {
+    if (!n->IsSequence()) {
+      return p.Error(*n, f.Path("expose"), "expected a list of container ports, for example [5432]");
+    }
+    for (size_t i = 0; i < n->size(); ++i) {
+      HOIST_ASSIGN_OR_RETURN(uint32_t port, p.Uint((*n)[i], Index(f.Path("expose"), i), 1, 65535));
+      if (std::find(s.expose.begin(), s.expose.end(), port) != s.expose.end()) {
+        return p.Error((*n)[i], Index(f.Path("expose"), i), absl::StrCat("port ", port, " is listed twice"));
+      }
+      s.expose.push_back(port);
+    }
   }
   if (const YAML::Node* n = f.Get("env")) {
     HOIST_ASSIGN_OR_RETURN(s.env, p.EnvMap(*n, f.Path("env")));
@@ -750,7 +762,7 @@ absl::StatusOr<ServiceSpec> ParseService(const Parser& p, const YAML::Node& key,
   }
   // Keys that mean nothing for a role are refused rather than silently ignored.
   if (is_job) {
-    for (const char* k : {"ports", "health", "rolling", "update_order", "migration"}) {
+    for (const char* k : {"ports", "expose", "health", "rolling", "update_order", "migration"}) {
       if (const YAML::Node* n = f.Get(k)) {
         return p.Error(*n, f.Path(k), absl::StrCat("a job runs once per rollout and has no ", k));
       }

@@ -121,6 +121,10 @@ struct ServiceSpec {
   uint32_t replicas = 1;
   PlacementSpec placement;
   std::vector<PortSpec> ports;
+  // Container ports other services reach it on by name, besides ports[]
+  // and its health check's port (a service on another Docker host reaches
+  // them through a forwarder).
+  std::vector<uint32_t> expose;
   std::map<std::string, std::string> env;
   std::vector<std::string> env_files;
   std::vector<VolumeSpec> volumes;

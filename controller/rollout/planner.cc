@@ -25,6 +25,8 @@ namespace v1 = ::hoist::v1;
 constexpr absl::Duration kControllerStepTimeout = absl::Seconds(30);
 constexpr absl::Duration kRemoveTimeout = absl::Seconds(30);
 constexpr absl::Duration kStepSlack = absl::Seconds(30);
+// A forward_update may import the forwarder image first (one small file).
+constexpr absl::Duration kForwardTimeout = absl::Minutes(2);
 constexpr uint32_t kJobLogTailLines = 50;
 
 google::protobuf::Duration DurationProto(absl::Duration d) {
@@ -191,8 +193,9 @@ class Planner {
   // One backend of `route` for container c (replica r of the route's service) in `slot`.
   // Adds c as a backend of route; false when the proxy cannot reach it (the
   // plan warns).
+  // `forwarder`: for a forwarder's targets rather than a proxy's (the warning says so).
   bool AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t replica, const Live& c, v1::Slot slot,
-                  v1::BackendState state);
+                  v1::BackendState state, bool forwarder = false);
   // For every proxy with a route `pick` selects and a running instance: one
   // proxy_update per host; fill adds a route's backends and returns its summary.
   void StepProxyUpdate(PlanPhase& ph, const std::function<bool(const RouteSpec&)>& pick,
@@ -208,6 +211,16 @@ class Planner {
   void StepProxyRoutes(PlanPhase& ph, const std::string& service,
                        const std::vector<std::pair<uint32_t, const Live*>>& draining, uint32_t batch);
   void StepProxyReload(PlanPhase& ph, uint32_t batch);
+  // Points the forwarders of `service` (on the Docker hosts where it does
+  // not run) at its running instances in `slots`, leaving out `draining`.
+  // Nothing when the service needs no forwarder.
+  void StepForwards(PlanPhase& ph, const std::string& service,
+                    const std::vector<std::pair<uint32_t, const Live*>>& draining, uint32_t batch,
+                    const std::vector<v1::Slot>& slots = {v1::SLOT_UNSPECIFIED});
+  bool Forwarded(const std::string& service) const { return forward_hosts_.contains(service); }
+  // Container ports other services may reach `s` on by name.
+  std::set<uint32_t> NamedPorts(const ServiceSpec& s) const;
+  void PhaseForwards();
   // Before a migration: a probe of every database instance that runs (a
   // database whose host just restarted may still be recovering); true when
   // it added any, in batch 0.
@@ -252,6 +265,11 @@ class Planner {
   std::map<std::string, std::map<uint32_t, std::vector<Live>>> idle_;
   std::map<std::string, std::vector<v1::ContainerInfo>> observed_;
   std::map<std::string, std::set<uint32_t>> cross_host_;  // see CrossHost()
+  // Services reached by name from Docker hosts where no instance of theirs
+  // runs: service -> the hosts (one per such engine) that keep its
+  // forwarder, and the container ports it relays.
+  std::map<std::string, std::vector<std::string>> forward_hosts_;
+  std::map<std::string, std::set<uint32_t>> forward_ports_;
   std::map<std::string, std::vector<std::string>> placement_;  // service -> host per replica
   std::vector<std::string> moving_;
   MoveOrder order_;
@@ -472,9 +490,134 @@ absl::Status Planner::CheckWiring() {
           " on the proxy's host"));
     }
   }
+  // Names across Docker hosts: each engine that runs part of the stack but
+  // no instance of a service gets a forwarder for it, so the name resolves
+  // there too (on the deployment's network; without one, names do not
+  // resolve even on one host).
+  forward_hosts_.clear();
+  forward_ports_.clear();
+  if (!m_.network.empty()) {
+    std::vector<std::string> stack_hosts;  // manifest order
+    for (const HostSpec& h : m_.hosts) {
+      bool used = false;
+      for (const auto& [service, hosts] : placement_) {
+        used = used || std::find(hosts.begin(), hosts.end(), h.id) != hosts.end();
+      }
+      if (used) stack_hosts.push_back(h.id);
+    }
+    for (const ServiceSpec& s : m_.services) {
+      auto placed = placement_.find(s.name);
+      if (s.role == v1::ROLE_JOB || placed == placement_.end() || placed->second.empty()) continue;
+      std::set<uint32_t> ports = NamedPorts(s);
+      if (ports.empty()) continue;
+      std::set<std::string> engines;
+      for (const std::string& h : placed->second) engines.insert(EngineOf(h));
+      if (engines.contains("")) continue;  // an agent that reported no engine: cannot tell
+      std::vector<std::string> forwarders;
+      std::set<std::string> forwarder_engines;
+      for (const std::string& h : stack_hosts) {
+        const std::string e = EngineOf(h);
+        if (e.empty() || engines.contains(e) || !forwarder_engines.insert(e).second) continue;
+        forwarders.push_back(h);
+      }
+      if (forwarders.empty()) continue;
+      // A fixed host port bound to loopback cannot be reached from another host.
+      for (const PortSpec& p : s.ports) {
+        if (p.host_port == 0 || !ports.contains(p.container_port)) continue;
+        if (p.host_ip == "127.0.0.1" || p.host_ip == "::1" || absl::StartsWith(p.host_ip, "127.")) {
+          ports.erase(p.container_port);
+          plan_.warnings.push_back(absl::StrCat(
+              s.name, " publishes ", p.container_port, " on ", p.host_ip, ":", p.host_port,
+              " only, so ", absl::StrJoin(forwarders, ", "), " (other Docker hosts) cannot reach ", s.name, ":",
+              p.container_port, " by name; bind it to the host's address, or drop host_port"));
+        }
+      }
+      if (ports.empty()) continue;
+      forward_hosts_[s.name] = forwarders;
+      forward_ports_[s.name] = ports;
+      for (uint32_t p : ports) cross_host_[s.name].insert(p);
+      std::set<std::string> unaddressed;
+      for (const std::string& h : placed->second) {
+        if (!IsIpAddress(HostAddress(h))) unaddressed.insert(absl::StrCat(h, " (\"", HostAddress(h), "\")"));
+      }
+      if (unaddressed.empty()) continue;
+      problems.push_back(absl::StrCat(
+          "services.", s.name, " is reached by its name (", s.name, ":", absl::StrJoin(ports, ","), ") from ",
+          absl::StrJoin(forwarders, ", "), ", which run on other Docker hosts than ", s.name, ", and its hosts have no "
+          "IP address to publish it on: ", absl::StrJoin(unaddressed, ", "),
+          ". Give each host its IP in hosts[].address (or start its agent with --address), or place ", s.name,
+          " on a host of every Docker engine of the stack"));
+    }
+  }
   if (problems.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(
       absl::StrCat("cannot wire ", m_.deployment, " across its hosts: ", absl::StrJoin(problems, "; ")));
+}
+
+std::set<uint32_t> Planner::NamedPorts(const ServiceSpec& s) const {
+  std::set<uint32_t> ports(s.expose.begin(), s.expose.end());
+  for (const PortSpec& p : s.ports) {
+    if (p.protocol.empty() || p.protocol == "tcp") ports.insert(p.container_port);
+  }
+  if (s.health.has_value() && (s.health->kind == HealthSpec::Kind::kHttp || s.health->kind == HealthSpec::Kind::kTcp) &&
+      s.health->port != 0) {
+    ports.insert(s.health->port);
+  }
+  return ports;
+}
+
+void Planner::StepForwards(PlanPhase& ph, const std::string& service,
+                           const std::vector<std::pair<uint32_t, const Live*>>& draining, uint32_t batch,
+                           const std::vector<v1::Slot>& slots) {
+  auto hosts = forward_hosts_.find(service);
+  if (hosts == forward_hosts_.end()) return;
+  v1::ForwardUpdate update;
+  update.set_deployment(m_.deployment);
+  update.set_service(service);
+  update.set_network(m_.network);
+  std::set<std::string> instances;
+  for (uint32_t port : forward_ports_.at(service)) {
+    v1::ForwardPort* fp = update.add_ports();
+    fp->set_listen_port(port);
+    RouteSpec r;
+    r.name = service;
+    r.service = service;
+    r.port = port;
+    v1::ProxyRoute targets;
+    for (v1::Slot slot : slots) {
+      for (const auto& [replica, cs] : SlotLive(slot)[service]) {
+        for (const Live& c : cs) {
+          if (!c.running) continue;
+          bool drains = std::any_of(draining.begin(), draining.end(), [&](const auto& d) {
+            return d.first == replica && d.second->version == c.version && d.second->agent == c.agent;
+          });
+          if (drains) continue;
+          if (AddBackend(&targets, r, replica, c, slot, v1::BACKEND_STATE_READY, /*forwarder=*/true)) {
+            instances.insert(absl::StrCat(replica, "/", c.version, "/", c.agent));
+          }
+        }
+      }
+    }
+    *fp->mutable_targets() = std::move(*targets.mutable_backends());
+  }
+  std::vector<std::string> ports;
+  for (uint32_t p : forward_ports_.at(service)) ports.push_back(absl::StrCat(p));
+  for (const std::string& host : hosts->second) {
+    PlanStep& st = AddStep(ph, absl::StrCat("forward-", service, "-", host), "forward_update", host,
+                           absl::StrCat("point ", service, ":", absl::StrJoin(ports, ","), " on ", host, " at ",
+                                        instances.size(), " ", service, " instance(s) on other hosts"),
+                           batch, kForwardTimeout);
+    *st.action.mutable_forward_update() = update;
+  }
+}
+
+void Planner::PhaseForwards() {
+  if (forward_hosts_.empty() || mode_ == Mode::kInitial || mode_ == Mode::kRestore) return;
+  PlanPhase& ph = AddPhase("forward",
+                           "names across hosts: on each Docker host where a service does not run, a forwarder "
+                           "answers to its name and relays to its instances on the other hosts");
+  for (const ServiceSpec& s : m_.services) StepForwards(ph, s.name, {}, 0);
+  if (ph.steps.empty()) plan_.phases.pop_back();
 }
 
 absl::Status Planner::Preflight() {
@@ -796,17 +939,25 @@ void Planner::StepProxyUpdate(PlanPhase& ph, const std::function<bool(const Rout
 void Planner::StepProxyReload(PlanPhase& ph, uint32_t batch) { StepProxyRoutes(ph, "", {}, batch); }
 
 bool Planner::AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t replica, const Live& c, v1::Slot slot,
-                         v1::BackendState state) {
+                         v1::BackendState state, bool forwarder) {
   const ServiceSpec* target = m_.FindService(r.service);
   const bool cross = CrossHost(r.service, r.port);
-  if (cross && !c.planned &&
+  // A fixed host port is reached on the host.
+  const PortSpec* fixed = nullptr;
+  for (const PortSpec& p : target->ports) {
+    if (p.container_port == r.port && p.host_port != 0) fixed = &p;
+  }
+  if (cross && fixed == nullptr && !c.planned &&
       std::none_of(c.published.begin(), c.published.end(), [&](const v1::PortMapping& p) {
         return p.container_port() == r.port && p.host_port() != 0;
       })) {
     const std::string w = absl::StrCat(r.service, " replica ", replica, " (", c.version, ") on ", c.agent,
                                        " publishes no host port for ", r.port,
-                                       ", so the proxy on another Docker host cannot reach it; it gets no traffic "
-                                       "until this rollout replaces it");
+                                       forwarder
+                                           ? " (it started before other Docker hosts reached it by name), so they "
+                                             "cannot reach it by name until Hoist starts it again"
+                                           : ", so the proxy on another Docker host cannot reach it; it gets no "
+                                             "traffic until this rollout replaces it");
     if (std::find(plan_.warnings.begin(), plan_.warnings.end(), w) == plan_.warnings.end()) {
       plan_.warnings.push_back(w);
     }
@@ -815,11 +966,6 @@ bool Planner::AddBackend(v1::ProxyRoute* route, const RouteSpec& r, uint32_t rep
   v1::ProxyBackend* b = route->add_backends();
   b->set_name(absl::StrCat(m_.deployment, "-", r.service, "-", SlotWord(slot), "-", replica, "-", c.version));
   b->set_state(state);
-  // A fixed host port is reached on the host.
-  const PortSpec* fixed = nullptr;
-  for (const PortSpec& p : target->ports) {
-    if (p.container_port == r.port && p.host_port != 0) fixed = &p;
-  }
   if (fixed != nullptr) {
     bool specific = !fixed->host_ip.empty() && fixed->host_ip != "0.0.0.0";
     b->set_address(specific ? fixed->host_ip : HostAddress(c.agent));
@@ -1061,6 +1207,7 @@ void Planner::PhaseStopFirst(const std::string& service, const std::string& why)
     }
   }
   StepProxyRoutes(ph, service, running, 0);
+  StepForwards(ph, service, running, 0);
   for (auto& [replica, cs] : live_[service]) {
     for (Live& c : cs) {
       if (c.running) StepStop(ph, s, replica, c, 1);
@@ -1095,6 +1242,7 @@ void Planner::ReplaceService(PlanPhase& ph, const ServiceSpec& s, UpdateOrder or
   for (const ServiceSpec& p : m_.services) {
     for (const RouteSpec& r : p.routes) routed = routed || r.service == s.name;
   }
+  const bool forwarded = Forwarded(s.name);
   // Replicas with something to do: no healthy new container where it belongs, or old ones left.
   std::vector<uint32_t> todo;
   for (uint32_t r = 0; r < s.replicas; ++r) {
@@ -1146,6 +1294,7 @@ void Planner::ReplaceService(PlanPhase& ph, const ServiceSpec& s, UpdateOrder or
     if (order == UpdateOrder::kStartFirst) {
       for (uint32_t r : chunk) StepProbe(ph, s, r, version, batch + 1, false);
       if (routed && !draining.empty()) StepProxyRoutes(ph, s.name, draining, batch + 2);
+      if (forwarded) StepForwards(ph, s.name, draining, batch + 2);
       for (auto& [r, c] : olds) {
         if (c->running) StepStop(ph, s, r, *c, batch + 3);
       }
@@ -1153,6 +1302,7 @@ void Planner::ReplaceService(PlanPhase& ph, const ServiceSpec& s, UpdateOrder or
       for (uint32_t r : chunk) drop_removed(r);
     } else {
       if (routed && !draining.empty()) StepProxyRoutes(ph, s.name, draining, batch);
+      if (forwarded && !draining.empty()) StepForwards(ph, s.name, draining, batch);
       for (auto& [r, c] : olds) {
         if (c->running) StepStop(ph, s, r, *c, batch + 1);
       }
@@ -1163,6 +1313,7 @@ void Planner::ReplaceService(PlanPhase& ph, const ServiceSpec& s, UpdateOrder or
       }
       for (uint32_t r : chunk) StepProbe(ph, s, r, version, batch + 4, false);
       if (routed) StepProxyRoutes(ph, s.name, {}, batch + 5);
+      if (forwarded) StepForwards(ph, s.name, {}, batch + 5);
     }
     batch += 6;
     if (allow_pause && s.rolling.pause > absl::ZeroDuration() && first + batch_size < todo.size()) {
@@ -1184,6 +1335,7 @@ void Planner::ReplaceService(PlanPhase& ph, const ServiceSpec& s, UpdateOrder or
       if (c->running) draining.emplace_back(r, c);
     }
     if (routed && !draining.empty()) StepProxyRoutes(ph, s.name, draining, batch);
+    if (forwarded && !draining.empty()) StepForwards(ph, s.name, draining, batch);
     for (auto& [r, c] : extras) {
       if (c->running) StepStop(ph, s, r, *c, batch + 1);
     }
@@ -1308,6 +1460,7 @@ void Planner::PhaseUnit(const MoveUnit& unit, size_t /*position*/) {
         }
       }
       if (!draining.empty()) StepProxyRoutes(ph, member, draining, 0);
+      if (!draining.empty()) StepForwards(ph, member, draining, 0);
     }
     for (const std::string& member : unit.members) {
       const ServiceSpec& s = *m_.FindService(member);
@@ -1574,6 +1727,7 @@ absl::StatusOr<Plan> Planner::Build(const RollbackOptions* rollback) {
   for (const std::string& name : moving_) pulled.push_back(name);
   PhasePull(pulled);
   PhasePin();
+  PhaseForwards();
   // What a failed migration gate puts back (its phase runs only then).
   std::vector<std::pair<const ServiceSpec*, std::vector<std::pair<uint32_t, Live>>>> stopped;
   if (mode_ == Mode::kRestore) {
@@ -1752,6 +1906,7 @@ absl::StatusOr<Plan> Planner::BuildBlueGreen() {
   }
 
   PhasePull(moving_);
+  PhaseForwards();
 
   // Migration gates, api first (the role order of a rolling upgrade).
   std::vector<const ServiceSpec*> gated;
@@ -1800,6 +1955,8 @@ absl::StatusOr<Plan> Planner::BuildBlueGreen() {
         StepStart(ph, s, r, 0, idle_slot_);
         StepProbe(ph, s, r, NewVersion(s), 1, false, idle_slot_);
       }
+      // As on one host, where the name reaches both slots from here on.
+      StepForwards(ph, name, {}, 2, {live_slot_, idle_slot_});
     }
     if (ph.steps.empty()) {
       AddStep(ph, "none", "preflight", "", absl::StrCat("no service other than schedulers moves"), 0,
@@ -1894,6 +2051,7 @@ absl::StatusOr<Plan> Planner::BuildBlueGreen() {
         absl::StrCat("after the grace period: ", old_word, "'s servers leave the proxy first, then its containers "
                      "stop and are removed; ", new_word, " becomes the slot the next rollout starts from"));
     StepProxySlots(ph, is_switched, {{idle_slot_, v1::BACKEND_STATE_READY}}, 0, "retire");
+    for (const std::string& name : moving_) StepForwards(ph, name, {}, 0, {idle_slot_});
     for (const std::string& name : moving_) {
       const ServiceSpec& s = *m_.FindService(name);
       if (s.role == v1::ROLE_JOB) continue;

@@ -6,6 +6,7 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -106,6 +107,46 @@ TEST(TestHostsTest, HostsAreSeparateAndTeardownLeavesNothing) {
   EXPECT_TRUE(stopped.ok()) << stopped;
 }
 
+// Separate test hosts (each "NAME:docker" node its own dockerd), a build
+// daemon with the registry on node reg, Postgres in node pg, and later a
+// fleet; all torn down after the test, which checks that nothing is left.
+class SeparateHostsTest : public ::testing::Test {
+ protected:
+  void StartHosts(const std::vector<std::string>& nodes) {
+    HOIST_REQUIRE_REAL_PART(TestHosts::Available());
+    auto hosts = TestHosts::Start({.nodes = nodes, .registry_node = "reg"});
+    ASSERT_TRUE(hosts.ok()) << hosts.status();
+    hosts_ = std::move(*hosts);
+    int daemons = 0;
+    for (const std::string& n : nodes) daemons += absl::EndsWith(n, ":docker") ? 1 : 0;
+    std::cout << "test hosts: " << daemons << " daemons, a registry and " << nodes.size() - daemons
+              << " more nodes up in " << hosts_->start_seconds() << " s\n";
+    auto env = DockerEnv::Start({.docker_host = hosts_->node("reg").docker_host, .registry = hosts_->registry()});
+    ASSERT_TRUE(env.ok()) << env.status();
+    env_ = std::move(*env);
+    const TestNode& pg_node = hosts_->node("pg");
+    auto pg = PostgresCluster::Start({.netns = pg_node.netns, .listen_address = pg_node.address});
+    HOIST_REQUIRE_REAL_PART(pg.status());
+    pg_ = std::move(*pg);
+  }
+
+  void TearDown() override {
+    if (fleet_ != nullptr) fleet_->set_dump_logs_at_exit(HasFailure());
+    fleet_.reset();
+    pg_.reset();
+    env_.reset();
+    if (hosts_ != nullptr) {
+      absl::Status s = hosts_->Stop();
+      EXPECT_TRUE(s.ok()) << s;
+    }
+  }
+
+  std::unique_ptr<TestHosts> hosts_;
+  std::unique_ptr<DockerEnv> env_;
+  std::unique_ptr<PostgresCluster> pg_;
+  std::unique_ptr<HoistFleet> fleet_;
+};
+
 constexpr char kStack[] = R"(deployment: DEPLOYMENT
 network: DEPLOYMENT
 hosts:
@@ -178,23 +219,11 @@ services:
     stop_timeout: 5s
 )";
 
-class MultiHostE2eTest : public ::testing::Test {
+class MultiHostE2eTest : public SeparateHostsTest {
  protected:
   void SetUp() override {
-    HOIST_REQUIRE_REAL_PART(TestHosts::Available());
-    auto hosts = TestHosts::Start(
-        {.nodes = {"reg:docker", "pg", "ctl-1", "ctl-2", "host-1:docker", "host-2:docker", "host-3:docker"},
-         .registry_node = "reg"});
-    ASSERT_TRUE(hosts.ok()) << hosts.status();
-    hosts_ = std::move(*hosts);
-    std::cout << "test hosts: 4 daemons, a registry and 2 more nodes up in " << hosts_->start_seconds() << " s\n";
-    auto env = DockerEnv::Start({.docker_host = hosts_->node("reg").docker_host, .registry = hosts_->registry()});
-    ASSERT_TRUE(env.ok()) << env.status();
-    env_ = std::move(*env);
-    const TestNode& pg_node = hosts_->node("pg");
-    auto pg = PostgresCluster::Start({.netns = pg_node.netns, .listen_address = pg_node.address});
-    HOIST_REQUIRE_REAL_PART(pg.status());
-    pg_ = std::move(*pg);
+    ASSERT_NO_FATAL_FAILURE(
+        StartHosts({"reg:docker", "pg", "ctl-1", "ctl-2", "host-1:docker", "host-2:docker", "host-3:docker"}));
     deployment_ = absl::StrCat("mh-", getpid());
     for (const char* service : {"api", "worker", "scheduler", "web"}) {
       for (const char* v : {"1.0.0", "1.1.0"}) {
@@ -275,22 +304,32 @@ class MultiHostE2eTest : public ::testing::Test {
     ApplyStack(values);
   }
 
-  void TearDown() override {
-    if (fleet_ != nullptr) fleet_->set_dump_logs_at_exit(HasFailure());
-    fleet_.reset();
-    pg_.reset();
-    env_.reset();
-    if (hosts_ != nullptr) {
-      absl::Status s = hosts_->Stop();
-      EXPECT_TRUE(s.ok()) << s;
-    }
-  }
-
-  // The tags of the deployment's images on one host's daemon.
+  // The tags of the deployment's images on one host's daemon (not the
+  // forwarder's, which the agent makes there itself).
   std::set<std::string> ImagesOn(const std::string& host) {
     auto out = DockerOn(hosts_->node(host), {"images", "--format", "{{.Repository}}:{{.Tag}}"});
     EXPECT_TRUE(out.ok()) << out.status();
-    return out.ok() ? Lines(*out) : std::set<std::string>{};
+    std::set<std::string> images = out.ok() ? Lines(*out) : std::set<std::string>{};
+    std::erase_if(images, [](const std::string& i) { return absl::StartsWith(i, "hoist-forward:"); });
+    return images;
+  }
+
+  // A container on `host`'s daemon, on the deployment's network, to call
+  // services by name from (the test image of `service` at 1.0.0, pulled
+  // there already); returns its name.
+  std::string StartCaller(const std::string& host, const std::string& service) {
+    const std::string name = absl::StrCat(deployment_, "-caller-", host);
+    auto id = DockerOn(hosts_->node(host), {"run", "-d", "--name", name, "--network", deployment_, "--label",
+                                            env_->label(), Image(service, "1.0.0"), "--port", "9999"});
+    EXPECT_TRUE(id.ok()) << id.status();
+    return name;
+  }
+
+  // GET url from inside the caller container on `host`: the body, or the error.
+  absl::StatusOr<std::string> GetFrom(const std::string& host, const std::string& caller, const std::string& url) {
+    auto out = DockerOn(hosts_->node(host), {"exec", caller, "/testsvc", "get", url});
+    if (!out.ok()) return out.status();
+    return std::string(absl::StripAsciiWhitespace(*out));
   }
 
   // What the proxy on host-3 answers, asked from this process over the test network.
@@ -316,10 +355,6 @@ class MultiHostE2eTest : public ::testing::Test {
     return absl::StrCat(env_->registry(), "/hoist-test/", service, ":", version);
   }
 
-  std::unique_ptr<TestHosts> hosts_;
-  std::unique_ptr<DockerEnv> env_;
-  std::unique_ptr<PostgresCluster> pg_;
-  std::unique_ptr<HoistFleet> fleet_;
   std::string deployment_;
   std::map<std::string, std::string> values_;
 };
@@ -409,12 +444,309 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
     ASSERT_TRUE(running.ok()) << running.status();
     for (const std::string& image : Lines(*running)) {
       if (image == values_["PROXY_IMAGE"]) continue;  // pinned by the manifest, not versioned by releases
+      if (absl::StartsWith(image, "hoist-forward:")) continue;  // the agent's own forwarders
       EXPECT_THAT(image, HasSubstr(":1.1.0")) << host;
     }
   }
   auto on_h2 = DockerOn(hosts_->node("host-2"), {"ps", "--filter", "label=hoist.service=api", "--format", "{{.Image}}"});
   ASSERT_TRUE(on_h2.ok());
   EXPECT_EQ(Lines(*on_h2), (std::set<std::string>{Image("api", "1.1.0")})) << "the api runs on host-2 only";
+}
+
+// Services reach each other by name whatever host they run on: on each
+// Docker host where a service does not run, the agent keeps a forwarder
+// with the service's name that relays to its instances on the other hosts,
+// and the rollout points it at each new instance before the old one stops.
+TEST_F(MultiHostE2eTest, ServicesReachEachOtherByNameAcrossHosts) {
+  ASSERT_NO_FATAL_FAILURE(DeployWithChosenPorts(1));
+  // api runs on host-2 only; web on host-1 and host-2; the scheduler on host-1.
+  const std::string caller1 = StartCaller("host-1", "web");
+  const std::string caller3 = StartCaller("host-3", "worker");
+  auto api = GetFrom("host-1", caller1, "http://api:8080/");
+  ASSERT_TRUE(api.ok()) << api.status();
+  EXPECT_EQ(*api, "hello from api 1.0.0") << "host-1 reaches api on host-2 by its name";
+  auto web = GetFrom("host-3", caller3, "http://web:8080/");
+  ASSERT_TRUE(web.ok()) << web.status();
+  EXPECT_EQ(*web, "hello from web 1.0.0") << "host-3 reaches web on host-1 and host-2 by its name";
+  auto scheduler = GetFrom("host-3", caller3, "http://scheduler:8080/");
+  ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  EXPECT_EQ(*scheduler, "hello from scheduler 1.0.0");
+  // A forwarder where the service does not run, none where it does.
+  auto forwarders = [&](const std::string& host) {
+    auto out = DockerOn(hosts_->node(host), {"ps", "--filter", absl::StrCat("label=hoist.deployment=", deployment_),
+                                             "--filter", "label=hoist.forward", "--format",
+                                             "{{.Label \"hoist.forward\"}}"});
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? Lines(*out) : std::set<std::string>{};
+  };
+  EXPECT_EQ(forwarders("host-1"), (std::set<std::string>{"api", "proxy"}));
+  EXPECT_EQ(forwarders("host-2"), (std::set<std::string>{"scheduler", "proxy"}));
+  EXPECT_EQ(forwarders("host-3"), (std::set<std::string>{"api", "scheduler", "web"}));
+
+  // Calls by name from host-1 to api on host-2 while api is replaced
+  // start-first (its new instance on a new port): none fails.
+  std::atomic<bool> stop{false};
+  std::atomic<int> served{0}, failed{0};
+  std::vector<std::string> errors;
+  std::set<std::string> bodies;
+  std::thread calls([&] {
+    while (!stop.load()) {
+      auto r = GetFrom("host-1", caller1, "http://api:8080/");
+      if (r.ok()) {
+        ++served;
+        bodies.insert(*r);
+      } else {
+        ++failed;
+        if (errors.size() < 5) errors.push_back(std::string(r.status().message()));
+      }
+    }
+  });
+  std::string out = fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
+  absl::SleepFor(absl::Seconds(1));
+  stop = true;
+  calls.join();
+  std::cout << "calls by name from host-1 to api on host-2 during the upgrade: " << served << " served, " << failed
+            << " failed\n";
+  EXPECT_EQ(failed, 0) << absl::StrJoin(errors, "\n") << "\n" << out;
+  EXPECT_GT(served, 5);
+  EXPECT_TRUE(bodies.contains("hello from api 1.0.0") && bodies.contains("hello from api 1.1.0"))
+      << absl::StrJoin(bodies, ", ");
+  api = GetFrom("host-1", caller1, "http://api:8080/");
+  ASSERT_TRUE(api.ok()) << api.status();
+  EXPECT_EQ(*api, "hello from api 1.1.0");
+  web = GetFrom("host-3", caller3, "http://web:8080/");
+  ASSERT_TRUE(web.ok()) << web.status();
+  EXPECT_EQ(*web, "hello from web 1.1.0");
+  EXPECT_THAT(out, HasSubstr("point api:8080 on host-1")) << "the plan names the forwarder steps";
+  for (const auto& [host, caller] : {std::pair{"host-1", caller1}, std::pair{"host-3", caller3}}) {
+    EXPECT_TRUE(DockerOn(hosts_->node(host), {"rm", "-f", caller}).ok());
+  }
+}
+
+// deploy/examples/piprio.yaml and rat.yaml as they are, with only what must
+// differ here replaced: registry and image names, host addresses, env and
+// config files, and the commands the test images provide under other names
+// (psql for Piprio's Python migration runner and pg_isready, testsvc for the
+// scheduler's check and the smoke tests). Each host id is a separate host
+// with its own dockerd.
+class ExampleStacksE2eTest : public SeparateHostsTest {
+ protected:
+  void StartExampleHosts(const std::vector<std::string>& hosts, const std::string& db_user) {
+    HOIST_REQUIRE_REAL_PART(DockerEnv::PostgresImagePrerequisites());
+    std::vector<std::string> nodes = {"reg:docker", "pg", "ctl-1"};
+    for (const std::string& h : hosts) nodes.push_back(h + ":docker");
+    ASSERT_NO_FATAL_FAILURE(StartHosts(nodes));
+    auto db = env_->BuildPostgresImage(db_user);
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_image_ = *db;
+    auto proxy = env_->BuildProxyImage();
+    HOIST_REQUIRE_REAL_PART(proxy.status());
+    proxy_image_ = *proxy;
+  }
+
+  // The fleet, with each agent labelled as the manifest labels its host.
+  void StartFleet(const std::string& deployment, const std::vector<std::pair<std::string, std::string>>& agents) {
+    auto fleet = HoistFleet::Start(env_.get(), pg_.get(),
+                                   {.deployment = deployment, .agents = agents, .hosts = hosts_.get()});
+    ASSERT_TRUE(fleet.ok()) << fleet.status();
+    fleet_ = std::move(*fleet);
+  }
+
+  // A test image of the example's service `name` (tagged <deployment>-<name>).
+  void BuildImage(const std::string& deployment, const std::string& name, const std::string& port,
+                  const std::map<std::string, const char*>& migrations = {}) {
+    for (const char* v : {"1.0.0", "1.1.0"}) {
+      const std::string image = absl::StrCat(deployment, "-", name);
+      std::map<std::string, std::string> env;
+      if (port != "8080") env["TESTSVC_PORT"] = port;
+      absl::StatusOr<std::string> built =
+          migrations.empty() ? env_->BuildTestImage(image, v, env)
+                             : env_->BuildTestImageOn(db_image_, image, v, env, {{"/migrations.sql", migrations.at(v)}});
+      ASSERT_TRUE(built.ok()) << built.status();
+    }
+  }
+
+  // The example file with `replace` applied, every key required to match.
+  std::string Example(const std::string& file, const std::vector<std::pair<std::string, std::string>>& replace) {
+    std::ifstream in(std::string(HOIST_SOURCE_DIR) + "/deploy/examples/" + file);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string out = text.str();
+    EXPECT_FALSE(out.empty()) << file;
+    for (const auto& [from, to] : replace) {
+      EXPECT_THAT(out, HasSubstr(from)) << file << " no longer has " << from;
+      out = absl::StrReplaceAll(out, {{from, to}});
+    }
+    return out;
+  }
+
+  // Applies the stack and creates releases 1.0.0 and 1.1.0 from the
+  // example's release file.
+  void Apply(const std::string& stack, const std::string& release_file,
+             const std::vector<std::pair<std::string, std::string>>& release_replace) {
+    fleet_->MustHoist({"apply", fleet_->WriteFile("stack.yaml", stack)});
+    for (const char* v : {"1.0.0", "1.1.0"}) {
+      auto replace = release_replace;
+      replace.emplace_back("1.1.0", v);
+      fleet_->MustHoist({"release", "create",
+                         fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), Example(release_file, replace))});
+    }
+  }
+
+  // psql in the database container on `host`: the rows' text.
+  std::string Sql(const std::string& host, const std::string& deployment, const std::string& database,
+                  const std::string& sql) {
+    auto names = DockerOn(hosts_->node(host), {"ps", "-q", "--filter", "label=hoist.service=postgres", "--filter",
+                                               absl::StrCat("label=hoist.deployment=", deployment)});
+    EXPECT_TRUE(names.ok() && !Lines(*names).empty()) << "no postgres container on " << host;
+    if (!names.ok() || Lines(*names).empty()) return "";
+    auto out = DockerOn(hosts_->node(host), {"exec", *Lines(*names).begin(), "/usr/lib/postgresql/15/bin/psql", "-At",
+                                             "-d", database, "-c", sql});
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? std::string(absl::StripAsciiWhitespace(*out)) : "";
+  }
+
+  // The images of containers of `deployment` running on `host`, forwarders aside.
+  std::set<std::string> RunningImages(const std::string& host, const std::string& deployment) {
+    auto out = DockerOn(hosts_->node(host), {"ps", "--filter", absl::StrCat("label=hoist.deployment=", deployment),
+                                             "--filter", "label=hoist.service", "--format", "{{.Image}}"});
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? Lines(*out) : std::set<std::string>{};
+  }
+
+  std::string Get(const std::string& host, int port) {
+    auto r = RunCommand({"curl", "-s", "-m", "2", absl::StrCat("http://", hosts_->node(host).address, ":", port, "/")},
+                        {.timeout = absl::Seconds(5)});
+    return r.ok() ? std::string(absl::StripAsciiWhitespace(r->stdout_text)) : "";
+  }
+
+  std::string db_image_, proxy_image_;
+};
+
+// Piprio's migrations: 1.0.0 creates the database and seeds it, 1.1.0 changes it.
+constexpr char kPiprioMigration100[] =
+    "SELECT 'CREATE DATABASE piprio' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'piprio')\\gexec\n"
+    "\\c piprio\n"
+    "CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, v text NOT NULL);\n"
+    "INSERT INTO items VALUES (1, 'seeded by 1.0.0') ON CONFLICT (id) DO NOTHING;\n";
+constexpr char kPiprioMigration110[] =
+    "\\c piprio\n"
+    "ALTER TABLE items ADD COLUMN IF NOT EXISTS note text;\n"
+    "UPDATE items SET v = 'changed by 1.1.0', note = 'new in 1.1.0' WHERE id = 1;\n";
+
+// Four hosts: the proxy on edge-1, api, workers and web on app-1 and app-2,
+// Postgres on db-1. api's migration reaches postgres:5432 on db-1 by name
+// from app-1; the proxy reaches web and api on the app hosts.
+TEST_F(ExampleStacksE2eTest, PiprioDeploysAndUpgradesOnFourSeparateHosts) {
+  ASSERT_NO_FATAL_FAILURE(StartExampleHosts({"app-1", "app-2", "edge-1", "db-1"}, "piprio"));
+  const std::string deployment = "piprio";
+  ASSERT_NO_FATAL_FAILURE(
+      BuildImage(deployment, "api", "8000", {{"1.0.0", kPiprioMigration100}, {"1.1.0", kPiprioMigration110}}));
+  ASSERT_NO_FATAL_FAILURE(BuildImage(deployment, "worker", "8080"));
+  ASSERT_NO_FATAL_FAILURE(BuildImage(deployment, "scheduler", "8080"));
+  ASSERT_NO_FATAL_FAILURE(BuildImage(deployment, "web", "3000"));
+  ASSERT_NO_FATAL_FAILURE(StartFleet(
+      deployment, {{"app-1", "tier=app"}, {"app-2", "tier=app"}, {"edge-1", "tier=edge"}, {"db-1", "tier=data"}}));
+  const std::string registry = absl::StrCat(env_->registry(), "/hoist-test/piprio-");
+  const std::string piprio_env =
+      fleet_->WriteFile("piprio.env", "PIPRIO_SECRET_KEY=test-secret\nPIPRIO_OBJECT_STORE_URL=http://store\n");
+  const std::string postgres_env = fleet_->WriteFile("postgres.env", "POSTGRES_PASSWORD=unused-trust-auth\n");
+  const std::string stack = Example(
+      "piprio.yaml",
+      {{"registry.local:5000/piprio/", registry},
+       {"registry.local:5000/haproxy:2.6.12", proxy_image_},
+       {"registry.local:5000/postgres:15.4", db_image_},
+       {"10.0.0.11", hosts_->node("app-1").address},
+       {"10.0.0.12", hosts_->node("app-2").address},
+       {"10.0.0.10", hosts_->node("edge-1").address},
+       {"10.0.0.20", hosts_->node("db-1").address},
+       {"/etc/piprio/piprio.env", piprio_env},
+       {"/etc/piprio/postgres.env", postgres_env},
+       {"[python, migrations/run_migrations.py]",
+        "[exec, /usr/lib/postgresql/15/bin/psql, -h, postgres, -v, ON_ERROR_STOP=1, -f, /migrations.sql]"},
+       {"[piprio-scheduler, --check]", "[/testsvc, probe, \"http://127.0.0.1:8080/health\"]"},
+       {"[pg_isready, -U, piprio]", "[psql, -At, -c, select 1]"},
+       {"[python, scripts/smoke_test.py]", "[probe, \"http://api:8000/health\"]"}});
+  Apply(stack, "piprio-release-1.1.0.yaml", {{"registry.local:5000/piprio/", registry}});
+
+  fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
+  // The migration ran from app-1 against postgres on db-1, by name.
+  EXPECT_EQ(Sql("db-1", deployment, "piprio", "select v from items"), "seeded by 1.0.0");
+  EXPECT_EQ(Get("edge-1", 80), "hello from piprio-web 1.0.0");
+  EXPECT_EQ(Get("edge-1", 443), "hello from piprio-api 1.0.0");
+
+  // Load through the proxy on edge-1 while everything behind it moves.
+  bench::LoadGenerator load(
+      {.host = hosts_->node("edge-1").address, .port = 80, .connections = 4, .rate_per_second = 100});
+  load.Start();
+  absl::SleepFor(absl::Seconds(1));
+  std::string out = fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(8));
+  absl::SleepFor(absl::Seconds(1));
+  bench::LoadStats stats = load.Stop();
+  std::cout << "load through the proxy on edge-1 during the Piprio upgrade: " << stats.served << " served, "
+            << stats.failed << " failed\n";
+  EXPECT_EQ(stats.failed, 0) << absl::StrJoin(stats.failure_samples, "; ") << "\n" << out;
+  EXPECT_EQ(stats.last_body, "hello from piprio-web 1.1.0");
+  EXPECT_EQ(Sql("db-1", deployment, "piprio", "select v || '/' || note from items"), "changed by 1.1.0/new in 1.1.0");
+  EXPECT_EQ(Get("edge-1", 443), "hello from piprio-api 1.1.0");
+  // Each host runs what the manifest places there, at 1.1.0, pulled there.
+  for (const char* host : {"app-1", "app-2"}) {
+    std::set<std::string> images = RunningImages(host, deployment);
+    EXPECT_TRUE(images.contains(registry + "api:1.1.0") && images.contains(registry + "web:1.1.0") &&
+                images.contains(registry + "worker:1.1.0"))
+        << host << ": " << absl::StrJoin(images, ", ");
+    for (const std::string& i : images) EXPECT_THAT(i, HasSubstr(":1.1.0")) << host;
+  }
+  EXPECT_EQ(RunningImages("edge-1", deployment), (std::set<std::string>{proxy_image_}));
+  EXPECT_EQ(RunningImages("db-1", deployment), (std::set<std::string>{db_image_}));
+  EXPECT_THAT(fleet_->MustHoist({"backups"}), HasSubstr("piprio-pre-1.1.0"));
+}
+
+// Two hosts: everything of RAT on rat-1, its Postgres on rat-2. ratd (whose
+// start-up migrations the test stands in for) reaches postgres:5432 on
+// rat-2 by name; the must_match rules move ratd, runner, ratq and portal
+// together.
+TEST_F(ExampleStacksE2eTest, RatDeploysAndUpgradesOnTwoSeparateHosts) {
+  ASSERT_NO_FATAL_FAILURE(StartExampleHosts({"rat-1", "rat-2"}, "rat"));
+  const std::string deployment = "rat";
+  // ratd sits on the database image for its psql.
+  constexpr char kNoMigration[] = "SELECT 1;\n";
+  ASSERT_NO_FATAL_FAILURE(BuildImage(deployment, "ratd", "8080", {{"1.0.0", kNoMigration}, {"1.1.0", kNoMigration}}));
+  ASSERT_NO_FATAL_FAILURE(BuildImage(deployment, "runner", "50052"));
+  ASSERT_NO_FATAL_FAILURE(BuildImage(deployment, "ratq", "50051"));
+  ASSERT_NO_FATAL_FAILURE(BuildImage(deployment, "portal", "3000"));
+  ASSERT_NO_FATAL_FAILURE(StartFleet(deployment, {{"rat-1", "role=app"}, {"rat-2", "role=data"}}));
+  const std::string registry = absl::StrCat(env_->registry(), "/hoist-test/rat-");
+  const std::string rat_env = fleet_->WriteFile("rat.env", "RAT_SECRET=test\n");
+  const std::string postgres_env = fleet_->WriteFile("postgres.env", "POSTGRES_PASSWORD=unused-trust-auth\n");
+  const std::string stack =
+      Example("rat.yaml", {{"registry.local:5000/rat/", registry},
+                           {"registry.local:5000/postgres:16.2", db_image_},
+                           {"10.0.1.11", hosts_->node("rat-1").address},
+                           {"10.0.1.12", hosts_->node("rat-2").address},
+                           {"/etc/rat/rat.env", rat_env},
+                           {"/etc/rat/postgres.env", postgres_env},
+                           {"[pg_isready, -U, rat]", "[psql, -At, -c, select 1]"},
+                           {"[ratd, smoke-test]", "[probe, \"http://ratd:8080/health\"]"}});
+  Apply(stack, "rat-release-1.1.0.yaml", {{"registry.local:5000/rat/", registry}});
+  fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
+  // What ratd does on its first start: its database, created from rat-1 by name.
+  auto ratd = DockerOn(hosts_->node("rat-1"), {"ps", "-q", "--filter", "label=hoist.service=ratd"});
+  ASSERT_TRUE(ratd.ok() && !Lines(*ratd).empty());
+  auto created = DockerOn(hosts_->node("rat-1"), {"exec", *Lines(*ratd).begin(), "/testsvc", "exec",
+                                                  "/usr/lib/postgresql/15/bin/psql", "-h", "postgres", "-c",
+                                                  "CREATE DATABASE rat"});
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(Sql("rat-2", deployment, "postgres", "select count(*) from pg_database where datname = 'rat'"), "1");
+  EXPECT_EQ(Get("rat-1", 3000), "") << "portal publishes on rat-1's loopback only";
+
+  std::string out = fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(8));
+  EXPECT_THAT(out, HasSubstr("SUCCEEDED"));
+  std::set<std::string> images = RunningImages("rat-1", deployment);
+  EXPECT_EQ(images, (std::set<std::string>{registry + "ratd:1.1.0", registry + "runner:1.1.0", registry + "ratq:1.1.0",
+                                          registry + "portal:1.1.0"}));
+  EXPECT_EQ(RunningImages("rat-2", deployment), (std::set<std::string>{db_image_}));
+  EXPECT_THAT(fleet_->MustHoist({"backups"}), HasSubstr("rat-pre-1.1.0"));
 }
 
 // A release that requires an env var the stack keeps in an env file on the

@@ -460,7 +460,36 @@ class FakeDockerApi final : public docker::DockerApi {
         return absl::OkStatus();
       }
     }
-    return absl::NotFoundError("the container mounts no volume");
+    archives_[absl::StrCat(c->info.name, ":", path)] = *data;  // a file written into the container
+    return absl::OkStatus();
+  }
+
+  absl::Status ImportImage(absl::string_view repository, absl::string_view tag, absl::string_view tar_path) override {
+    if (auto s = Enter("ImportImage"); !s.ok()) return s;
+    auto data = agent::ReadFileToString(std::string(tar_path));
+    if (!data.ok()) return data.status();
+    absl::MutexLock lock(&mu_);
+    docker::ImageInfo info;
+    info.id = absl::StrCat("sha256:import", images_.size());
+    std::string ref = absl::StrCat(repository, ":", tag);
+    info.repo_tags = {ref};
+    images_[ref] = info;
+    imported_[ref] = *data;
+    return absl::OkStatus();
+  }
+
+  // The last tar PutArchive wrote to `path` of container `name` (no volume
+  // mounted), or "" when none.
+  std::string ArchiveAt(absl::string_view name, absl::string_view path) {
+    absl::MutexLock lock(&mu_);
+    auto it = archives_.find(absl::StrCat(name, ":", path));
+    return it == archives_.end() ? "" : it->second;
+  }
+  // The tar an image was imported from, or "" when it was not imported.
+  std::string ImportedFrom(absl::string_view ref) {
+    absl::MutexLock lock(&mu_);
+    auto it = imported_.find(std::string(ref));
+    return it == imported_.end() ? "" : it->second;
   }
 
   absl::Duration last_stop_timeout() {
@@ -509,6 +538,8 @@ class FakeDockerApi final : public docker::DockerApi {
   absl::Mutex mu_;
   std::map<std::string, RegistryImage> registry_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, docker::ImageInfo> images_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> archives_ ABSL_GUARDED_BY(mu_);  // "name:path" -> tar
+  std::map<std::string, std::string> imported_ ABSL_GUARDED_BY(mu_);  // image ref -> tar
   std::map<std::string, ImageBehavior> behaviors_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Container> containers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> volumes_ ABSL_GUARDED_BY(mu_);

@@ -42,6 +42,7 @@ check "first install exits 0 (got $rc)" [ "$rc" = 0 ]
 [[ $rc == 0 ]] || echo "$out"
 check "the binary is installed as is" cmp -s "$AGENT_BIN" "$ROOT/usr/local/bin/hoist-agent"
 check "the binary is 0755" mode_is "$ROOT/usr/local/bin/hoist-agent" 755
+check "hoist-forward is installed beside it" cmp -s "$(dirname "$AGENT_BIN")/hoist-forward" "$ROOT/usr/local/bin/hoist-forward"
 check "the unit is deploy/hoist-agent.service" cmp -s "$UNIT" "$ROOT/etc/systemd/system/hoist-agent.service"
 check "the unit is 0644" mode_is "$ROOT/etc/systemd/system/hoist-agent.service" 644
 check "/etc/hoist exists" test -d "$ROOT/etc/hoist"

@@ -4,9 +4,11 @@
 // dial in: slow starts, failing or flapping health checks, crashes, slow
 // requests and one-shot migration jobs. The fixtures compile this file
 // statically and bake it into FROM-scratch images, so it may rely on nothing
-// but libc and the C++ standard library. That rules out DNS (getaddrinfo
-// does not work in a static binary, so URLs take numeric IPv4 only), and
-// there is no curl in the image for HEALTHCHECKs or smoke tests, hence the
+// but libc and the C++ standard library. That rules out getaddrinfo for
+// names (it needs NSS, which a static binary lacks), so a URL's host is a
+// numeric IPv4 address or a name looked up with one DNS query (an A record)
+// to the first nameserver of /etc/resolv.conf (Docker's embedded DNS on a
+// user network, where service names resolve), and there is no curl in the image for HEALTHCHECKs or smoke tests, hence the
 // `probe` and `get` commands.
 
 #include <arpa/inet.h>
@@ -70,8 +72,9 @@ constexpr char kUsage[] = R"(usage: testsvc [serve] [flags]  (the default)
                          run another program it carries (psql for a
                          migration); exit 127 if it cannot be run
        testsvc get URL   GET and print the body; exit 0 on 2xx, else 1
-Flags also take --flag=value and override the env vars. URLs need a numeric
-IPv4 host or localhost, e.g. http://127.0.0.1:8080/health. Endpoints:
+Flags also take --flag=value and override the env vars. A URL's host is a
+numeric IPv4 address, localhost, or a name asked of the nameserver in
+/etc/resolv.conf (an A record), e.g. http://api:8080/version. Endpoints:
 GET / /health /version; POST /control/healthy /control/unhealthy
 /control/exit?code=N.
 )";
@@ -612,6 +615,85 @@ int RunJob(const std::vector<std::string>& args) {
   return exit_code;
 }
 
+// The first A record of `name`, asked of the first nameserver in
+// /etc/resolv.conf over UDP; nullopt with *error set when there is none.
+std::optional<in_addr> ResolveA(const std::string& name, std::string* error) {
+  std::string nameserver;
+  if (FILE* f = std::fopen("/etc/resolv.conf", "r")) {
+    char line[512];
+    while (nameserver.empty() && std::fgets(line, sizeof(line), f) != nullptr) {
+      char ns[256];
+      if (std::sscanf(line, " nameserver %255s", ns) == 1) nameserver = ns;
+    }
+    std::fclose(f);
+  }
+  sockaddr_in server{};
+  server.sin_family = AF_INET;
+  server.sin_port = htons(53);
+  if (nameserver.empty() || inet_pton(AF_INET, nameserver.c_str(), &server.sin_addr) != 1) {
+    *error = "no IPv4 nameserver in /etc/resolv.conf";
+    return std::nullopt;
+  }
+  std::string query = {'\x48', '\x53', 1, 0, 0, 1, 0, 0, 0, 0, 0, 0};  // id, RD, one question
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == std::string::npos) dot = name.size();
+    if (dot == start || dot - start > 63) {
+      *error = "\"" + name + "\" is not a host name";
+      return std::nullopt;
+    }
+    query += static_cast<char>(dot - start);
+    query += name.substr(start, dot - start);
+    start = dot + 1;
+  }
+  query += std::string("\0\0\x01\0\x01", 5);  // root, type A, class IN
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = std::strerror(errno);
+    return std::nullopt;
+  }
+  SetSocketTimeout(fd, SO_RCVTIMEO, kProbeTimeoutMs);
+  unsigned char reply[1500];
+  ssize_t n = -1;
+  if (sendto(fd, query.data(), query.size(), 0, reinterpret_cast<sockaddr*>(&server), sizeof(server)) ==
+      static_cast<ssize_t>(query.size())) {
+    n = recv(fd, reply, sizeof(reply), 0);
+  }
+  close(fd);
+  if (n < 12 || reply[0] != 0x48 || reply[1] != 0x53) {
+    *error = "no answer from nameserver " + nameserver + " for " + name;
+    return std::nullopt;
+  }
+  int answers = reply[6] << 8 | reply[7];
+  if ((reply[3] & 0x0f) != 0 || answers == 0) {
+    *error = name + " does not resolve (nameserver " + nameserver + ")";
+    return std::nullopt;
+  }
+  size_t at = query.size();  // the question comes back as sent
+  for (int i = 0; i < answers && at < static_cast<size_t>(n); ++i) {
+    if ((reply[at] & 0xc0) == 0xc0) {  // a compressed name
+      at += 2;
+    } else {
+      while (at < static_cast<size_t>(n) && reply[at] != 0) at += reply[at] + 1;
+      ++at;
+    }
+    if (at + 10 > static_cast<size_t>(n)) break;
+    int type = reply[at] << 8 | reply[at + 1];
+    size_t length = static_cast<size_t>(reply[at + 8] << 8 | reply[at + 9]);
+    at += 10;
+    if (at + length > static_cast<size_t>(n)) break;
+    if (type == 1 && length == 4) {
+      in_addr a;
+      std::memcpy(&a, reply + at, 4);
+      return a;
+    }
+    at += length;
+  }
+  *error = name + " has no A record (nameserver " + nameserver + ")";
+  return std::nullopt;
+}
+
 struct Url {
   sockaddr_in address{};
   std::string host;  // As written, port included, for the Host header.
@@ -640,8 +722,13 @@ Url ParseUrlOrDie(std::string_view text) {
   url.address.sin_family = AF_INET;
   url.address.sin_port = htons(static_cast<uint16_t>(port));
   if (inet_pton(AF_INET, ip.c_str(), &url.address.sin_addr) != 1) {
-    UsageError("URL host must be a numeric IPv4 address (a static binary "
-               "has no DNS), got \"" + std::string(host) + "\"");
+    std::string error;
+    std::optional<in_addr> found = ResolveA(ip, &error);
+    if (!found.has_value()) {
+      Log("cannot resolve the URL's host: " + error);
+      std::exit(1);
+    }
+    url.address.sin_addr = *found;
   }
   return url;
 }

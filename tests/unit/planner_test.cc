@@ -19,6 +19,7 @@ namespace {
 namespace v1 = ::hoist::v1;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::Pair;
 
 // Messages as std::string, so failures print them as text.
@@ -542,6 +543,104 @@ services:
   ASSERT_GT(update->routes(0).backends_size(), 0);
   EXPECT_EQ(update->routes(0).backends(0).address(), "10.0.0.11");
   EXPECT_EQ(update->routes(0).backends(0).port(), 3000u);
+}
+
+// The forward_update steps of a phase, by slug.
+std::map<std::string, const v1::ForwardUpdate*> Forwards(const PlanPhase& ph) {
+  std::map<std::string, const v1::ForwardUpdate*> out;
+  for (const PlanStep& st : ph.steps) {
+    if (st.kind == "forward_update") out[Slug(st)] = &st.action.forward_update();
+  }
+  return out;
+}
+
+TEST(PlannerTest, ServicesOnOtherDockerHostsAreReachedByNameThroughForwarders) {
+  PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  for (AgentState& a : in.agents) {
+    a.docker_engine_id = "ENGINE-" + a.id;  // four separate Docker hosts
+    for (v1::ContainerInfo& c : a.containers) {  // postgres published 5432 on db-1's address
+      if (c.instance().service() != "postgres") continue;
+      v1::PortMapping* p = c.add_published_ports();
+      p->set_container_port(5432);
+      p->set_host_port(32100);
+      p->set_host_ip("10.0.0.20");
+      p->set_protocol("tcp");
+    }
+  }
+  Plan plan = MustPlan(in);
+  // Before anything moves: postgres (expose: [5432]) gets a forwarder on
+  // every other Docker host of the stack, pointed at db-1's published port.
+  const PlanPhase* forward = plan.FindPhase("forward");
+  ASSERT_NE(forward, nullptr) << ::testing::PrintToString(PhaseNames(plan));
+  auto steps = Forwards(*forward);
+  for (const char* host : {"app-1", "app-2", "edge-1"}) {
+    ASSERT_TRUE(steps.contains(absl::StrCat("forward-postgres-", host))) << host;
+    const v1::ForwardUpdate& f = *steps.at(absl::StrCat("forward-postgres-", host));
+    EXPECT_EQ(f.service(), "postgres");
+    EXPECT_EQ(f.network(), "piprio");
+    ASSERT_EQ(f.ports_size(), 1);
+    EXPECT_EQ(f.ports(0).listen_port(), 5432u);
+    ASSERT_EQ(f.ports(0).targets_size(), 1);
+    EXPECT_EQ(absl::StrCat(f.ports(0).targets(0).address(), ":", f.ports(0).targets(0).port()), "10.0.0.20:32100");
+  }
+  EXPECT_FALSE(steps.contains("forward-postgres-db-1")) << "postgres runs there";
+  // The worker runs on app hosts only and listens on nothing declared: no forwarder.
+  for (const auto& [slug, f] : steps) EXPECT_NE(f->service(), "worker") << slug;
+
+  // api (app-1, app-2) is replaced start-first; its forwarders on edge-1 and
+  // db-1 move to the new instances (addressed once started) after their
+  // probes and before the old ones stop.
+  const PlanPhase& replace = *plan.FindPhase("replace-api");
+  auto at = [&](const std::string& slug) {
+    auto it = std::find_if(replace.steps.begin(), replace.steps.end(), [&](const PlanStep& st) { return Slug(st) == slug; });
+    EXPECT_NE(it, replace.steps.end()) << slug;
+    return it == replace.steps.end() ? -1 : it->batch;
+  };
+  auto api = Forwards(replace);
+  EXPECT_TRUE(api.contains("forward-api-edge-1") && api.contains("forward-api-db-1"))
+      << ::testing::PrintToString(Slugs(replace));
+  EXPECT_GT(at("forward-api-db-1"), at("probe-api-0"));
+  EXPECT_LT(at("forward-api-db-1"), at("stop-api-0"));
+  for (const auto& [slug, f] : api) {
+    if (f->service() != "api") continue;
+    ASSERT_EQ(f->ports_size(), 1) << slug;
+    EXPECT_EQ(f->ports(0).listen_port(), 8000u);
+    for (const v1::ProxyBackend& t : f->ports(0).targets()) {
+      EXPECT_TRUE(t.has_instance()) << slug << ": the old replicas drain, the new ones are addressed once started";
+      EXPECT_EQ(t.version(), "1.1.0");
+      EXPECT_EQ(t.container_port(), 8000u);
+    }
+  }
+  // Each new api instance publishes 8000 on its host's address.
+  for (const PlanStep& st : replace.steps) {
+    if (st.kind != "start_instance") continue;
+    ASSERT_EQ(st.action.start_instance().spec().ports_size(), 1);
+    EXPECT_EQ(st.action.start_instance().spec().ports(0).host_ip(), st.agent_id == "app-1" ? "10.0.0.11" : "10.0.0.12");
+    EXPECT_EQ(st.action.start_instance().spec().ports(0).host_port(), 0u);
+  }
+  EXPECT_THAT(plan.warnings, Not(::testing::Contains(HasSubstr("postgres replica 0"))));
+}
+
+TEST(PlannerTest, NameThatCannotBeForwardedIsRefusedAndOneEngineNeedsNoForwarder) {
+  StackManifest m = Example("piprio.yaml");
+  for (HostSpec& h : m.hosts) {
+    if (h.id == "db-1") h.address = "db-1.internal";
+  }
+  PlanInput in = UpgradeInput(m, "1.0.0", "1.1.0");
+  for (AgentState& a : in.agents) a.docker_engine_id = "ENGINE-" + a.id;
+  auto plan = PlanRollout(in);
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition) << plan.status();
+  EXPECT_THAT(Msg(plan.status()),
+              HasSubstr("services.postgres is reached by its name (postgres:5432) from app-1, app-2, edge-1, which "
+                        "run on other Docker hosts than postgres, and its hosts have no IP address to publish it on: "
+                        "db-1 (\"db-1.internal\")"));
+  EXPECT_THAT(Msg(plan.status()), HasSubstr("Give each host its IP in hosts[].address"));
+
+  // Agents on one engine resolve every name themselves.
+  for (AgentState& a : in.agents) a.docker_engine_id = "ONE-ENGINE";
+  Plan one = MustPlan(in);
+  for (const PlanPhase& ph : one.phases) EXPECT_TRUE(Forwards(ph).empty()) << ph.name;
+  EXPECT_EQ(one.FindPhase("forward"), nullptr);
 }
 
 TEST(PlannerTest, InitialDeployStartsEverythingDatabaseFirst) {

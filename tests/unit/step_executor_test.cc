@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -256,6 +259,122 @@ TEST_F(StepExecutorTest, ReadEnvNamesAnswersWithNamesOnlyAndNamesMissingFiles) {
   bad_name.mutable_read_env_names()->add_env_files(env_file);
   bad_name.mutable_read_env_names()->add_names("1BAD");
   EXPECT_OUTCOME(Run(bad_name), STEP_OUTCOME_REFUSED, kInvalidArgument);
+}
+
+// ---- forward ----
+
+// The bytes of the file `name` in a ustar archive, or "" when absent.
+std::string TarFile(const std::string& tar, const std::string& name) {
+  for (size_t at = 0; at + 512 <= tar.size();) {
+    std::string entry(tar.c_str() + at, strnlen(tar.c_str() + at, 100));
+    if (entry.empty()) break;
+    size_t size = std::strtoul(std::string(tar, at + 124, 12).c_str(), nullptr, 8);
+    if (entry == name) return tar.substr(at + 512, size);
+    at += 512 + (size + 511) / 512 * 512;
+  }
+  return "";
+}
+
+hoist::v1::ForwardPort* AddForwardPort(hoist::v1::ForwardUpdate* f, uint32_t listen,
+                                       const std::vector<std::pair<std::string, uint32_t>>& targets) {
+  hoist::v1::ForwardPort* p = f->add_ports();
+  p->set_listen_port(listen);
+  for (const auto& [address, port] : targets) {
+    hoist::v1::ProxyBackend* b = p->add_targets();
+    b->set_address(address);
+    b->set_port(port);
+  }
+  return p;
+}
+
+TEST_F(StepExecutorTest, ForwardUpdateKeepsOneForwarderPerServiceAndChangesItsTargetsInPlace) {
+  const std::string binary = dir_ + "/hoist-forward";
+  ASSERT_TRUE(WriteFileAtomic(binary, "#!static forwarder\n").ok());
+  policy_.forward_binary = binary;
+  NewExecutor();
+  hoist::v1::Step step = NewStep("fwd-1");
+  hoist::v1::ForwardUpdate* f = step.mutable_forward_update();
+  f->set_deployment("shop");
+  f->set_service("db");
+  f->set_network("shop");
+  AddForwardPort(f, 5432, {{"10.0.0.20", 32768}});
+  hoist::v1::StepResult first = Run(step);
+  EXPECT_OUTCOME(first, STEP_OUTCOME_SUCCEEDED, kOk);
+
+  // Its image is made here from the binary, once.
+  EXPECT_EQ(docker_.Calls("ImportImage"), 1);
+  auto forwarder = docker_.Find("shop-forward-db");
+  ASSERT_TRUE(forwarder.has_value());
+  EXPECT_EQ(TarFile(docker_.ImportedFrom(forwarder->spec.image), "hoist-forward"), "#!static forwarder\n");
+  EXPECT_THAT(forwarder->spec.image, ::testing::StartsWith("hoist-forward:"));
+  EXPECT_EQ(forwarder->spec.network, "shop");
+  EXPECT_THAT(forwarder->spec.network_aliases, ::testing::ElementsAre("db"));
+  EXPECT_EQ(forwarder->spec.labels.at("hoist.forward"), "db");
+  EXPECT_EQ(forwarder->spec.labels.at("hoist.deployment"), "shop");
+  EXPECT_EQ(forwarder->spec.labels.at("hoist.test.run"), "unit") << "the agent's object labels";
+  EXPECT_FALSE(forwarder->spec.labels.contains("hoist.service")) << "a forwarder is no instance";
+  EXPECT_EQ(forwarder->info.state, "running");
+  EXPECT_EQ(TarFile(docker_.ArchiveAt("shop-forward-db", "/etc/hoist-forward"), "targets"),
+            "5432 10.0.0.20 32768\nend\n");
+
+  // New targets on the same port: written into the running forwarder, no new container.
+  hoist::v1::Step moved = NewStep("fwd-2");
+  *moved.mutable_forward_update() = *f;
+  moved.mutable_forward_update()->clear_ports();
+  hoist::v1::ForwardPort* p = AddForwardPort(moved.mutable_forward_update(), 5432, {{"10.0.0.21", 32770}});
+  hoist::v1::ProxyBackend* draining = p->add_targets();
+  draining->set_address("10.0.0.20");
+  draining->set_port(32768);
+  draining->set_state(hoist::v1::BACKEND_STATE_DRAIN);
+  EXPECT_OUTCOME(Run(moved), STEP_OUTCOME_SUCCEEDED, kOk);
+  EXPECT_EQ(docker_.Calls("Create"), 1);
+  EXPECT_EQ(docker_.Calls("ImportImage"), 1);
+  EXPECT_EQ(TarFile(docker_.ArchiveAt("shop-forward-db", "/etc/hoist-forward"), "targets"),
+            "5432 10.0.0.21 32770\nend\n")
+      << "a target that is not READY is left out";
+
+  // Another set of listen ports needs a new forwarder.
+  hoist::v1::Step widened = NewStep("fwd-3");
+  *widened.mutable_forward_update() = *moved.mutable_forward_update();
+  AddForwardPort(widened.mutable_forward_update(), 8008, {{"10.0.0.21", 32771}});
+  EXPECT_OUTCOME(Run(widened), STEP_OUTCOME_SUCCEEDED, kOk);
+  EXPECT_EQ(docker_.Calls("Create"), 2);
+  EXPECT_EQ(docker_.Find("shop-forward-db")->spec.labels.at("hoist.forward.ports"), "5432,8008");
+
+  // No ports: the forwarder goes.
+  hoist::v1::Step gone = NewStep("fwd-4");
+  *gone.mutable_forward_update() = *f;
+  gone.mutable_forward_update()->clear_ports();
+  EXPECT_OUTCOME(Run(gone), STEP_OUTCOME_SUCCEEDED, kOk);
+  EXPECT_FALSE(docker_.Find("shop-forward-db").has_value());
+}
+
+TEST_F(StepExecutorTest, ForwardUpdateRefusesBadFieldsAndSaysWhenTheAgentHasNoForwarder) {
+  auto step_with = [&](const std::string& id, const std::function<void(hoist::v1::ForwardUpdate*)>& edit) {
+    hoist::v1::Step step = NewStep(id);
+    hoist::v1::ForwardUpdate* f = step.mutable_forward_update();
+    f->set_deployment("shop");
+    f->set_service("db");
+    f->set_network("shop");
+    AddForwardPort(f, 5432, {{"10.0.0.20", 32768}});
+    edit(f);
+    return step;
+  };
+  hoist::v1::StepResult named = Run(step_with("bad-1", [](auto* f) { f->mutable_ports(0)->mutable_targets(0)->set_address("db-1"); }));
+  EXPECT_OUTCOME(named, STEP_OUTCOME_REFUSED, kInvalidArgument);
+  EXPECT_THAT(named.message(), HasSubstr("forward_update.ports[0].targets[0].address"));
+  EXPECT_OUTCOME(Run(step_with("bad-2", [](auto* f) { f->clear_network(); })), STEP_OUTCOME_REFUSED, kInvalidArgument);
+  EXPECT_OUTCOME(Run(step_with("bad-3", [](auto* f) { AddForwardPort(f, 5432, {}); })), STEP_OUTCOME_REFUSED,
+                 kInvalidArgument);
+  policy_.deployments = {"shop"};
+  NewExecutor();
+  EXPECT_OUTCOME(Run(step_with("bad-5", [](auto* f) { f->set_deployment("other"); })), STEP_OUTCOME_REFUSED,
+                 kPermissionDenied);
+  // No binary: the step fails and says how to fix it.
+  hoist::v1::StepResult none = Run(step_with("no-binary", [](auto*) {}));
+  EXPECT_OUTCOME(none, STEP_OUTCOME_FAILED, kFailedPrecondition);
+  EXPECT_THAT(none.message(), HasSubstr("--forward-binary"));
+  EXPECT_EQ(docker_.Calls("Create"), 0);
 }
 
 // ---- idempotence and fencing ----

@@ -1,0 +1,181 @@
+// The forward side of the step executor: a service of the deployment that
+// runs on other Docker hosts is made reachable here by its name, through one
+// forwarder container per service on the deployment's network (the
+// service's name as its alias) that relays each port to the instances'
+// address:port on the other hosts.
+//
+// The forwarder's image is made on this host from the static hoist-forward
+// binary next to the agent (docker import of a one-file tar: no registry),
+// tagged with the binary's digest, so that a new agent brings its own.
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "agent/container_names.h"
+#include "agent/file_util.h"
+#include "agent/journal.h"
+#include "agent/step_executor.h"
+#include "shared/labels.h"
+#include "spdlog/spdlog.h"
+
+namespace hoist::agent {
+namespace {
+
+constexpr absl::string_view kForwardRepository = "hoist-forward";
+constexpr absl::string_view kForwardConfigDir = "/etc/hoist-forward";
+constexpr absl::string_view kForwardLabel = "hoist.forward";             // service forwarded
+constexpr absl::string_view kForwardPortsLabel = "hoist.forward.ports";  // "5432,8000"
+
+std::string ForwarderName(const hoist::v1::ForwardUpdate& f) {
+  return SanitizeContainerName(absl::StrCat(f.deployment(), "-forward-", f.service()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> StepExecutor::ForwarderImage(const StepContext& ctx) {
+  absl::MutexLock lock(&forward_mu_);
+  if (!forward_image_.empty()) {
+    if (docker_->InspectImage(forward_image_).ok()) return forward_image_;
+    forward_image_.clear();  // removed behind the agent's back: import it again
+  }
+  if (policy_.forward_binary.empty()) {
+    return absl::FailedPreconditionError(
+        "this agent has no forwarder binary (hoist-agent --forward-binary, by default hoist-forward next to "
+        "hoist-agent); install hoist-forward with the agent");
+  }
+  auto binary = ReadFileToString(policy_.forward_binary);
+  if (!binary.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read the forwarder binary ", policy_.forward_binary, ": ", binary.status().message()));
+  }
+  const std::string tag = Sha256Hex(*binary).substr(0, 16);
+  const std::string image = absl::StrCat(kForwardRepository, ":", tag);
+  if (docker_->InspectImage(image).ok()) {
+    forward_image_ = image;
+    return image;
+  }
+  std::string dir = absl::StrCat(journal_->state_dir(), "/forward");
+  if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
+  std::string tar = absl::StrCat(dir, "/", StepJournal::FileKey(ctx.step.step_id()), ".image.tar");
+  std::string archive = TarArchive({{"hoist-forward", *binary, 0755}, {"etc/hoist-forward/targets", "end\n", 0644}});
+  if (absl::Status s = WriteFileAtomic(tar, archive); !s.ok()) return s;
+  absl::Status imported = docker_->ImportImage(kForwardRepository, tag, tar);
+  (void)RemoveAll(tar);
+  if (!imported.ok()) {
+    return absl::Status(imported.code(), absl::StrCat("import the forwarder image ", image, ": ", imported.message()));
+  }
+  spdlog::info("imported the forwarder image {} from {}", image, policy_.forward_binary);
+  forward_image_ = image;
+  return image;
+}
+
+absl::Status StepExecutor::ForwardUpdate(const StepContext& ctx) {
+  const hoist::v1::ForwardUpdate& f = ctx.step.forward_update();
+  const std::string name = ForwarderName(f);
+  auto existing = docker_->Inspect(name);
+  if (!existing.ok() && !absl::IsNotFound(existing.status())) return existing.status();
+  if (existing.ok() && !IsManagedHere(*existing, policy_)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("container ", name, " exists but was not made by this agent for ", f.deployment(),
+                     "; remove or rename it"));
+  }
+  if (f.ports().empty()) {  // not needed here any more
+    if (existing.ok()) {
+      if (absl::Status s = docker_->Remove(existing->id, /*force=*/true, /*remove_volumes=*/true); !s.ok()) return s;
+      spdlog::info("removed the forwarder {}", name);
+    }
+    return absl::OkStatus();
+  }
+
+  // The configuration: one line per listen port.
+  std::string config;
+  std::vector<std::string> summary;
+  std::set<uint32_t> listen;
+  for (const hoist::v1::ForwardPort& p : f.ports()) {
+    listen.insert(p.listen_port());
+    std::string line = absl::StrCat(p.listen_port());
+    int n = 0;
+    for (const hoist::v1::ProxyBackend& t : p.targets()) {
+      if (t.state() != hoist::v1::BACKEND_STATE_READY && t.state() != hoist::v1::BACKEND_STATE_UNSPECIFIED) continue;
+      absl::StrAppend(&line, " ", t.address(), " ", t.port());
+      ++n;
+    }
+    absl::StrAppend(&config, line, "\n");
+    summary.push_back(absl::StrCat(p.listen_port(), " -> ", n, " target(s)"));
+  }
+  absl::StrAppend(&config, "end\n");  // hoist-forward reads a file without it again
+  const std::string ports_label = absl::StrJoin(listen, ",");
+
+  auto image = ForwarderImage(ctx);
+  if (!image.ok()) return image.status();
+  const bool reusable = existing.ok() && existing->state == "running" && existing->image == *image &&
+                        LabelOf(*existing, kForwardPortsLabel) == ports_label &&
+                        existing->network_ips.contains(f.network());
+
+  std::string dir = absl::StrCat(journal_->state_dir(), "/forward");
+  if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
+  std::string tar = absl::StrCat(dir, "/", StepJournal::FileKey(ctx.step.step_id()), ".tar");
+  if (absl::Status s = WriteFileAtomic(tar, TarArchive({{"targets", config, 0644}})); !s.ok()) return s;
+  struct TarCleanup {
+    std::string path;
+    ~TarCleanup() { (void)RemoveAll(path); }
+  } cleanup{tar};
+
+  if (reusable) {  // same listen ports: new targets without a restart
+    if (absl::Status s = docker_->PutArchive(existing->id, kForwardConfigDir, tar); !s.ok()) return s;
+    spdlog::info("forwarder {} now relays {}", name, absl::StrJoin(summary, ", "));
+    return absl::OkStatus();
+  }
+  if (existing.ok()) {
+    if (absl::Status s = docker_->Remove(existing->id, /*force=*/true, /*remove_volumes=*/true); !s.ok()) return s;
+  }
+  if (absl::Status s = CheckDeadline(ctx, "creating the forwarder"); !s.ok()) return s;
+  std::map<std::string, std::string> labels = policy_.extra_labels;
+  labels[std::string(labels::kManaged)] = "true";
+  labels[std::string(labels::kDeployment)] = f.deployment();
+  labels[std::string(labels::kAgent)] = policy_.agent_id;
+  labels[std::string(labels::kStep)] = ctx.step.step_id();
+  labels[std::string(kForwardLabel)] = f.service();
+  labels[std::string(kForwardPortsLabel)] = ports_label;
+  auto network = docker_->EnsureNetwork(f.network(), [&] {
+    std::map<std::string, std::string> l = policy_.extra_labels;
+    l[std::string(labels::kManaged)] = "true";
+    l[std::string(labels::kDeployment)] = f.deployment();
+    return l;
+  }());
+  if (!network.ok()) return network.status();
+  docker::ContainerSpec spec;
+  spec.name = name;
+  spec.image = *image;
+  spec.command = {"/hoist-forward", "--config", absl::StrCat(kForwardConfigDir, "/targets")};
+  spec.network = f.network();
+  spec.network_aliases = {f.service()};
+  spec.labels = std::move(labels);
+  spec.restart_policy = "unless-stopped";
+  spec.stop_timeout = absl::Seconds(2);
+  auto id = docker_->Create(spec);
+  if (!id.ok()) return id.status();
+  if (absl::Status s = docker_->PutArchive(*id, kForwardConfigDir, tar); !s.ok()) {
+    RemoveHelper(*id);
+    return s;
+  }
+  if (absl::Status s = StartContainer(ctx, *id, name); !s.ok()) {
+    RemoveHelper(*id);
+    return s;
+  }
+  // A forwarder that cannot listen exits at once: say so here, not later.
+  for (int i = 0; i < 10; ++i) {
+    auto info = docker_->Inspect(*id);
+    if (info.ok() && info->state != "running" && info->state != "created") {
+      auto logs = docker_->Logs(*id, 5);
+      return absl::InternalError(absl::StrCat("the forwarder ", name, " stopped at once (", info->state,
+                                              ", exit code ", info->exit_code, "): ", logs.ok() ? *logs : ""));
+    }
+    if (!SleepUntil(clock_->Now() + absl::Milliseconds(20))) break;
+  }
+  spdlog::info("forwarder {} ({} on {}) relays {}", name, f.service(), f.network(), absl::StrJoin(summary, ", "));
+  return absl::OkStatus();
+}
+
+}  // namespace hoist::agent
