@@ -505,10 +505,16 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
     }
     i = j;
   }
-  // A failed migration gate: nothing has moved yet, so the deployment is
-  // put back as it was (the old pin, the services stopped first running).
+  // A failed gate (a migration gate, or a one-shot job run before any
+  // service moved): nothing has moved yet, so the deployment is put back as
+  // it was (the old pin, the services stopped first running).
+  bool gate = absl::StartsWith(failed_phase, "migrate-") || absl::StartsWith(failed_phase, "run-");
+  for (const StoredStep& st : *steps) {
+    if (!gate || st.phase_name == failed_phase) break;
+    if (absl::StartsWith(st.phase_name, "replace-") || absl::StartsWith(st.phase_name, "start-")) gate = false;
+  }
   bool put_back = false;
-  if (!stopped && !runner->abort.load() && absl::StartsWith(failed_phase, "migrate-")) {
+  if (!stopped && !runner->abort.load() && gate) {
     std::vector<std::string> undone, not_undone;
     for (const StoredStep& st : *steps) {
       if (st.phase_name != kUndoGatePhase || Finished(st.state)) continue;

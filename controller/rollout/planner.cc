@@ -1379,12 +1379,17 @@ std::string Planner::UnitReason(const MoveUnit& unit, bool has_migration_phase) 
 
 void Planner::PhaseUndoGate(
     const std::vector<std::pair<const ServiceSpec*, std::vector<std::pair<uint32_t, Live>>>>& stopped) {
-  const bool gated = std::any_of(plan_.phases.begin(), plan_.phases.end(),
-                                 [](const PlanPhase& ph) { return absl::StartsWith(ph.name, "migrate-"); });
+  // Gates: migration gates, and one-shot jobs that run before any service moves.
+  bool gated = false;
+  for (const PlanPhase& ph : plan_.phases) {
+    if (absl::StartsWith(ph.name, "replace-") || absl::StartsWith(ph.name, "start-")) break;
+    gated = gated || absl::StartsWith(ph.name, "migrate-") || absl::StartsWith(ph.name, "run-");
+  }
   if (!gated) return;
   PlanPhase& ph = AddPhase(
       std::string(kUndoGatePhase),
-      absl::StrCat("only when a migration gate fails, while no instance has moved yet: puts ", m_.deployment,
+      absl::StrCat("only when a migration gate or a one-shot job before the moves fails, while no instance has "
+                   "moved yet: puts ", m_.deployment,
                    " back as it was before the rollout (", from_version_,
                    " pinned again, the services stopped first started again); skipped otherwise"));
   AddStep(ph, "pin-back", "pin_back", "", absl::StrCat("record ", from_version_, " as ", m_.deployment,

@@ -8,9 +8,11 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <set>
 #include <thread>
@@ -128,6 +130,25 @@ class SeparateHostsTest : public ::testing::Test {
     auto pg = PostgresCluster::Start({.netns = pg_node.netns, .listen_address = pg_node.address});
     HOIST_REQUIRE_REAL_PART(pg.status());
     pg_ = std::move(*pg);
+  }
+
+  // Finds the line of `out` that holds `label` followed by a hoist command
+  // (or starts with `label` when it begins with "hoist "), and runs that
+  // command exactly as printed (it must succeed).
+  std::string RunPrinted(const std::string& out, const std::string& label) {
+    const bool whole = absl::StartsWith(label, "hoist ");
+    for (absl::string_view line : absl::StrSplit(out, '\n')) {
+      size_t at = line.find(label);
+      if (at == absl::string_view::npos) continue;
+      absl::string_view command = absl::StripAsciiWhitespace(line.substr(whole ? at : at + label.size()));
+      std::vector<std::string> argv = absl::StrSplit(command, ' ', absl::SkipEmpty());
+      if (argv.empty() || argv[0] != "hoist") break;
+      argv.erase(argv.begin());
+      std::cout << "running the printed command: " << command << "\n";
+      return fleet_->MustHoist(argv, absl::Minutes(5));
+    }
+    ADD_FAILURE() << "no \"" << label << "hoist ...\" line in:\n" << out;
+    return "";
   }
 
   void TearDown() override {
@@ -265,25 +286,6 @@ class MultiHostE2eTest : public SeparateHostsTest {
            fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), FillTemplate(kReferenceRelease, values))});
       if (run_next && std::string(v) == "1.0.0") RunPrinted(out, "Next: ");
     }
-  }
-
-  // Finds the line of `out` that holds `label` followed by a hoist command
-  // (or starts with `label` when it begins with "hoist "), and runs that
-  // command exactly as printed (it must succeed).
-  std::string RunPrinted(const std::string& out, const std::string& label) {
-    const bool whole = absl::StartsWith(label, "hoist ");
-    for (absl::string_view line : absl::StrSplit(out, '\n')) {
-      size_t at = line.find(label);
-      if (at == absl::string_view::npos) continue;
-      absl::string_view command = absl::StripAsciiWhitespace(line.substr(whole ? at : at + label.size()));
-      std::vector<std::string> argv = absl::StrSplit(command, ' ', absl::SkipEmpty());
-      if (argv.empty() || argv[0] != "hoist") break;
-      argv.erase(argv.begin());
-      std::cout << "running the printed command: " << command << "\n";
-      return fleet_->MustHoist(argv, absl::Minutes(5));
-    }
-    ADD_FAILURE() << "no \"" << label << "hoist ...\" line in:\n" << out;
-    return "";
   }
 
   // `controllers` hoistd replicas, the stack with web on ports Docker
@@ -531,14 +533,17 @@ TEST_F(MultiHostE2eTest, ServicesReachEachOtherByNameAcrossHosts) {
 // with its own dockerd.
 class ExampleStacksE2eTest : public SeparateHostsTest {
  protected:
+  // db_user: the superuser of a Postgres image built for the stack; empty: none.
   void StartExampleHosts(const std::vector<std::string>& hosts, const std::string& db_user) {
-    HOIST_REQUIRE_REAL_PART(DockerEnv::PostgresImagePrerequisites());
+    if (!db_user.empty()) HOIST_REQUIRE_REAL_PART(DockerEnv::PostgresImagePrerequisites());
     std::vector<std::string> nodes = {"reg:docker", "pg", "ctl-1"};
     for (const std::string& h : hosts) nodes.push_back(h + ":docker");
     ASSERT_NO_FATAL_FAILURE(StartHosts(nodes));
-    auto db = env_->BuildPostgresImage(db_user);
-    ASSERT_TRUE(db.ok()) << db.status();
-    db_image_ = *db;
+    if (!db_user.empty()) {
+      auto db = env_->BuildPostgresImage(db_user);
+      ASSERT_TRUE(db.ok()) << db.status();
+      db_image_ = *db;
+    }
     auto proxy = env_->BuildProxyImage();
     HOIST_REQUIRE_REAL_PART(proxy.status());
     proxy_image_ = *proxy;
@@ -552,12 +557,14 @@ class ExampleStacksE2eTest : public SeparateHostsTest {
     fleet_ = std::move(*fleet);
   }
 
-  // A test image of the example's service `name` (tagged <deployment>-<name>).
+  // A test image of the example's service `name` (tagged <deployment>-<name>)
+  // at each of versions_; with migrations (version -> SQL), on the
+  // database image, for its psql.
   void BuildImage(const std::string& deployment, const std::string& name, const std::string& port,
-                  const std::map<std::string, const char*>& migrations = {}) {
-    for (const char* v : {"1.0.0", "1.1.0"}) {
+                  const std::map<std::string, const char*>& migrations = {},
+                  std::map<std::string, std::string> env = {}) {
+    for (const std::string& v : versions_) {
       const std::string image = absl::StrCat(deployment, "-", name);
-      std::map<std::string, std::string> env;
       if (port != "8080") env["TESTSVC_PORT"] = port;
       absl::StatusOr<std::string> built =
           migrations.empty() ? env_->BuildTestImage(image, v, env)
@@ -580,14 +587,15 @@ class ExampleStacksE2eTest : public SeparateHostsTest {
     return out;
   }
 
-  // Applies the stack and creates releases 1.0.0 and 1.1.0 from the
-  // example's release file.
+  // Applies the stack and creates a release at each of versions_ from the
+  // example's release file (whose own version is release_version).
   void Apply(const std::string& stack, const std::string& release_file,
-             const std::vector<std::pair<std::string, std::string>>& release_replace) {
+             const std::vector<std::pair<std::string, std::string>>& release_replace,
+             const std::string& release_version = "1.1.0") {
     fleet_->MustHoist({"apply", fleet_->WriteFile("stack.yaml", stack)});
-    for (const char* v : {"1.0.0", "1.1.0"}) {
+    for (const std::string& v : versions_) {
       auto replace = release_replace;
-      replace.emplace_back("1.1.0", v);
+      replace.emplace_back(release_version, v);
       fleet_->MustHoist({"release", "create",
                          fleet_->WriteFile(absl::StrCat("release-", v, ".yaml"), Example(release_file, replace))});
     }
@@ -620,7 +628,30 @@ class ExampleStacksE2eTest : public SeparateHostsTest {
     return r.ok() ? std::string(absl::StripAsciiWhitespace(r->stdout_text)) : "";
   }
 
+  // The files in `path` of the running container of `service` on `host`:
+  // relative name -> bytes.
+  std::map<std::string, std::string> FilesIn(const std::string& host, const std::string& service,
+                                             const std::string& path) {
+    std::map<std::string, std::string> out;
+    auto id = DockerOn(hosts_->node(host), {"ps", "-q", "--filter", absl::StrCat("label=hoist.service=", service)});
+    EXPECT_TRUE(id.ok() && Lines(*id).size() == 1) << "one running " << service << " on " << host;
+    if (!id.ok() || Lines(*id).size() != 1) return out;
+    const std::string dir = fleet_->dir() + "/copy-" + std::to_string(++copies_);
+    std::filesystem::create_directories(dir);
+    EXPECT_TRUE(DockerOn(hosts_->node(host), {"cp", absl::StrCat(*Lines(*id).begin(), ":", path, "/."), dir}).ok());
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+      if (!e.is_regular_file()) continue;
+      std::ifstream in(e.path(), std::ios::binary);
+      std::stringstream bytes;
+      bytes << in.rdbuf();
+      out[std::filesystem::relative(e.path(), dir).string()] = bytes.str();
+    }
+    return out;
+  }
+
   std::string db_image_, proxy_image_;
+  std::vector<std::string> versions_ = {"1.0.0", "1.1.0"};
+  int copies_ = 0;
 };
 
 // Piprio's migrations: 1.0.0 creates the database and seeds it, 1.1.0 changes it.
@@ -747,6 +778,164 @@ TEST_F(ExampleStacksE2eTest, RatDeploysAndUpgradesOnTwoSeparateHosts) {
                                           registry + "portal:1.1.0"}));
   EXPECT_EQ(RunningImages("rat-2", deployment), (std::set<std::string>{db_image_}));
   EXPECT_THAT(fleet_->MustHoist({"backups"}), HasSubstr("rat-pre-1.1.0"));
+}
+
+// Rack Gateway's migration (`rack-gateway-api migrate`) runs from the new
+// image on gw-1 against postgres on db-1, by name, before any gateway moves.
+constexpr char kGatewayMigration110[] =
+    "SELECT 'CREATE DATABASE rack_gateway' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = "
+    "'rack_gateway')\\gexec\n"
+    "\\c rack_gateway\n"
+    "CREATE TABLE IF NOT EXISTS racks (name text PRIMARY KEY);\n"
+    "INSERT INTO racks VALUES ('production') ON CONFLICT DO NOTHING;\n";
+constexpr char kGatewayMigration120[] =
+    "\\c rack_gateway\n"
+    "ALTER TABLE racks ADD COLUMN IF NOT EXISTS region text;\n"
+    "UPDATE racks SET region = 'us-east-1';\n";
+
+TEST_F(ExampleStacksE2eTest, RackGatewayMigratesThenRollsThreeGatewaysKeepingTwoServing) {
+  versions_ = {"1.1.0", "1.2.0"};
+  ASSERT_NO_FATAL_FAILURE(StartExampleHosts({"gw-1", "gw-2", "db-1"}, "rack_gateway"));
+  const std::string deployment = "rack-gateway";
+  ASSERT_NO_FATAL_FAILURE(
+      BuildImage(deployment, "gateway", "8080", {{"1.1.0", kGatewayMigration110}, {"1.2.0", kGatewayMigration120}}));
+  ASSERT_NO_FATAL_FAILURE(StartFleet(deployment, {{"gw-1", ""}, {"gw-2", ""}, {"db-1", ""}}));
+  const std::string image = absl::StrCat(env_->registry(), "/hoist-test/rack-gateway-gateway");
+  const std::string stack = Example(
+      "rack-gateway.yaml",
+      {{"docker.io/docspringcom/rack-gateway", image},
+       {"docker.io/library/postgres:16.2", db_image_},
+       {"10.0.2.11", hosts_->node("gw-1").address},
+       {"10.0.2.12", hosts_->node("gw-2").address},
+       {"10.0.2.20", hosts_->node("db-1").address},
+       {"/etc/rack-gateway/gateway.env", fleet_->WriteFile("gateway.env", "SESSION_SECRET=test\n")},
+       {"/etc/rack-gateway/postgres.env", fleet_->WriteFile("postgres.env", "POSTGRES_PASSWORD=unused\n")},
+       {"[rack-gateway-api, migrate]",
+        "[exec, /usr/lib/postgresql/15/bin/psql, -h, postgres, -v, ON_ERROR_STOP=1, -f, /migrations.sql]"},
+       {"[pg_isready, -U, rack_gateway]", "[psql, -At, -c, select 1]"}});
+  Apply(stack, "rack-gateway-release-1.2.0.yaml", {{"docker.io/docspringcom/rack-gateway:v", image + ":"}}, "1.2.0");
+  fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
+  EXPECT_EQ(Sql("db-1", deployment, "rack_gateway", "select name from racks"), "production");
+
+  // The plan: the migration gate first, then one gateway at a time, each
+  // new one healthy before an old one stops (so three serve throughout,
+  // more than the two Rack Gateway asks for).
+  std::string plan = fleet_->MustHoist({"plan", "1.2.0"});
+  EXPECT_THAT(plan, HasSubstr("migrate-gateway")) << plan;
+  EXPECT_THAT(plan, HasSubstr("1 at a time, never fewer than 3 healthy")) << plan;
+  std::string out = fleet_->MustHoist({"upgrade", "1.2.0", "--yes"}, absl::Minutes(8));
+  EXPECT_EQ(Sql("db-1", deployment, "rack_gateway", "select name || '/' || region from racks"),
+            "production/us-east-1");
+  EXPECT_EQ(RunningImages("gw-1", deployment), (std::set<std::string>{image + ":1.2.0"}));
+  EXPECT_EQ(RunningImages("gw-2", deployment), (std::set<std::string>{image + ":1.2.0"}));
+  auto count = DockerOn(hosts_->node("gw-1"), {"ps", "-q", "--filter", "label=hoist.service=gateway"});
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(Lines(*count).size(), 2u) << "replicas 0 and 2 on gw-1, replica 1 on gw-2";
+  EXPECT_THAT(fleet_->MustHoist({"backups"}), HasSubstr("rack-gateway-pre-1.2.0"));
+}
+
+// RyTask's migrate job (role job) runs on app-1 against postgres on db-1 by
+// name, before api and worker move; a failing one stops the rollout with
+// api, worker and the data as they were.
+constexpr char kRyTaskMigration100[] =
+    "SELECT 'CREATE DATABASE rytask' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'rytask')\\gexec\n"
+    "\\c rytask\n"
+    "BEGIN;\n"
+    "CREATE TABLE IF NOT EXISTS tasks (id int PRIMARY KEY, title text NOT NULL);\n"
+    "INSERT INTO tasks VALUES (1, 'seeded by 1.0.0') ON CONFLICT DO NOTHING;\n"
+    "COMMIT;\n";
+constexpr char kRyTaskMigration110[] =
+    "\\c rytask\n"
+    "BEGIN;\n"
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS done boolean NOT NULL DEFAULT false;\n"
+    "UPDATE tasks SET title = 'changed by 1.1.0' WHERE id = 1;\n"
+    "COMMIT;\n";
+constexpr char kRyTaskMigration120Broken[] =
+    "\\c rytask\n"
+    "BEGIN;\n"
+    "UPDATE tasks SET title = 'changed by 1.2.0' WHERE id = 1;\n"
+    "SELECT 1 / 0 AS migration_0031;\n"
+    "COMMIT;\n";
+
+TEST_F(ExampleStacksE2eTest, RyTaskRunsItsMigrateJobFirstAndAFailedOneChangesNothing) {
+  versions_ = {"1.0.0", "1.1.0", "1.2.0"};
+  ASSERT_NO_FATAL_FAILURE(StartExampleHosts({"app-1", "db-1"}, "rytask"));
+  const std::string deployment = "rytask";
+  ASSERT_NO_FATAL_FAILURE(BuildImage(
+      deployment, "migrate", "8080",
+      {{"1.0.0", kRyTaskMigration100}, {"1.1.0", kRyTaskMigration110}, {"1.2.0", kRyTaskMigration120Broken}}));
+  ASSERT_NO_FATAL_FAILURE(BuildImage(deployment, "api", "3000"));
+  ASSERT_NO_FATAL_FAILURE(BuildImage(deployment, "worker", "8080"));
+  ASSERT_NO_FATAL_FAILURE(StartFleet(deployment, {{"app-1", ""}, {"db-1", ""}}));
+  const std::string registry = absl::StrCat(env_->registry(), "/hoist-test/rytask-");
+  const std::string stack = Example(
+      "rytask.yaml",
+      {{"ghcr.io/rytask/", registry},
+       {"docker.io/library/postgres:16.2", db_image_},
+       {"10.0.3.11", hosts_->node("app-1").address},
+       {"10.0.3.20", hosts_->node("db-1").address},
+       {"/etc/rytask/rytask.env", fleet_->WriteFile("rytask.env", "AUTH_SECRET=test\n")},
+       {"/etc/rytask/postgres.env", fleet_->WriteFile("postgres.env", "POSTGRES_PASSWORD=unused\n")},
+       {"[node, packages/db/migrate.js]",
+        "[exec, /usr/lib/postgresql/15/bin/psql, -h, postgres, -v, ON_ERROR_STOP=1, -f, /migrations.sql]"},
+       {"[pg_isready, -U, rytask]", "[psql, -At, -c, select 1]"}});
+  Apply(stack, "rytask-release-1.1.0.yaml", {{"ghcr.io/rytask/", registry}});
+  fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
+  EXPECT_EQ(Sql("db-1", deployment, "rytask", "select title from tasks"), "seeded by 1.0.0");
+  std::string plan = fleet_->MustHoist({"plan", "1.1.0"});
+  EXPECT_LT(plan.find("run-migrate"), plan.find("replace-api")) << plan;
+  fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
+  EXPECT_EQ(Sql("db-1", deployment, "rytask", "select title || '/' || done from tasks"), "changed by 1.1.0/false");
+  EXPECT_EQ(RunningImages("app-1", deployment),
+            (std::set<std::string>{registry + "api:1.1.0", registry + "worker:1.1.0"}));
+
+  // 1.2.0's migration fails half-way: nothing else moves, the data is as it was.
+  auto failed = fleet_->Hoist({"upgrade", "1.2.0", "--yes"}, absl::Minutes(5));
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  const std::string failed_out = failed->stdout_text + failed->stderr_text;
+  EXPECT_NE(failed->exit_code, 0) << failed_out;
+  EXPECT_THAT(failed_out, HasSubstr("division by zero")) << failed_out;
+  EXPECT_EQ(Sql("db-1", deployment, "rytask", "select title from tasks"), "changed by 1.1.0");
+  EXPECT_EQ(RunningImages("app-1", deployment),
+            (std::set<std::string>{registry + "api:1.1.0", registry + "worker:1.1.0"}));
+  EXPECT_THAT(failed_out, HasSubstr("put back as before: record 1.1.0 as rytask's pinned version again")) << failed_out;
+  EXPECT_THAT(fleet_->MustHoist({"status"}), HasSubstr("FAILED"));
+}
+
+// BetweenRows: one container whose /data its start-up migrations change.
+// A rollback restores the /data the upgrade's backup held, byte for byte,
+// with the older image.
+TEST_F(ExampleStacksE2eTest, BetweenRowsRollsBackByRestoringItsDataVolumeByteForByte) {
+  versions_ = {"0.16.1", "0.16.2"};
+  ASSERT_NO_FATAL_FAILURE(StartExampleHosts({"br-1"}, ""));
+  const std::string deployment = "betweenrows";
+  ASSERT_NO_FATAL_FAILURE(BuildImage(deployment, "betweenrows", "5435", {},
+                                     {{"TESTSVC_DATA_FILE", "/data/migrations.log"}}));
+  ASSERT_NO_FATAL_FAILURE(StartFleet(deployment, {{"br-1", ""}}));
+  const std::string image = absl::StrCat(env_->registry(), "/hoist-test/betweenrows-betweenrows");
+  const std::string stack =
+      Example("betweenrows.yaml",
+              {{"ghcr.io/getbetweenrows/betweenrows", image},
+               {"10.0.4.11", hosts_->node("br-1").address},
+               {"/etc/betweenrows/betweenrows.env", fleet_->WriteFile("betweenrows.env", "BR_ADMIN_PASSWORD=t\n")}});
+  Apply(stack, "betweenrows-release-0.16.2.yaml", {{"ghcr.io/getbetweenrows/betweenrows", image}}, "0.16.2");
+  fleet_->MustHoist({"upgrade", "0.16.1", "--yes"}, absl::Minutes(5));
+  const std::map<std::string, std::string> before = FilesIn("br-1", "betweenrows", "/data");
+  EXPECT_EQ(before, (std::map<std::string, std::string>{{"migrations.log", "betweenrows-betweenrows 0.16.1 migrated\n"}}));
+
+  fleet_->MustHoist({"upgrade", "0.16.2", "--yes"}, absl::Minutes(5));
+  std::map<std::string, std::string> upgraded = FilesIn("br-1", "betweenrows", "/data");
+  EXPECT_EQ(upgraded["migrations.log"],
+            "betweenrows-betweenrows 0.16.1 migrated\nbetweenrows-betweenrows 0.16.2 migrated\n");
+
+  // The downgrade BetweenRows documents: /data from the backup, the older image.
+  auto backups = nlohmann::json::parse(fleet_->MustHoist({"backups", "--output", "json"}), nullptr, false);
+  ASSERT_TRUE(backups.is_object() && backups["backups"].is_array() && backups["backups"].size() == 1u)
+      << backups.dump();
+  const std::string backup = backups["backups"][0].value("id", "");
+  fleet_->MustHoist({"rollback", "--to", "0.16.1", "--restore", backup, "--confirm", deployment}, absl::Minutes(5));
+  EXPECT_EQ(FilesIn("br-1", "betweenrows", "/data"), before) << "the volume is restored byte for byte";
+  EXPECT_EQ(RunningImages("br-1", deployment), (std::set<std::string>{image + ":0.16.1"}));
 }
 
 // A release that requires an env var the stack keeps in an env file on the

@@ -59,6 +59,9 @@ constexpr char kUsage[] = R"(usage: testsvc [serve] [flags]  (the default)
   --version V            TESTSVC_VERSION, default 0.0.0
   --role R               TESTSVC_ROLE, default app
   --start-delay-ms N     TESTSVC_START_DELAY_MS: sleep before listening
+  --data-file PATH       TESTSVC_DATA_FILE: on start, before listening,
+                         append "<role> <version> migrated" to PATH (the
+                         stand-in for an app's start-up migrations)
   --unhealthy            TESTSVC_UNHEALTHY=1: /health starts out 503
   --exit-after-ms N      TESTSVC_EXIT_AFTER_MS: exit after N ms (crash)
   --exit-code C          TESTSVC_EXIT_CODE: code for that exit, default 1
@@ -188,6 +191,7 @@ struct ServeConfig {
   int exit_after_ms = -1;  // Negative: never.
   int exit_code = 1;       // A simulated crash should look like a failure.
   int response_delay_ms = 0;
+  std::string data_file;
 };
 
 // A numeric serve option, settable by flag or environment variable.
@@ -221,6 +225,7 @@ ServeConfig ParseServeConfig(const std::vector<std::string>& args) {
   }
   if (auto value = Env("TESTSVC_VERSION")) config.version = *value;
   if (auto value = Env("TESTSVC_ROLE")) config.role = *value;
+  if (auto value = Env("TESTSVC_DATA_FILE")) config.data_file = *value;
   if (auto value = Env("TESTSVC_UNHEALTHY")) {
     config.unhealthy = *value == "1" || *value == "true";
   }
@@ -231,7 +236,8 @@ ServeConfig ParseServeConfig(const std::vector<std::string>& args) {
       continue;
     }
     if (TakeFlag(args, &i, "--version", &config.version) ||
-        TakeFlag(args, &i, "--role", &config.role)) {
+        TakeFlag(args, &i, "--role", &config.role) ||
+        TakeFlag(args, &i, "--data-file", &config.data_file)) {
       continue;
     }
     std::string value;
@@ -340,7 +346,8 @@ Response Route(const Request& request, ServerState* state,
     return {200, kTextPlain,
             "hello from " + config.role + " " + config.version + "\n"};
   }
-  if (get && request.path == "/health") {
+  // Any path ending in /health (an app's /api/v1/health) is the health check.
+  if (get && (request.path == "/health" || request.path.ends_with("/health"))) {
     bool healthy = state->healthy;
     return {healthy ? 200 : 503, "application/json",
             std::string("{\"status\":\"") + (healthy ? "ok" : "unhealthy") +
@@ -555,6 +562,24 @@ int Serve(const ServeConfig& config) {
   if (g_shutdown_requested) {
     Log("stopped before listening");
     return 0;
+  }
+
+  if (!config.data_file.empty()) {
+    // Like tracked migrations: a version already applied is not applied again.
+    const std::string line = config.role + " " + config.version + " migrated\n";
+    std::string seen;
+    if (FILE* in = std::fopen(config.data_file.c_str(), "r")) {
+      char buf[4096];
+      for (size_t n; (n = std::fread(buf, 1, sizeof(buf), in)) > 0;) seen.append(buf, n);
+      std::fclose(in);
+    }
+    FILE* f = seen.find(line) != std::string::npos ? nullptr : std::fopen(config.data_file.c_str(), "a");
+    if (seen.find(line) != std::string::npos) {
+      Log("data file " + config.data_file + " already migrated to " + config.version);
+    } else if (f == nullptr || std::fputs(line.c_str(), f) < 0 || std::fclose(f) != 0) {
+      Log("cannot append to " + config.data_file + ": " + std::strerror(errno));
+      return 1;
+    }
   }
 
   ServerState state;

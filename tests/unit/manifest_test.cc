@@ -1,7 +1,9 @@
 #include "controller/rollout/manifest.h"
 
+#include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -98,6 +100,32 @@ TEST(ManifestTest, ParsesTheRatExampleWithItsMustMatchRules) {
     EXPECT_EQ(r.other, "ratd");
   }
   EXPECT_EQ(m->rules[0].Describe(), "runner must match ratd");
+}
+
+// Every stack and release in deploy/examples parses, and each release names
+// exactly the versioned services of its stack.
+TEST(ManifestTest, EveryExampleAndItsReleasesParse) {
+  for (const char* name : {"piprio", "rat", "rack-gateway", "rytask", "betweenrows"}) {
+    auto m = LoadStackManifest(kExamples + name + ".yaml");
+    ASSERT_TRUE(m.ok()) << name << ": " << m.status();
+    EXPECT_EQ(m->deployment, name);
+    std::set<std::string> versioned;
+    for (const ServiceSpec& s : m->services) {
+      if (s.versioned()) versioned.insert(s.name);
+    }
+    int releases = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(kExamples)) {
+      const std::string file = entry.path().filename().string();
+      if (file.rfind(std::string(name) + "-release-", 0) != 0) continue;
+      ++releases;
+      auto r = LoadReleaseFile(entry.path().string());
+      ASSERT_TRUE(r.ok()) << file << ": " << r.status();
+      std::set<std::string> imaged;
+      for (const auto& [service, image] : r->images()) imaged.insert(service);
+      EXPECT_EQ(imaged, versioned) << file;
+    }
+    EXPECT_EQ(releases, 1) << name;
+  }
 }
 
 TEST(ManifestTest, ParsesTheExampleReleaseFiles) {

@@ -183,7 +183,7 @@ TEST(PlannerTest, FailedGateIsUndoneByTheLastPhaseThatRunsOnlyThen) {
   ASSERT_FALSE(plan.phases.empty());
   const PlanPhase& undo = plan.phases.back();
   EXPECT_EQ(undo.name, kUndoGatePhase);
-  EXPECT_THAT(undo.reason, HasSubstr("only when a migration gate fails"));
+  EXPECT_THAT(undo.reason, HasSubstr("only when a migration gate or a one-shot job before the moves fails"));
   // The old pin, then the scheduler (stopped before the gate) started again
   // at 1.0.0 where it ran, and probed.
   EXPECT_THAT(SlugsWithBatches(undo),
