@@ -10,10 +10,13 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "agent/docker/docker_client.h"
 #include "agent/inventory.h"
 #include "agent/journal.h"
@@ -62,6 +65,10 @@ int AgentMain(int argc, char** argv) {
                   "The static hoist-forward binary whose image makes services of other hosts reachable by name "
                   "here (default: hoist-forward next to hoist-agent).",
                   "HOIST_AGENT_FORWARD_BINARY");
+  flags.AddString("journal-keep", "168h",
+                  "How long finished steps stay in the journal (and job logs in state-dir/jobs); older ones "
+                  "are removed at start-up and every hour. A step re-sent after that runs again.",
+                  "HOIST_AGENT_JOURNAL_KEEP");
   flags.AddString("state-dir", "/var/lib/hoist-agent", "Journal, epoch and backups.", "HOIST_AGENT_STATE_DIR");
   flags.AddString("docker-socket", "/var/run/docker.sock", "The Docker Engine's unix socket.", "DOCKER_SOCKET");
   flags.AddString("tls-ca", "", "Fleet CA certificate.", "HOIST_TLS_CA");
@@ -174,6 +181,12 @@ int AgentMain(int argc, char** argv) {
                  "here (forward steps fail); install it or pass --forward-binary");
   }
 
+  absl::Duration journal_keep;
+  if (!absl::ParseDuration(flags.Get("journal-keep"), &journal_keep) || journal_keep < absl::Hours(1)) {
+    std::cerr << "hoist-agent: --journal-keep \"" << flags.Get("journal-keep")
+              << "\" is not a duration of at least 1h (example: 168h)\n";
+    return 2;
+  }
   auto journal = agent::StepJournal::Open(state_dir);
   if (!journal.ok()) {
     std::cerr << "hoist-agent: --state-dir " << state_dir << ": " << journal.status().message() << "\n";
@@ -231,6 +244,21 @@ int AgentMain(int argc, char** argv) {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // The journal and job logs would otherwise grow with every step.
+  absl::Notification stop_pruning;
+  std::thread pruner([&stop_pruning, journal_ptr, journal_keep, state_dir] {
+    do {
+      const absl::Time now = absl::Now();
+      auto steps = journal_ptr->Prune(now, journal_keep);
+      auto jobs = agent::StepJournal::PruneFilesBefore(state_dir + "/jobs", now - journal_keep);
+      if (!steps.ok() || !jobs.ok()) {
+        spdlog::warn("pruning the journal: {}", !steps.ok() ? steps.status() : jobs.status());
+      } else if (*steps + *jobs > 0) {
+        spdlog::info("pruned {} journal entries and {} job files older than {}", *steps, *jobs,
+                     absl::FormatDuration(journal_keep));
+      }
+    } while (!stop_pruning.WaitForNotificationWithTimeout(absl::Hours(1)));
+  });
   AgentSession session(std::move(options));
   session.Start();
   spdlog::info("hoist-agent {} ({}) started", HOIST_VERSION, agent_id);
@@ -238,6 +266,8 @@ int AgentMain(int argc, char** argv) {
   sigwait(&set, &sig);
   spdlog::info("signal {}: stopping", sig);
   session.Stop();
+  stop_pruning.Notify();
+  pruner.join();
   return 0;
 }
 

@@ -1,6 +1,9 @@
 #include "agent/journal.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -171,6 +174,24 @@ absl::StatusOr<std::vector<JournalEntry>> StepJournal::Interrupted() const {
   std::sort(entries.begin(), entries.end(),
             [](const JournalEntry& a, const JournalEntry& b) { return a.started_at < b.started_at; });
   return entries;
+}
+
+absl::StatusOr<int> StepJournal::PruneFilesBefore(const std::string& dir, absl::Time cutoff) {
+  std::error_code ec;
+  int removed = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    std::error_code fec;
+    if (!e.is_regular_file(fec)) continue;
+    struct stat st;
+    if (stat(e.path().c_str(), &st) != 0) continue;
+    if (absl::TimeFromTimespec(st.st_mtim) >= cutoff) continue;
+    if (absl::Status s = RemoveAll(e.path().string()); !s.ok()) return s;
+    ++removed;
+  }
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", ec.message()));
+  }
+  return removed;
 }
 
 absl::StatusOr<int> StepJournal::Prune(absl::Time now, absl::Duration keep) {

@@ -72,6 +72,10 @@ class StepJournal {
   // started before it. Returns how many were removed.
   absl::StatusOr<int> Prune(absl::Time now, absl::Duration keep);
 
+  // Removes files directly in `dir` last written before `cutoff` (job
+  // records and logs). Returns how many; a missing dir is none.
+  static absl::StatusOr<int> PruneFilesBefore(const std::string& dir, absl::Time cutoff);
+
   // The file-name form of a step id (kept readable where it can be).
   static std::string FileKey(absl::string_view step_id);
 

@@ -338,6 +338,26 @@ absl::Status StepExecutor::StartContainer(const StepContext& ctx, const std::str
 
 // ---- pull_image ----
 
+absl::Status StepExecutor::CheckImageDigest(const std::string& image, const std::string& digest) {
+  auto local = docker_->InspectImage(image);
+  if (!local.ok()) {
+    return absl::Status(local.status().code(), absl::StrCat("inspect ", image, ": ", local.status().message()));
+  }
+  const std::string repository = Repository(image);
+  std::vector<std::string> here;
+  for (const std::string& repo_digest : local->repo_digests) {
+    size_t at = repo_digest.find('@');
+    if (at == std::string::npos || repo_digest.substr(0, at) != repository) continue;
+    if (repo_digest.substr(at + 1) == digest) return absl::OkStatus();
+    here.push_back(repo_digest.substr(at + 1));
+  }
+  if (local->id == digest) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      image, " is ", here.empty() ? local->id : absl::StrJoin(here, ", "), " on this host, but its release recorded ",
+      digest, " when it was first pulled: the tag was pushed again since. Publish the new image under a new "
+      "version (or push the recorded one back to the tag); nothing was started"));
+}
+
 absl::Status StepExecutor::PullImage(const StepContext& ctx, hoist::v1::StepResult* result) {
   const std::string& image = ctx.step.pull_image().image();
   bool pinned_by_digest = image.find('@') != std::string::npos;
@@ -505,6 +525,9 @@ absl::Status StepExecutor::StartInstance(const StepContext& ctx, hoist::v1::Step
       if (!spec.ok()) return spec.status();
       if (start.has_proxy()) {
         if (absl::Status s = PrepareProxy(ctx, start.proxy(), &*spec); !s.ok()) return s;
+      }
+      if (!start.image_digest().empty()) {
+        if (absl::Status s = CheckImageDigest(start.spec().image(), start.image_digest()); !s.ok()) return s;
       }
       if (absl::Status s = CheckDeadline(ctx, "creating the container"); !s.ok()) return s;
       auto id = docker_->Create(*spec);

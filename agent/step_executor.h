@@ -100,6 +100,9 @@ class StepExecutor {
   absl::Status RunAction(const StepContext& ctx, hoist::v1::StepResult* result);
 
   absl::Status PullImage(const StepContext& ctx, hoist::v1::StepResult* result);
+  // OK when the local `image` has content digest `digest` (a RepoDigest of
+  // its repository, or its id); FAILED_PRECONDITION naming both otherwise.
+  absl::Status CheckImageDigest(const std::string& image, const std::string& digest);
   absl::Status StartInstance(const StepContext& ctx, hoist::v1::StepResult* result);
   absl::Status StopInstance(const StepContext& ctx);
   absl::Status RemoveInstance(const StepContext& ctx);

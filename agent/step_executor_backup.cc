@@ -4,13 +4,17 @@
 // written and hashed again from disk (proving it readable); a backup becomes
 // visible only complete, by renaming its ".partial" directory.
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <vector>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/container_names.h"
 #include "agent/file_util.h"
@@ -28,6 +32,32 @@ constexpr absl::string_view kManifest = "manifest.json";
 constexpr absl::string_view kHelperMount = "/hoist-volume";
 // Marks helper containers; they carry no hoist.managed, so no inventory lists them.
 constexpr absl::string_view kHelperLabel = "hoist.helper";
+
+// Removes the deployment's finished backups in `dir` beyond the newest
+// `keep` (by when each manifest was written; `current` counts first and is
+// never removed). Unfinished ones (no manifest) are left alone. Returns the
+// ids removed.
+absl::StatusOr<std::vector<std::string>> PruneBackups(const std::string& dir, const std::string& current,
+                                                      uint32_t keep) {
+  std::error_code ec;
+  std::vector<std::pair<std::filesystem::file_time_type, std::string>> finished;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string id = e.path().filename().string();
+    std::error_code mec;
+    auto written = std::filesystem::last_write_time(e.path() / std::string(kManifest), mec);
+    if (mec || id == current) continue;
+    finished.emplace_back(written, id);
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", ec.message()));
+  std::sort(finished.begin(), finished.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> removed;
+  for (size_t i = 0; i < finished.size(); ++i) {
+    if (i + 1 < keep) continue;  // the current backup is the first kept
+    if (absl::Status s = RemoveAll(absl::StrCat(dir, "/", finished[i].second)); !s.ok()) return s;
+    removed.push_back(finished[i].second);
+  }
+  return removed;
+}
 
 std::string FileSafe(absl::string_view text) {
   std::string out;
@@ -272,6 +302,19 @@ absl::Status StepExecutor::Backup(const StepContext& ctx, hoist::v1::StepResult*
   if (!status.ok()) {
     result->clear_backup();
     if (absl::Status s = RemoveAll(partial_dir); !s.ok()) spdlog::error("cannot remove {}: {}", partial_dir, s);
+  }
+  if (status.ok() && backup.keep() > 0) {
+    auto pruned = PruneBackups(absl::StrCat(policy_.backup_dir, "/", backup.deployment()), backup.backup_id(),
+                               backup.keep());
+    if (!pruned.ok()) {
+      spdlog::warn("backup {}: older backups were not pruned: {}", backup.backup_id(), pruned.status());
+    } else {
+      for (const std::string& id : *pruned) result->mutable_backup()->add_pruned(id);
+      if (!pruned->empty()) {
+        spdlog::info("backup {}: removed {} older backup(s) of {} (keep {}): {}", backup.backup_id(), pruned->size(),
+                     backup.deployment(), backup.keep(), absl::StrJoin(*pruned, ", "));
+      }
+    }
   }
   return status;
 }

@@ -14,6 +14,8 @@ PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev libabsl-dev
   libpqxx-dev libpq-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev
+  # the parsers' fuzz targets (tests/fuzz): clang with libFuzzer and the sanitizers
+  clang-14 libclang-rt-14-dev
   # real parts used by tests, benchmarks and the demo
   postgresql postgresql-client docker-registry docker-compose haproxy wrk hyperfine
   iproute2 iptables openssl procps curl ca-certificates util-linux

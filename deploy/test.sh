@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Hoist from a fresh clone: installs what is missing, builds
 # (Release, -Wall -Wextra -Werror), lints the protocol with buf, checks it for
-# breaking changes against the previous commit, and runs ctest (unit,
-# integration and e2e; the last two use a real Postgres and the machine's
-# Docker Engine).
+# breaking changes against the previous commit, runs the parsers' fuzz targets
+# briefly (tests/fuzz/run.sh) and runs ctest (unit, integration and e2e; the
+# last two use a real Postgres and the machine's Docker Engine).
 #
 #   bash deploy/test.sh              # everything
 #   bash deploy/test.sh -L unit      # extra arguments go to ctest
@@ -28,6 +28,12 @@ if git rev-parse -q --verify HEAD~1 >/dev/null 2>&1 &&
   buf breaking --against ".git#ref=HEAD~1"
 else
   echo "== buf breaking skipped: no earlier commit with proto/hoist/v1"
+fi
+
+if [[ $# -eq 0 ]]; then
+  # The parsers under libFuzzer, briefly (a million runs each: bash tests/fuzz/run.sh).
+  echo "== fuzz (short run)"
+  bash tests/fuzz/run.sh --runs "${FUZZ_RUNS:-20000}"
 fi
 
 echo "== ctest"

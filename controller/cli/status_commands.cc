@@ -157,23 +157,32 @@ int RunMatrix(const Args& args, CliIo& io) {
              std::make_tuple(b->service(), b->host_name(), b->agent_id(), static_cast<int>(b->slot()));
     });
     Table table({"SERVICE", "HOST", "ADDRESS", "SLOT", "VERSION", "DIGEST", "HEALTHY"});
-    int skewed = 0;
+    int skewed = 0, drifted = 0;
     for (const auto* c : cells) {
       std::string version = OrDash(c->version());
       if (c->skew()) {
         ++skewed;
         version = Paint(absl::StrCat(version, " *"), Colour::kYellow, colour);
       }
+      std::string digest = ShortDigest(c->image_digest());
+      if (c->digest_drift()) {
+        ++drifted;
+        digest = Paint(absl::StrCat(digest, " !"), Colour::kRed, colour);
+      }
       std::string healthy = absl::StrCat(c->healthy(), "/", c->instances());
       if (c->healthy() < c->instances()) healthy = Paint(healthy, Colour::kRed, colour);
       table.AddRow({c->service(), OrDash(c->host_name().empty() ? c->agent_id() : c->host_name()),
-                    OrDash(c->host_address()), SlotName(c->slot()), version, ShortDigest(c->image_digest()),
-                    healthy});
+                    OrDash(c->host_address()), SlotName(c->slot()), version, digest, healthy});
     }
     table.Print(out);
     if (skewed > 0) {
       out << "\n* " << skewed << (skewed == 1 ? " cell runs" : " cells run") << " a version other than the pinned "
           << OrDash(resp.pinned_version()) << "\n";
+    }
+    if (drifted > 0) {
+      out << "\n! " << drifted << (drifted == 1 ? " cell runs" : " cells run")
+          << " another image digest than release " << OrDash(resp.pinned_version())
+          << " recorded: its tag was pushed again after the release was first pulled\n";
     }
   }
   if (resp.violations_size() > 0) {

@@ -317,6 +317,47 @@ absl::Status Executor::ResolveBackends(const StoredRollout& rollout, hoist::v1::
   return absl::OkStatus();
 }
 
+absl::Status Executor::ResolveDigest(const StoredRollout& rollout, hoist::v1::Step* action) {
+  if (!action->has_start_instance()) return absl::OkStatus();
+  hoist::v1::StartInstance* start = action->mutable_start_instance();
+  auto release = store_->GetRelease(rollout.deployment, start->version());
+  if (absl::IsNotFound(release.status())) return absl::OkStatus();  // a pinned image, not a release's
+  if (!release.ok()) return release.status();
+  const std::string& service = start->instance().service();
+  auto image = release->images().find(service);
+  auto digest = release->digests().find(service);
+  if (image == release->images().end() || digest == release->digests().end() ||
+      image->second != start->spec().image()) {
+    return absl::OkStatus();
+  }
+  start->set_image_digest(digest->second);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Executor::CheckPulledDigest(uint64_t epoch, const StoredRollout& rollout,
+                                                        const std::string& agent_id, const std::string& image,
+                                                        const std::string& digest) {
+  if (digest.empty() || rollout.to_version.empty()) return std::string();
+  auto release = store_->GetRelease(rollout.deployment, rollout.to_version);
+  if (absl::IsNotFound(release.status())) return std::string();
+  if (!release.ok()) return release.status();
+  std::map<std::string, std::string> pulled;
+  for (const auto& [service, ref] : release->images()) {
+    if (ref == image) pulled[service] = digest;
+  }
+  if (pulled.empty()) return std::string();  // a pinned image of the manifest
+  auto recorded = store_->RecordDigests(epoch, rollout.deployment, rollout.to_version, pulled);
+  if (!recorded.ok()) return recorded.status();
+  for (const auto& [service, first] : *recorded) {
+    if (first == digest) continue;
+    return absl::StrCat(image, " pulled on ", agent_id, " is ", digest, ", but release ", rollout.to_version,
+                        " recorded ", first, " for ", service,
+                        " when it was first pulled: the tag was pushed again since. Publish the new image under a "
+                        "new version (or push the recorded one back to the tag)");
+  }
+  return std::string();
+}
+
 absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& rollout, const StoredStep& step,
                                                        uint64_t epoch, Runner* runner, std::string* error) {
   if (absl::Status s = store_->MarkStepRunning(epoch, rollout.id, step.seq); !s.ok()) return s;
@@ -345,6 +386,7 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
             hoist::v1::STEP_STATE_RUNNING, &p);
     };
     absl::Status resolved = ResolveBackends(rollout, &action);
+    if (resolved.ok()) resolved = ResolveDigest(rollout, &action);
     absl::StatusOr<hoist::v1::StepResult> r =
         resolved.ok() ? dispatcher_->RunStep(step.agent_id, action, on_progress, &runner->abort) : resolved;
     if (!resolved.ok()) {
@@ -364,6 +406,14 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
         if (r->has_job()) {
           *error = absl::StrCat(*error, " (exit code ", r->job().exit_code(), ")\n", r->job().log_tail());
         }
+      } else if (r->has_pull() && action.has_pull_image()) {
+        absl::StatusOr<std::string> drift =
+            CheckPulledDigest(epoch, rollout, step.agent_id, action.pull_image().image(), r->pull().image_digest());
+        if (!drift.ok()) return drift.status();
+        if (!drift->empty()) {
+          state = hoist::v1::STEP_STATE_FAILED;
+          *error = *drift;
+        }
       } else if (r->has_backup()) {
         hoist::v1::BackupRecord backup;
         backup.set_id(action.backup().backup_id());
@@ -377,6 +427,12 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
         for (const auto& a : backup.artifacts()) verified = verified && !a.verified_by().empty();
         backup.set_verified(verified);
         if (absl::Status s = store_->RecordBackup(epoch, backup); !s.ok()) return s;
+        const std::vector<std::string> pruned(r->backup().pruned().begin(), r->backup().pruned().end());
+        if (absl::Status s = store_->ForgetBackups(epoch, step.agent_id, pruned); !s.ok()) return s;
+        if (!pruned.empty()) {
+          spdlog::info("rollout {}: {} removed older backups {} (backup.keep)", rollout.id, step.agent_id,
+                       absl::StrJoin(pruned, ", "));
+        }
       }
     }
   } else if (step.kind == "pin") {

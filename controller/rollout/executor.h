@@ -83,6 +83,15 @@ class Executor {
   // address (a port Docker chose when this rollout started the instance)
   // from the start results.
   absl::Status ResolveBackends(const StoredRollout& rollout, hoist::v1::Step* action);
+  // A start of a release's image carries the digest the release recorded
+  // (the agent refuses another content under the same tag).
+  absl::Status ResolveDigest(const StoredRollout& rollout, hoist::v1::Step* action);
+  // Records a pull's digest in the target release (the first one wins) and
+  // returns why the step fails when the release recorded another one ("" when
+  // it did not).
+  absl::StatusOr<std::string> CheckPulledDigest(uint64_t epoch, const StoredRollout& rollout,
+                                                const std::string& agent_id, const std::string& image,
+                                                const std::string& digest);
  private:
   struct Runner {
     std::thread thread;

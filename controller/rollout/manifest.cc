@@ -1160,7 +1160,7 @@ absl::StatusOr<StackManifest> ParseStackManifestOrThrow(absl::string_view file_n
   }
 
   if (const YAML::Node* n = f.Get("backup")) {
-    HOIST_ASSIGN_OR_RETURN(Fields bf, p.Map(*n, "backup", {"postgres", "volumes", "config_files", "timeout"}));
+    HOIST_ASSIGN_OR_RETURN(Fields bf, p.Map(*n, "backup", {"postgres", "volumes", "config_files", "timeout", "keep"}));
     BackupSpec b;
     b.pos = PosOf(*n);
     if (const YAML::Node* pg = bf.Get("postgres")) {
@@ -1179,6 +1179,9 @@ absl::StatusOr<StackManifest> ParseStackManifestOrThrow(absl::string_view file_n
     }
     if (const YAML::Node* t = bf.Get("timeout")) {
       HOIST_ASSIGN_OR_RETURN(b.timeout, p.Duration(*t, "backup.timeout"));
+    }
+    if (const YAML::Node* k = bf.Get("keep")) {
+      HOIST_ASSIGN_OR_RETURN(b.keep, p.Uint(*k, "backup.keep", 1, 1000));
     }
     if (!b.postgres.has_value() && b.volumes.empty() && b.config_files.empty()) {
       return p.Error(*n, "backup", "expected at least one of postgres, volumes or config_files");

@@ -159,6 +159,8 @@ struct BackupSpec {
   std::vector<std::string> volumes;
   std::vector<std::string> config_files;
   absl::Duration timeout = absl::Minutes(30);
+  // Backups of the deployment kept on the backup host, the newest first.
+  uint32_t keep = 5;
   SourcePos pos;
 };
 

@@ -1145,6 +1145,7 @@ absl::Status Planner::PhaseBackup() {
   v1::Backup backup;
   backup.set_deployment(m_.deployment);
   backup.set_backup_id(plan_.backup_id);
+  backup.set_keep(b.keep);
   if (b.postgres.has_value()) {
     v1::PostgresDump* pg = backup.add_items()->mutable_postgres();
     *pg->mutable_instance() = Ref(db_service, 0);
@@ -1162,7 +1163,8 @@ absl::Status Planner::PhaseBackup() {
   }
   PlanStep& st = AddStep(ph, "backup", "backup", host,
                          absl::StrCat("back up ", absl::StrJoin(what, ", "), " on ", host, " as ", plan_.backup_id,
-                                      "; sizes and sha256 recorded and read back"),
+                                      "; sizes and sha256 recorded and read back; the newest ", b.keep,
+                                      " backups are kept"),
                          0, b.timeout);
   *st.action.mutable_backup() = backup;
   return absl::OkStatus();

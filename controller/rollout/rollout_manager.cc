@@ -678,6 +678,12 @@ absl::StatusOr<hoist::v1::GetVersionMatrixResponse> RolloutManager::Matrix(const
     }
     const ServiceSpec* spec = manifest->FindService(inst.service());
     if (spec != nullptr && spec->versioned() && pinned && c.info.version() != pinned->version()) cell.set_skew(true);
+    // The release's content, pulled again later from a re-pushed tag.
+    if (spec != nullptr && spec->versioned() && pinned && c.info.version() == pinned->version() &&
+        !c.info.image_digest().empty() && pinned->digests().contains(inst.service()) &&
+        pinned->digests().at(inst.service()) != c.info.image_digest()) {
+      cell.set_digest_drift(true);
+    }
     versions[inst.service()].insert(c.info.version());
   }
   for (auto& [key, cell] : cells) *out.add_cells() = cell;

@@ -6,6 +6,7 @@
 // carry the leader's epoch and fail with FAILED_PRECONDITION once it is stale.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -91,6 +92,12 @@ class RolloutStore {
   // ALREADY_EXISTS when that version exists with different content.
   virtual absl::Status PutRelease(uint64_t epoch, const hoist::v1::Release& release) = 0;
   virtual absl::StatusOr<hoist::v1::Release> GetRelease(const std::string& deployment, const std::string& version) = 0;
+  // Records service -> digest in the release for services that have none
+  // yet; returns the digest each of those services has recorded afterwards
+  // (an earlier one wins). NOT_FOUND when the release does not exist.
+  virtual absl::StatusOr<std::map<std::string, std::string>> RecordDigests(
+      uint64_t epoch, const std::string& deployment, const std::string& version,
+      const std::map<std::string, std::string>& digests) = 0;
   virtual absl::StatusOr<std::vector<hoist::v1::Release>> ListReleases(const std::string& deployment) = 0;
   virtual absl::Status Pin(uint64_t epoch, const std::string& deployment, const std::string& version) = 0;
   // Records which slot serves the deployment (blue-green switch and cutover).
@@ -125,6 +132,9 @@ class RolloutStore {
                                                                            uint64_t after_sequence) = 0;
 
   virtual absl::Status RecordBackup(uint64_t epoch, const hoist::v1::BackupRecord& backup) = 0;
+  // Forgets backups `agent_id` removed from its host (backup.keep).
+  virtual absl::Status ForgetBackups(uint64_t epoch, const std::string& agent_id,
+                                     const std::vector<std::string>& ids) = 0;
   virtual absl::StatusOr<std::vector<hoist::v1::BackupRecord>> ListBackups(const std::string& deployment) = 0;
   virtual absl::StatusOr<hoist::v1::BackupRecord> GetBackup(const std::string& id) = 0;
 

@@ -429,6 +429,46 @@ absl::Status PgRolloutStore::RecordBackup(uint64_t epoch, const hoist::v1::Backu
   });
 }
 
+absl::StatusOr<std::map<std::string, std::string>> PgRolloutStore::RecordDigests(
+    uint64_t epoch, const std::string& deployment, const std::string& version,
+    const std::map<std::string, std::string>& digests) {
+  std::map<std::string, std::string> recorded;
+  absl::Status s = pool_->FencedWrite(epoch, [&](pqxx::work& tx) -> absl::Status {
+    pqxx::result r = tx.exec_params(
+        "SELECT release FROM releases WHERE deployment = $1 AND version = $2 FOR UPDATE", deployment, version);
+    if (r.empty()) return absl::NotFoundError(absl::StrCat("no release ", version, " of ", deployment));
+    auto release = Parse<hoist::v1::Release>(r[0][0], "release");
+    if (!release.ok()) return release.status();
+    bool changed = false;
+    auto& known = *release->mutable_digests();
+    for (const auto& [service, digest] : digests) {
+      if (!known.contains(service)) {
+        known[service] = digest;
+        changed = true;
+      }
+      recorded[service] = known.at(service);
+    }
+    if (changed) {
+      tx.exec_params0("UPDATE releases SET release = $3 WHERE deployment = $1 AND version = $2", deployment, version,
+                      pqxx::binarystring(Bytes(*release)));
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return recorded;
+}
+
+absl::Status PgRolloutStore::ForgetBackups(uint64_t epoch, const std::string& agent_id,
+                                           const std::vector<std::string>& ids) {
+  if (ids.empty()) return absl::OkStatus();
+  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+    for (const std::string& id : ids) {
+      tx.exec_params0("DELETE FROM backups WHERE id = $1 AND agent_id = $2", id, agent_id);
+    }
+    return absl::OkStatus();
+  });
+}
+
 absl::StatusOr<std::vector<hoist::v1::BackupRecord>> PgRolloutStore::ListBackups(const std::string& deployment) {
   std::vector<hoist::v1::BackupRecord> out;
   absl::Status s = pool_->Transact([&](pqxx::work& tx) -> absl::Status {

@@ -36,6 +36,10 @@ class PgRolloutStore : public rollout::RolloutStore {
   absl::StatusOr<std::vector<hoist::v1::RolloutEvent>> EventsAfter(const std::string& rollout_id,
                                                                    uint64_t after_sequence) override;
   absl::Status RecordBackup(uint64_t epoch, const hoist::v1::BackupRecord& backup) override;
+  absl::StatusOr<std::map<std::string, std::string>> RecordDigests(
+      uint64_t epoch, const std::string& deployment, const std::string& version,
+      const std::map<std::string, std::string>& digests) override;
+  absl::Status ForgetBackups(uint64_t epoch, const std::string& agent_id, const std::vector<std::string>& ids) override;
   absl::StatusOr<std::vector<hoist::v1::BackupRecord>> ListBackups(const std::string& deployment) override;
   absl::StatusOr<hoist::v1::BackupRecord> GetBackup(const std::string& id) override;
   absl::Status Audit(const rollout::AuditEntry& entry) override;

@@ -243,6 +243,12 @@ services:
 class MultiHostE2eTest : public SeparateHostsTest {
  protected:
   void SetUp() override {
+    // The crashed-host case runs only when asked (see its test): skipped
+    // here, before the hosts are made, so that a skip costs nothing.
+    const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    if (name == "HostCrashedMidUpgradeBootsAgainAndTheUpgradeFinishes" && std::getenv("HOIST_TEST_CRASH") == nullptr) {
+      GTEST_SKIP() << "set HOIST_TEST_CRASH=1 to run it (tests/bench/chaos.sh --faults host_crash covers crashes)";
+    }
     ASSERT_NO_FATAL_FAILURE(
         StartHosts({"reg:docker", "pg", "ctl-1", "ctl-2", "host-1:docker", "host-2:docker", "host-3:docker"}));
     deployment_ = absl::StrCat("mh-", getpid());
@@ -1227,7 +1233,7 @@ void FaultE2eTest::MidUpgrade(const std::string& what, int controllers, const st
   // Each replica once, running, at 1.1.0.
   for (const char* host : {"host-1", "host-2", "host-3"}) {
     auto ps = DockerOn(hosts_->node(host), {"ps", "-a", "--filter", absl::StrCat("label=hoist.deployment=", deployment_),
-                                            "--format", "{{.Names}} {{.State}}"});
+                                            "--filter", "label=hoist.service", "--format", "{{.Names}} {{.State}}"});
     ASSERT_TRUE(ps.ok()) << ps.status();
     for (const std::string& line : Lines(*ps)) {
       if (absl::StrContains(line, "-proxy-")) continue;

@@ -608,6 +608,23 @@ TEST_F(RolloutE2eTest, UpgradeMovesEveryServiceTo110WithoutSkew) {
   ASSERT_TRUE(WaitMatrixAt("1.1.0", &m)) << "the matrix should show 1.1.0 everywhere, healthy:\n" << m.DebugString();
   EXPECT_EQ(m.pinned_version(), "1.1.0");
   for (const auto& c : m.cells()) EXPECT_FALSE(c.skew()) << c.service() << " on " << c.agent_id() << " skews";
+  // The pulls recorded each image's registry digest in the release, and
+  // every instance runs that content.
+  hoist::v1::GetReleaseRequest rreq;
+  rreq.set_deployment(deployment_);
+  rreq.set_version("1.1.0");
+  hoist::v1::GetReleaseResponse rresp;
+  ASSERT_TRUE(Read(&Stub::GetRelease, rreq, &rresp).ok());
+  for (const char* service : {"api", "worker", "scheduler", "web"}) {
+    ASSERT_TRUE(rresp.release().digests().contains(service)) << service << ": " << rresp.release().DebugString();
+    EXPECT_THAT(rresp.release().digests().at(service), ::testing::StartsWith("sha256:"));
+  }
+  for (const auto& c : m.cells()) {
+    EXPECT_FALSE(c.digest_drift()) << c.service() << " on " << c.agent_id();
+    if (rresp.release().digests().contains(c.service())) {
+      EXPECT_EQ(c.image_digest(), rresp.release().digests().at(c.service())) << c.service() << " on " << c.agent_id();
+    }
+  }
   EXPECT_THAT(m.violations(), ::testing::IsEmpty());
   for (const auto& [service, n] : kReplicas) {
     EXPECT_EQ(RunningContainers(service, "1.1.0").size(), static_cast<size_t>(n)) << service;

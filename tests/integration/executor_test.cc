@@ -29,6 +29,7 @@
 #include "controller/store/pg_rollout_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "shared/protocol.h"
 #include "shared/proto_names.h"
 #include "shared/pg.h"
 #include "tests/fixtures/postgres_test.h"
@@ -160,6 +161,18 @@ class FakeAgents : public rollout::StepDispatcher {
     return blocked_id_;
   }
 
+  // What a pull of `image` finds from now on (a tag pushed again).
+  void SetDigest(const std::string& image, const std::string& digest) {
+    absl::MutexLock lock(&mu_);
+    digests_[image] = digest;
+  }
+  // The digest the last start of `image` required ("" when none).
+  std::string StartedDigest(const std::string& image) {
+    absl::MutexLock lock(&mu_);
+    auto it = started_digests_.find(image);
+    return it == started_digests_.end() ? "" : it->second;
+  }
+
   int Executions(const std::string& step_id) {
     absl::MutexLock lock(&mu_);
     auto it = executions_.find(step_id);
@@ -266,8 +279,13 @@ class FakeAgents : public rollout::StepDispatcher {
       return std::make_pair(agent_id, absl::StrCat(i.deployment(), "/", i.service(), "/", i.slot(), "/",
                                                     i.replica(), "/", version));
     };
-    if (step.has_start_instance()) {
+    if (step.has_pull_image()) {
+      auto d = digests_.find(step.pull_image().image());
+      r->mutable_pull()->set_image_digest(d != digests_.end() ? d->second
+                                                              : absl::StrCat("sha256:", step.pull_image().image()));
+    } else if (step.has_start_instance()) {
       const auto& s = step.start_instance();
+      if (!s.image_digest().empty()) started_digests_[s.spec().image()] = s.image_digest();
       hoist::v1::ContainerInfo c;
       *c.mutable_instance() = s.instance();
       c.set_container_id(absl::StrCat("c", ++next_container_));
@@ -316,6 +334,8 @@ class FakeAgents : public rollout::StepDispatcher {
   std::string blocked_id_ ABSL_GUARDED_BY(mu_);
   std::function<void(const hoist::v1::Step&)> after_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, std::string>, hoist::v1::ContainerInfo> containers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> digests_ ABSL_GUARDED_BY(mu_);          // image -> what a pull finds
+  std::map<std::string, std::string> started_digests_ ABSL_GUARDED_BY(mu_);  // image -> digest a start required
   int next_container_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
 };
@@ -386,6 +406,13 @@ class HookedStore : public rollout::RolloutStore {
   }
   absl::StatusOr<std::vector<hoist::v1::RolloutEvent>> EventsAfter(const std::string& id, uint64_t after) override {
     return inner_->EventsAfter(id, after);
+  }
+  absl::StatusOr<std::map<std::string, std::string>> RecordDigests(
+      uint64_t e, const std::string& d, const std::string& v, const std::map<std::string, std::string>& m) override {
+    return inner_->RecordDigests(e, d, v, m);
+  }
+  absl::Status ForgetBackups(uint64_t e, const std::string& a, const std::vector<std::string>& ids) override {
+    return inner_->ForgetBackups(e, a, ids);
   }
   absl::Status RecordBackup(uint64_t e, const hoist::v1::BackupRecord& b) override {
     return inner_->RecordBackup(e, b);
@@ -510,6 +537,17 @@ class ExecutorTest : public PostgresTest {
     for (const auto& [agent, inv] : fleet_->Inventories()) {
       ASSERT_TRUE(agent_store_->ReplaceInventory(epoch, agent, inv).ok());
     }
+  }
+
+  // Runs an upgrade of shop to `version` that must succeed, and refreshes the inventory; returns its id.
+  std::string Upgraded(Leader* l, const std::string& version) {
+    auto id = Start(l, "shop", version);
+    EXPECT_TRUE(id.ok()) << id.status();
+    if (!id.ok()) return "";
+    EXPECT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+    EXPECT_TRUE(l->executor.WaitIdle(*id, kWait));
+    SyncInventory(l->epoch);
+    return *id;
   }
 
   absl::StatusOr<std::string> Start(Leader* l, const std::string& deployment, const std::string& version,
@@ -1023,18 +1061,12 @@ TEST_F(ExecutorTest, FailedGateWithOnFailureRollbackIsPutBackWithoutARollback) {
 TEST_F(ExecutorTest, RollbackSeveralVersionsBackChecksEveryUpgradeInBetween) {
   Leader* l = NewLeader();
   Deployed(l, "shop");
-  auto up = Start(l, "shop", "1.1.0");
-  ASSERT_TRUE(up.ok()) << up.status();
-  ASSERT_EQ(WaitDone(*up).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
-  ASSERT_TRUE(l->executor.WaitIdle(*up, kWait));
-  SyncInventory(l->epoch);
+  const std::string up = Upgraded(l, "1.1.0");
+  ASSERT_FALSE(HasFailure());
   with_migration_ = false;
   Prepare(l, "shop", {"1.2.0"});
-  auto up2 = Start(l, "shop", "1.2.0");
-  ASSERT_TRUE(up2.ok()) << up2.status();
-  ASSERT_EQ(WaitDone(*up2).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
-  ASSERT_TRUE(l->executor.WaitIdle(*up2, kWait));
-  SyncInventory(l->epoch);
+  const std::string up2 = Upgraded(l, "1.2.0");
+  ASSERT_FALSE(HasFailure());
 
   hoist::v1::RollbackRequest far;
   far.set_deployment("shop");
@@ -1042,9 +1074,9 @@ TEST_F(ExecutorTest, RollbackSeveralVersionsBackChecksEveryUpgradeInBetween) {
   auto refused = l->manager.Rollback(l->epoch, far, "tester");
   ASSERT_FALSE(refused.ok()) << "a rollback past a migration without a restore was allowed";
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(refused.status().message(), HasSubstr(absl::StrCat("rollout ", *up, " (1.0.0 -> 1.1.0) ran a migration "
+  EXPECT_THAT(refused.status().message(), HasSubstr(absl::StrCat("rollout ", up, " (1.0.0 -> 1.1.0) ran a migration "
                                                                  "since 1.0.0")));
-  EXPECT_THAT(refused.status().message(), ::testing::Not(HasSubstr(*up2)));
+  EXPECT_THAT(refused.status().message(), ::testing::Not(HasSubstr(up2)));
 
   hoist::v1::RollbackRequest near;
   near.set_deployment("shop");
@@ -1052,6 +1084,49 @@ TEST_F(ExecutorTest, RollbackSeveralVersionsBackChecksEveryUpgradeInBetween) {
   auto back = l->manager.Rollback(l->epoch, near, "tester");
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(WaitDone(back->id()).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+}
+
+// The first pull of a release's image records its digest in the release;
+// starts then require that digest; a later pull that finds other content
+// under the tag (pushed again) fails the rollout in its pull phase, naming
+// both digests, before anything changes.
+TEST_F(ExecutorTest, PullsRecordTheReleasesDigestsAndATagPushedAgainIsRefused) {
+  Leader* l = NewLeader();
+  with_migration_ = false;  // so that going back to 1.0.0 needs no restore
+  Deployed(l, "shop");
+  Upgraded(l, "1.1.0");
+  ASSERT_FALSE(HasFailure());
+  auto release = pg_store_->GetRelease("shop", "1.1.0");
+  ASSERT_TRUE(release.ok()) << release.status();
+  ASSERT_FALSE(release->digests().empty()) << "the pulls recorded no digest";
+  for (const auto& [service, image] : release->images()) {
+    ASSERT_TRUE(release->digests().contains(service)) << service;
+    EXPECT_EQ(release->digests().at(service), absl::StrCat("sha256:", image));
+    EXPECT_EQ(fleet_->StartedDigest(image), absl::StrCat("sha256:", image)) << service << " started from its digest";
+  }
+
+  // Back to 1.0.0, then the worker's 1.1.0 tag is pushed again with other content.
+  hoist::v1::RollbackRequest back;
+  back.set_deployment("shop");
+  back.set_to_version("1.0.0");
+  auto rolled = l->manager.Rollback(l->epoch, back, "tester");
+  ASSERT_TRUE(rolled.ok()) << rolled.status();
+  ASSERT_EQ(WaitDone(rolled->id()).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+  ASSERT_TRUE(l->executor.WaitIdle(rolled->id(), kWait));
+  SyncInventory(l->epoch);
+  const std::string worker = release->images().at("worker");
+  fleet_->SetDigest(worker, "sha256:pushed-again");
+  auto again = Start(l, "shop", "1.1.0");
+  ASSERT_TRUE(again.ok()) << again.status();
+  StoredRollout failed = WaitDone(*again);
+  EXPECT_EQ(failed.state, hoist::v1::ROLLOUT_STATE_FAILED);
+  EXPECT_THAT(failed.error, HasSubstr(absl::StrCat(worker, " pulled on ")));
+  EXPECT_THAT(failed.error, HasSubstr(absl::StrCat("is sha256:pushed-again, but release 1.1.0 recorded sha256:", worker)));
+  EXPECT_THAT(failed.error, HasSubstr("the tag was pushed again since"));
+  EXPECT_THAT(failed.error, HasSubstr(kNothingChangedLine)) << "a pull-phase failure changes nothing";
+  auto kept = pg_store_->GetRelease("shop", "1.1.0");
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(kept->digests().at("worker"), absl::StrCat("sha256:", worker)) << "the first digest stays recorded";
 }
 
 // An instance that fails its pre-flight probe fails the upgrade before

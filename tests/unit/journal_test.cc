@@ -1,7 +1,11 @@
 #include "agent/journal.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <string>
 
+#include "absl/time/clock.h"
 #include "agent/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -167,6 +171,30 @@ TEST_F(JournalTest, StepIdsWithAnyCharactersRoundTrip) {
   }
   EXPECT_EQ(StepJournal::FileKey(odd).find('/'), std::string::npos);
   EXPECT_NE(StepJournal::FileKey("a/b"), StepJournal::FileKey("a_b"));
+}
+
+}  // namespace
+}  // namespace hoist::agent
+
+namespace hoist::agent {
+namespace {
+
+TEST(JournalPruneFilesTest, RemovesFilesWrittenBeforeTheCutoffOnly) {
+  auto dir = testing::MakeOwnedTempDir("hoist-prune-files");
+  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(WriteFileAtomic(*dir + "/old.log", "old").ok());
+  ASSERT_TRUE(WriteFileAtomic(*dir + "/new.log", "new").ok());
+  struct timespec times[2] = {{1000, 0}, {1000, 0}};  // written in 1970
+  ASSERT_EQ(utimensat(AT_FDCWD, (*dir + "/old.log").c_str(), times, 0), 0);
+  auto removed = StepJournal::PruneFilesBefore(*dir, absl::Now() - absl::Hours(1));
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 1);
+  EXPECT_FALSE(PathExists(*dir + "/old.log"));
+  EXPECT_TRUE(PathExists(*dir + "/new.log"));
+  auto none = StepJournal::PruneFilesBefore(*dir + "/absent", absl::Now());
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+  testing::RemoveTree(*dir);
 }
 
 }  // namespace

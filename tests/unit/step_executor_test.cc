@@ -261,6 +261,24 @@ TEST_F(StepExecutorTest, ReadEnvNamesAnswersWithNamesOnlyAndNamesMissingFiles) {
   EXPECT_OUTCOME(Run(bad_name), STEP_OUTCOME_REFUSED, kInvalidArgument);
 }
 
+// A start that carries the release's digest runs only the content the
+// release recorded: a tag whose local image has another digest is refused.
+TEST_F(StepExecutorTest, StartRefusesAnImageWhoseDigestIsNotTheReleases) {
+  ASSERT_NO_FATAL_FAILURE(PullApiImage());
+  hoist::v1::Step pushed_again = StartStep("start-drift");
+  pushed_again.mutable_start_instance()->set_image_digest("sha256:recorded-before");
+  hoist::v1::StepResult refused = Run(pushed_again);
+  EXPECT_OUTCOME(refused, STEP_OUTCOME_FAILED, kFailedPrecondition);
+  EXPECT_THAT(refused.message(), HasSubstr("is sha256:aaaa on this host, but its release recorded sha256:recorded-before"));
+  EXPECT_THAT(refused.message(), HasSubstr("nothing was started"));
+  EXPECT_EQ(docker_.Calls("Create"), 0);
+
+  hoist::v1::Step same = StartStep("start-same");
+  same.mutable_start_instance()->set_image_digest("sha256:aaaa");
+  EXPECT_OUTCOME(Run(same), STEP_OUTCOME_SUCCEEDED, kOk);
+  EXPECT_EQ(docker_.Calls("Create"), 1);
+}
+
 // ---- forward ----
 
 // The bytes of the file `name` in a ustar archive, or "" when absent.
@@ -929,6 +947,31 @@ class BackupTest : public StepExecutorTest {
 
   std::string config_;
 };
+
+// backup.keep: after each backup the agent keeps the newest `keep` of the
+// deployment's backups and says which it removed; an unfinished one stays.
+TEST_F(BackupTest, OlderBackupsBeyondKeepArePrunedAndReported) {
+  ASSERT_TRUE(MakeDirs(dir_ + "/backups/shop/b-0.partial").ok());
+  std::vector<std::string> pruned;
+  for (int i = 1; i <= 4; ++i) {
+    hoist::v1::Step step = BackupStep(absl::StrCat("backup-", i), absl::StrCat("b-", i));
+    step.mutable_backup()->set_keep(2);
+    hoist::v1::StepResult r = Run(step);
+    EXPECT_OUTCOME(r, STEP_OUTCOME_SUCCEEDED, kOk);
+    pruned.insert(pruned.end(), r.backup().pruned().begin(), r.backup().pruned().end());
+    absl::SleepFor(absl::Milliseconds(20));  // distinct manifest times
+  }
+  EXPECT_THAT(pruned, ::testing::ElementsAre("b-1", "b-2"));
+  EXPECT_FALSE(PathExists(dir_ + "/backups/shop/b-1"));
+  EXPECT_FALSE(PathExists(dir_ + "/backups/shop/b-2"));
+  EXPECT_TRUE(PathExists(dir_ + "/backups/shop/b-3/manifest.json"));
+  EXPECT_TRUE(PathExists(dir_ + "/backups/shop/b-4/manifest.json"));
+  EXPECT_TRUE(PathExists(dir_ + "/backups/shop/b-0.partial")) << "an unfinished backup is not counted or removed";
+  // keep 0 (an older controller): nothing is removed.
+  hoist::v1::StepResult all = Run(BackupStep("backup-5", "b-5"));
+  EXPECT_TRUE(all.backup().pruned().empty());
+  EXPECT_TRUE(PathExists(dir_ + "/backups/shop/b-3/manifest.json"));
+}
 
 TEST_F(BackupTest, BackupAndRestoreAVolumeAndAConfigFile) {
   hoist::v1::StepResult backup = Run(BackupStep("backup-1"));
