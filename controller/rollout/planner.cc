@@ -1416,6 +1416,43 @@ void Planner::PhaseUndoGate(
       StepProbe(ph, *s, replica, c.version, 2, false);
     }
   }
+  // Their proxy routes and forwarders, which the stop drained, back to the
+  // restarted containers.
+  std::set<std::string> names;
+  for (const auto& [s, running] : stopped) {
+    if (!running.empty()) names.insert(s->name);
+  }
+  auto restarted = [&](const std::string& service) {
+    for (const auto& [s, running] : stopped) {
+      if (s->name == service) return &running;
+    }
+    return static_cast<const std::vector<std::pair<uint32_t, Live>>*>(nullptr);
+  };
+  StepProxyUpdate(
+      ph, [&](const RouteSpec& r) { return names.contains(r.service); },
+      [&](const RouteSpec& r, v1::ProxyRoute* route) {
+        int n = 0;
+        for (const auto& [replica, c] : *restarted(r.service)) {
+          Live back = c;
+          back.running = true;
+          if (AddBackend(route, r, replica, back, live_slot_, v1::BACKEND_STATE_READY)) ++n;
+        }
+        return absl::StrCat(r.name, " -> ", n, " restarted");
+      },
+      3, "proxy-back", "set back");
+  for (const std::string& name : names) {
+    if (!Forwarded(name)) continue;
+    // The forwarders see the restarted containers as the live ones.
+    auto saved = live_[name];
+    live_[name].clear();
+    for (const auto& [replica, c] : *restarted(name)) {
+      Live back = c;
+      back.running = true;
+      live_[name][replica].push_back(back);
+    }
+    StepForwards(ph, name, {}, 3);
+    live_[name] = std::move(saved);
+  }
 }
 
 bool Planner::StepDatabasesHealthy(PlanPhase& ph) {

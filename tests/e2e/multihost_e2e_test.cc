@@ -737,6 +737,21 @@ TEST_F(ExampleStacksE2eTest, PiprioDeploysAndUpgradesOnFourSeparateHosts) {
   EXPECT_EQ(RunningImages("edge-1", deployment), (std::set<std::string>{proxy_image_}));
   EXPECT_EQ(RunningImages("db-1", deployment), (std::set<std::string>{db_image_}));
   EXPECT_THAT(fleet_->MustHoist({"backups"}), HasSubstr("piprio-pre-1.1.0"));
+
+  // Back to 1.0.0: 1.1.0's migration ran, so a plain rollback is refused
+  // with the command that restores the upgrade's backup; run as printed, it
+  // brings back 1.0.0's data (on db-1) and images (on every host).
+  auto refused = fleet_->Hoist({"rollback"});
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  const std::string refusal = refused->stdout_text + refused->stderr_text;
+  EXPECT_NE(refused->exit_code, 0) << refusal;
+  EXPECT_THAT(refusal, HasSubstr("--restore piprio-pre-1.1.0")) << refusal;
+  RunPrinted(refusal, "hoist rollback -d ");
+  EXPECT_EQ(Sql("db-1", deployment, "piprio", "select v from items"), "seeded by 1.0.0");
+  EXPECT_EQ(Get("edge-1", 443), "hello from piprio-api 1.0.0");
+  for (const char* host : {"app-1", "app-2"}) {
+    for (const std::string& i : RunningImages(host, deployment)) EXPECT_THAT(i, HasSubstr(":1.0.0")) << host;
+  }
 }
 
 // Two hosts: everything of RAT on rat-1, its Postgres on rat-2. ratd (whose

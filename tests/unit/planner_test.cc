@@ -357,6 +357,50 @@ TEST(PlannerTest, RequiresRulesThatForbidBothOrdersStopWebFirst) {
   EXPECT_TRUE(warned);
 }
 
+// A failed gate puts back a service a rule stopped early, proxy routes
+// included: the undo phase sends the proxy the restarted containers.
+TEST(PlannerTest, UndoGateSetsTheProxyRoutesOfARestartedServiceBack) {
+  StackManifest m = Manifest(R"(deployment: shop
+network: shop
+hosts: [h1, h2]
+services:
+  api:
+    role: api
+    repository: reg/api
+    health: {http: {path: /health, port: 8080}}
+    migration: {command: [/app, migrate]}
+  web:
+    role: web
+    repository: reg/web
+    health: {http: {path: /, port: 3000}}
+  proxy:
+    role: proxy
+    image: reg/haproxy:2.6
+    placement: {hosts: [h2]}
+    ports: ["80:8080"]
+    routes:
+      - {name: web, service: web, port: 3000}
+rules:
+  - {service: web, when: "<2", requires: {service: api, range: "<2"}}
+  - {service: web, when: ">=2", requires: {service: api, range: ">=2"}}
+)");
+  Plan plan = MustPlan(UpgradeInput(m, "1.5.0", "2.0.0"));
+  const PlanPhase* undo = plan.FindPhase("undo-gate");
+  ASSERT_NE(undo, nullptr) << ::testing::PrintToString(PhaseNames(plan));
+  const PlanStep* back = nullptr;
+  for (const PlanStep& st : undo->steps) {
+    if (st.kind == "proxy_update") back = &st;
+  }
+  ASSERT_NE(back, nullptr) << ::testing::PrintToString(Slugs(*undo));
+  ASSERT_EQ(back->action.proxy_update().routes_size(), 1);
+  const v1::ProxyRoute& route = back->action.proxy_update().routes(0);
+  EXPECT_EQ(route.name(), "web");
+  ASSERT_EQ(route.backends_size(), 1);
+  EXPECT_EQ(route.backends(0).name(), "shop-web-blue-0-1.5.0");
+  EXPECT_EQ(route.backends(0).state(), v1::BACKEND_STATE_READY);
+  EXPECT_GT(back->batch, undo->steps.front().batch) << "after the restarts";
+}
+
 TEST(PlannerTest, AfterConstraintThatForbidsTheFlipMakesWebStopFirst) {
   std::string text = std::string(kWebApi) + "    after: [api]\n" +
                      "rules:\n  - {service: web, when: \"<2\", requires: {service: api, range: \">=1.4 <2\"}}\n";
