@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <signal.h>
 
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <pqxx/pqxx>
 
+#include "absl/strings/strip.h"
 #include "controller/agent_hub.h"
 #include "controller/agent_service.h"
 #include "controller/leader_election.h"
@@ -65,8 +67,14 @@ int ControllerMain(int argc, char** argv) {
                 "elects one leader among its replicas and pushes steps to agents.");
   flags.AddString("listen", "127.0.0.1:7443", "gRPC address to serve (operator API, agents, grpc.health.v1).",
                   "HOIST_LISTEN");
-  flags.AddString("database-url", "", "Postgres connection string (URI or key=value).",
+  flags.AddString("database-url", "",
+                  "Postgres connection string (URI or key=value). On the command line a password in it is "
+                  "visible to every local user (ps): prefer HOIST_DATABASE_URL or --database-url-file.",
                   "HOIST_DATABASE_URL");
+  flags.AddString("database-url-file", "",
+                  "A file holding the connection string (its first line), for example a secret mounted "
+                  "into the container; used when --database-url is not set.",
+                  "HOIST_DATABASE_URL_FILE");
   flags.AddString("replica-id", "", "Unique name of this replica (default: host name and pid).",
                   "HOIST_REPLICA_ID");
   flags.AddString("advertise-address", "", "Address agents and the CLI should dial for this replica "
@@ -106,9 +114,23 @@ int ControllerMain(int argc, char** argv) {
     }
   }
   InitLogging({*level, *format, "hoistd"});
-  const std::string& database_url = flags.Get("database-url");
+  std::string database_url = flags.Get("database-url");
+  if (database_url.empty() && !flags.Get("database-url-file").empty()) {
+    std::ifstream in(flags.Get("database-url-file"));
+    if (!in) {
+      std::cerr << "hoistd: --database-url-file " << flags.Get("database-url-file") << ": cannot read it\n";
+      return 2;
+    }
+    std::getline(in, database_url);
+    database_url = std::string(absl::StripAsciiWhitespace(database_url));
+    if (database_url.empty()) {
+      std::cerr << "hoistd: --database-url-file " << flags.Get("database-url-file")
+                << ": its first line is empty; write the connection string there\n";
+      return 2;
+    }
+  }
   if (database_url.empty()) {
-    std::cerr << "hoistd: --database-url is required (or set HOIST_DATABASE_URL)\n";
+    std::cerr << "hoistd: --database-url is required (or set HOIST_DATABASE_URL, or --database-url-file)\n";
     return 2;
   }
   if (auto s = WithConnectionDefaults(database_url); !s.ok()) {

@@ -11,8 +11,19 @@
 namespace hoist {
 namespace {
 
+struct Sink {
+  std::string* body;
+  size_t limit;
+  bool over = false;
+};
+
 size_t Collect(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
+  Sink* sink = static_cast<Sink*>(out);
+  if (sink->body->size() + size * n > sink->limit) {
+    sink->over = true;
+    return 0;  // curl stops with a write error
+  }
+  sink->body->append(data, size * n);
   return size * n;
 }
 
@@ -35,7 +46,8 @@ absl::StatusOr<HttpResponse> HttpDo(const HttpRequest& request) {
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(absl::ToInt64Milliseconds(request.timeout)));
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &response.body);
+  Sink sink{&response.body, request.max_body_bytes};
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
   if (!request.body.empty() || request.method == "POST" || request.method == "PUT") {
@@ -49,6 +61,10 @@ absl::StatusOr<HttpResponse> HttpDo(const HttpRequest& request) {
   if (headers) curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   CURLcode rc = curl_easy_perform(c);
   if (headers) curl_slist_free_all(headers);
+  if (sink.over) {
+    return absl::ResourceExhaustedError(absl::StrCat(request.method, " ", request.url, ": the response body exceeds ",
+                                                     request.max_body_bytes, " bytes; not read further"));
+  }
   if (rc != CURLE_OK) {
     std::string reason = errbuf[0] ? errbuf : curl_easy_strerror(rc);
     std::string msg = absl::StrCat(request.method, " ", request.url, ": ", reason);

@@ -238,6 +238,26 @@ class CliControllerTest : public PostgresTest {
   std::vector<pid_t> agents_;
 };
 
+// The connection string can come from a file (kept out of ps); a file that
+// cannot be read, or holds no string, is refused before anything starts.
+TEST_F(CliControllerTest, HoistdReadsTheDatabaseUrlFromAFile) {
+  const std::string file = WriteFile("database-url", url_ + "\n");
+  auto status = RunCommand({HOIST_HOISTD_PATH, "migrate", "status", "--database-url-file", file});
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->exit_code, 0) << status->stdout_text << status->stderr_text;
+  auto empty = RunCommand({HOIST_HOISTD_PATH, "migrate", "status", "--database-url-file", WriteFile("empty", "\n")});
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->exit_code, 2);
+  EXPECT_THAT(empty->stderr_text, HasSubstr("its first line is empty"));
+  auto missing = RunCommand({HOIST_HOISTD_PATH, "migrate", "status", "--database-url-file", Path("absent")});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->exit_code, 2);
+  EXPECT_THAT(missing->stderr_text, HasSubstr("cannot read it"));
+  auto help = RunCommand({HOIST_HOISTD_PATH, "--help"});
+  ASSERT_TRUE(help.ok());
+  EXPECT_THAT(help->stdout_text + help->stderr_text, HasSubstr("visible to every local user"));
+}
+
 TEST_F(CliControllerTest, ApplyStoresTheStackAsTableAndJson) {
   const std::string stack = WriteFile("stack.yaml", kStack);
   CliResult table = Hoist({"apply", stack});

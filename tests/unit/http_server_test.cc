@@ -171,6 +171,24 @@ TEST_F(HttpServerTest, ThrowingHandlerIs500) {
   EXPECT_EQ(r->status, 500);
 }
 
+// The client reads at most max_body_bytes (1 MiB for GET, so for health
+// probes) and says so rather than holding a body of any size.
+TEST_F(HttpServerTest, ClientRefusesABodyOverItsLimit) {
+  server_.Handle("/big", [](const HttpServerRequest&) {
+    return HttpServerReply{200, "text/plain", std::string(3 << 20, 'x')};
+  });
+  auto r = HttpGet(base_ + "/big");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("exceeds 1048576 bytes"));
+  HttpRequest big;
+  big.url = base_ + "/big";
+  big.max_body_bytes = 4 << 20;
+  auto whole = HttpDo(big);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->body.size(), 3u << 20);
+}
+
 TEST_F(HttpServerTest, StopClosesThePortAndIsIdempotent) {
   server_.Stop();
   auto r = HttpGet(base_ + "/health", absl::Seconds(2));
