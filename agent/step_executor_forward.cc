@@ -131,30 +131,27 @@ absl::Status StepExecutor::ForwardUpdate(const StepContext& ctx) {
     if (absl::Status s = docker_->Remove(existing->id, /*force=*/true, /*remove_volumes=*/true); !s.ok()) return s;
   }
   if (absl::Status s = CheckDeadline(ctx, "creating the forwarder"); !s.ok()) return s;
-  std::map<std::string, std::string> labels = policy_.extra_labels;
-  labels[std::string(labels::kManaged)] = "true";
-  labels[std::string(labels::kDeployment)] = f.deployment();
-  labels[std::string(labels::kAgent)] = policy_.agent_id;
-  labels[std::string(labels::kStep)] = ctx.step.step_id();
-  labels[std::string(kForwardLabel)] = f.service();
-  labels[std::string(kForwardPortsLabel)] = ports_label;
-  auto network = docker_->EnsureNetwork(f.network(), [&] {
-    std::map<std::string, std::string> l = policy_.extra_labels;
-    l[std::string(labels::kManaged)] = "true";
-    l[std::string(labels::kDeployment)] = f.deployment();
-    return l;
-  }());
-  if (!network.ok()) return network.status();
-  docker::ContainerSpec spec;
-  spec.name = name;
-  spec.image = *image;
-  spec.command = {"/hoist-forward", "--config", absl::StrCat(kForwardConfigDir, "/targets")};
-  spec.network = f.network();
-  spec.network_aliases = {f.service()};
-  spec.labels = std::move(labels);
-  spec.restart_policy = "unless-stopped";
-  spec.stop_timeout = absl::Seconds(2);
-  auto id = docker_->Create(spec);
+  // The same path as an instance's container: the deployment network made
+  // on first use and joined by id, the agent's object labels added.
+  hoist::v1::ContainerSpec forwarder;
+  forwarder.set_image(*image);
+  for (const std::string& a : {std::string("/hoist-forward"), std::string("--config"),
+                               absl::StrCat(kForwardConfigDir, "/targets")}) {
+    forwarder.add_command(a);
+  }
+  forwarder.set_network(f.network());
+  forwarder.add_network_aliases(f.service());
+  forwarder.set_restart_policy("unless-stopped");
+  forwarder.mutable_stop_timeout()->set_seconds(2);
+  auto spec = DockerSpec(ctx, "forward_update", forwarder, name,
+                         {{std::string(labels::kManaged), "true"},
+                          {std::string(labels::kDeployment), f.deployment()},
+                          {std::string(labels::kAgent), policy_.agent_id},
+                          {std::string(labels::kStep), ctx.step.step_id()},
+                          {std::string(kForwardLabel), f.service()},
+                          {std::string(kForwardPortsLabel), ports_label}});
+  if (!spec.ok()) return spec.status();
+  auto id = docker_->Create(*spec);
   if (!id.ok()) return id.status();
   if (absl::Status s = docker_->PutArchive(*id, kForwardConfigDir, tar); !s.ok()) {
     RemoveHelper(*id);

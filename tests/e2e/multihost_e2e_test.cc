@@ -660,6 +660,12 @@ class ExampleStacksE2eTest : public SeparateHostsTest {
   int copies_ = 0;
 };
 
+// What the examples' migration runners and pg_isready checks become here:
+// the psql of the test images (an api image sits on the database image).
+constexpr char kPsqlMigration[] =
+    "[exec, /usr/lib/postgresql/15/bin/psql, -h, postgres, -v, ON_ERROR_STOP=1, -f, /migrations.sql]";
+constexpr char kPsqlCheck[] = "[psql, -At, -c, select 1]";
+
 // Piprio's migrations: 1.0.0 creates the database and seeds it, 1.1.0 changes it.
 constexpr char kPiprioMigration100[] =
     "SELECT 'CREATE DATABASE piprio' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'piprio')\\gexec\n"
@@ -699,10 +705,9 @@ TEST_F(ExampleStacksE2eTest, PiprioDeploysAndUpgradesOnFourSeparateHosts) {
        {"10.0.0.20", hosts_->node("db-1").address},
        {"/etc/piprio/piprio.env", piprio_env},
        {"/etc/piprio/postgres.env", postgres_env},
-       {"[python, migrations/run_migrations.py]",
-        "[exec, /usr/lib/postgresql/15/bin/psql, -h, postgres, -v, ON_ERROR_STOP=1, -f, /migrations.sql]"},
+       {"[python, migrations/run_migrations.py]", kPsqlMigration},
        {"[piprio-scheduler, --check]", "[/testsvc, probe, \"http://127.0.0.1:8080/health\"]"},
-       {"[pg_isready, -U, piprio]", "[psql, -At, -c, select 1]"},
+       {"[pg_isready, -U, piprio]", kPsqlCheck},
        {"[python, scripts/smoke_test.py]", "[probe, \"http://api:8000/health\"]"}});
   Apply(stack, "piprio-release-1.1.0.yaml", {{"registry.local:5000/piprio/", registry}});
 
@@ -778,7 +783,7 @@ TEST_F(ExampleStacksE2eTest, RatDeploysAndUpgradesOnTwoSeparateHosts) {
                            {"10.0.1.12", hosts_->node("rat-2").address},
                            {"/etc/rat/rat.env", rat_env},
                            {"/etc/rat/postgres.env", postgres_env},
-                           {"[pg_isready, -U, rat]", "[psql, -At, -c, select 1]"},
+                           {"[pg_isready, -U, rat]", kPsqlCheck},
                            {"[ratd, smoke-test]", "[probe, \"http://ratd:8080/health\"]"}});
   Apply(stack, "rat-release-1.1.0.yaml", {{"registry.local:5000/rat/", registry}});
   fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
@@ -831,9 +836,8 @@ TEST_F(ExampleStacksE2eTest, RackGatewayMigratesThenRollsThreeGatewaysKeepingTwo
        {"10.0.2.20", hosts_->node("db-1").address},
        {"/etc/rack-gateway/gateway.env", fleet_->WriteFile("gateway.env", "SESSION_SECRET=test\n")},
        {"/etc/rack-gateway/postgres.env", fleet_->WriteFile("postgres.env", "POSTGRES_PASSWORD=unused\n")},
-       {"[rack-gateway-api, migrate]",
-        "[exec, /usr/lib/postgresql/15/bin/psql, -h, postgres, -v, ON_ERROR_STOP=1, -f, /migrations.sql]"},
-       {"[pg_isready, -U, rack_gateway]", "[psql, -At, -c, select 1]"}});
+       {"[rack-gateway-api, migrate]", kPsqlMigration},
+       {"[pg_isready, -U, rack_gateway]", kPsqlCheck}});
   Apply(stack, "rack-gateway-release-1.2.0.yaml", {{"docker.io/docspringcom/rack-gateway:v", image + ":"}}, "1.2.0");
   fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
   EXPECT_EQ(Sql("db-1", deployment, "rack_gateway", "select name from racks"), "production");
@@ -897,9 +901,8 @@ TEST_F(ExampleStacksE2eTest, RyTaskRunsItsMigrateJobFirstAndAFailedOneChangesNot
        {"10.0.3.20", hosts_->node("db-1").address},
        {"/etc/rytask/rytask.env", fleet_->WriteFile("rytask.env", "AUTH_SECRET=test\n")},
        {"/etc/rytask/postgres.env", fleet_->WriteFile("postgres.env", "POSTGRES_PASSWORD=unused\n")},
-       {"[node, packages/db/migrate.js]",
-        "[exec, /usr/lib/postgresql/15/bin/psql, -h, postgres, -v, ON_ERROR_STOP=1, -f, /migrations.sql]"},
-       {"[pg_isready, -U, rytask]", "[psql, -At, -c, select 1]"}});
+       {"[node, packages/db/migrate.js]", kPsqlMigration},
+       {"[pg_isready, -U, rytask]", kPsqlCheck}});
   Apply(stack, "rytask-release-1.1.0.yaml", {{"ghcr.io/rytask/", registry}});
   fleet_->MustHoist({"upgrade", "1.0.0", "--yes"}, absl::Minutes(5));
   EXPECT_EQ(Sql("db-1", deployment, "rytask", "select title from tasks"), "seeded by 1.0.0");

@@ -120,6 +120,11 @@ std::vector<std::string> SlugsWithBatches(const PlanPhase& ph) {
   return out;
 }
 
+// Every agent on a Docker engine of its own (separate hosts).
+void OnSeparateEngines(PlanInput& in) {
+  for (AgentState& a : in.agents) a.docker_engine_id = "ENGINE-" + a.id;
+}
+
 Plan MustPlan(const PlanInput& in) {
   auto plan = PlanRollout(in);
   EXPECT_TRUE(plan.ok()) << plan.status();
@@ -507,7 +512,7 @@ TEST(PlannerTest, BackendOnAnotherDockerHostIsPublishedOnItsHostsAddressAndAddre
 
 TEST(PlannerTest, OldReplicaWithoutAPublishedPortGetsNoTrafficAndThePlanSaysSo) {
   PlanInput in = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
-  for (AgentState& a : in.agents) a.docker_engine_id = "ENGINE-" + a.id;
+  OnSeparateEngines(in);
   Plan plan = MustPlan(in);
   EXPECT_THAT(plan.warnings, ::testing::Contains(HasSubstr(
                                  "web replica 0 (1.0.0) on app-1 publishes no host port for 3000, so the proxy on "
@@ -527,7 +532,7 @@ TEST(PlannerTest, ProxyRouteToAHostWithoutAnIpAddressIsRefused) {
     if (h.id == "app-1") h.address = "app-1.internal";
   }
   PlanInput in = UpgradeInput(m, "1.0.0", "1.1.0");
-  for (AgentState& a : in.agents) a.docker_engine_id = "ENGINE-" + a.id;
+  OnSeparateEngines(in);
   auto plan = PlanRollout(in);
   ASSERT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition) << plan.status();
   EXPECT_THAT(Msg(plan.status()), HasSubstr("cannot wire piprio across its hosts"));
@@ -573,7 +578,7 @@ services:
       - {name: web, service: web, port: 3000, listen: 8080}
 )");
   PlanInput apart = UpgradeInput(m, "1.0.0", "1.1.0");
-  for (AgentState& a : apart.agents) a.docker_engine_id = "ENGINE-" + a.id;
+  OnSeparateEngines(apart);
   auto plan = PlanRollout(apart);
   ASSERT_TRUE(plan.ok()) << plan.status();
   const v1::ProxyUpdate* update = nullptr;
@@ -671,7 +676,7 @@ TEST(PlannerTest, NameThatCannotBeForwardedIsRefusedAndOneEngineNeedsNoForwarder
     if (h.id == "db-1") h.address = "db-1.internal";
   }
   PlanInput in = UpgradeInput(m, "1.0.0", "1.1.0");
-  for (AgentState& a : in.agents) a.docker_engine_id = "ENGINE-" + a.id;
+  OnSeparateEngines(in);
   auto plan = PlanRollout(in);
   ASSERT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition) << plan.status();
   EXPECT_THAT(Msg(plan.status()),
