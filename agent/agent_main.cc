@@ -27,6 +27,7 @@
 #include "shared/flags.h"
 #include "shared/labels.h"
 #include "shared/logging.h"
+#include "shared/revocation.h"
 #include "shared/tls.h"
 #include "spdlog/spdlog.h"
 
@@ -74,6 +75,8 @@ int AgentMain(int argc, char** argv) {
   flags.AddString("tls-ca", "", "Fleet CA certificate.", "HOIST_TLS_CA");
   flags.AddString("tls-cert", "", "This agent's certificate (hoist ca issue agent ID).", "HOIST_TLS_CERT");
   flags.AddString("tls-key", "", "This agent's private key.", "HOIST_TLS_KEY");
+  flags.AddString("tls-crl", "", "Revocation list (hoist ca revoke), read again whenever it changes; default "
+                  "crl.pem next to --tls-ca (absent: nothing revoked).", "HOIST_TLS_CRL");
   flags.AddBool("insecure", "Dial the controller without TLS (development only).", "HOIST_INSECURE");
   flags.AddBool("allow-privileged", "Allow privileged containers.");
   flags.AddBool("allow-host-paths", "Allow host-path (bind) mounts.");
@@ -124,6 +127,7 @@ int AgentMain(int argc, char** argv) {
     return 2;
   }
   const bool tls = !flags.Get("tls-ca").empty() || !flags.Get("tls-cert").empty() || !flags.Get("tls-key").empty();
+  std::unique_ptr<RevocationWatcher> revocations;
   if (tls) {
     auto creds = ChannelTlsCredentials(flags.Get("tls-ca"), flags.Get("tls-cert"), flags.Get("tls-key"));
     if (!creds.ok()) {
@@ -131,6 +135,15 @@ int AgentMain(int argc, char** argv) {
       return 2;
     }
     options.credentials = *creds;
+    const std::string crl = flags.Get("tls-crl").empty() ? DefaultCrlPath(flags.Get("tls-ca")) : flags.Get("tls-crl");
+    revocations = std::make_unique<RevocationWatcher>(flags.Get("tls-ca"), crl);
+    if (absl::Status s = revocations->Refresh(); !s.ok()) {
+      std::cerr << "hoist-agent: " << s.message() << "\n";
+      return 2;
+    }
+    options.is_revoked = [watcher = revocations.get()](const std::string& serial) {
+      return watcher->IsRevoked(serial);
+    };
   } else if (flags.GetBool("insecure")) {
     spdlog::warn("dialling the controller without TLS (--insecure): development only");
     options.credentials = grpc::InsecureChannelCredentials();
@@ -260,12 +273,14 @@ int AgentMain(int argc, char** argv) {
     } while (!stop_pruning.WaitForNotificationWithTimeout(absl::Hours(1)));
   });
   AgentSession session(std::move(options));
+  if (revocations) revocations->Start(absl::Seconds(1), [&session] { session.CloseIfControllerRevoked(); });
   session.Start();
   spdlog::info("hoist-agent {} ({}) started", HOIST_VERSION, agent_id);
   int sig = 0;
   sigwait(&set, &sig);
   spdlog::info("signal {}: stopping", sig);
   session.Stop();
+  if (revocations) revocations->Stop();
   stop_pruning.Notify();
   pruner.join();
   return 0;

@@ -1,5 +1,7 @@
 #include "agent/haproxy.h"
 
+#include <sys/un.h>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -76,20 +78,18 @@ std::vector<absl::string_view> Lines(absl::string_view text) {
   return absl::StrSplit(text, '\n', absl::SkipWhitespace());
 }
 
-class TcpSocket final : public HaproxySocket {
+// The runtime API over a stream socket: TCP, or a unix socket in a
+// directory only the agent can reach.
+class StreamSocket final : public HaproxySocket {
  public:
-  TcpSocket(std::string host, uint16_t port, absl::Duration timeout)
-      : host_(std::move(host)), port_(port), timeout_(timeout) {}
+  StreamSocket(std::string where, sockaddr_storage addr, socklen_t addr_len, std::string error,
+               absl::Duration timeout)
+      : where_(std::move(where)), addr_(addr), addr_len_(addr_len), error_(std::move(error)), timeout_(timeout) {}
 
   absl::StatusOr<std::string> Send(absl::string_view command) override {
-    std::string where = absl::StrCat("HAProxy's runtime API at ", host_, ":", port_);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port_);
-    if (inet_pton(AF_INET, host_.c_str(), &addr.sin_addr) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": not an IPv4 address"));
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    const std::string& where = where_;
+    if (!error_.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", error_));
+    int fd = socket(addr_.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return absl::UnavailableError(absl::StrCat(where, ": socket: ", std::strerror(errno)));
     struct Closer {
       int fd;
@@ -106,7 +106,8 @@ class TcpSocket final : public HaproxySocket {
         if (errno != EINTR) return absl::UnavailableError(absl::StrCat(where, ": poll: ", std::strerror(errno)));
       }
     };
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    sockaddr_storage addr = addr_;
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), addr_len_) != 0) {
       if (errno != EINPROGRESS) return absl::UnavailableError(absl::StrCat(where, ": connect: ", std::strerror(errno)));
       if (absl::Status s = wait(POLLOUT); !s.ok()) return s;
       int err = 0;
@@ -148,8 +149,11 @@ class TcpSocket final : public HaproxySocket {
   }
 
  private:
-  const std::string host_;
-  const uint16_t port_;
+  const std::string where_;
+  const sockaddr_storage addr_;
+  const socklen_t addr_len_;
+  // Set when the address itself is bad: every Send says so.
+  const std::string error_;
   const absl::Duration timeout_;
 };
 
@@ -224,7 +228,8 @@ std::string RenderHaproxyConfig(const hoist::v1::ProxyConfig& config, const std:
       "# reload; the agent rewrites this file after each change so that a restarted\n"
       "# proxy comes back with them.\n"
       "global\n"
-      "    stats socket ipv4@0.0.0.0:", kHaproxyRuntimePort, " level admin\n"
+      // Mode 666: the host directory it is in (0700, the agent's) is the guard.
+      "    stats socket ", kHaproxyRuntimeSocket, " mode 666 level admin\n"
       "    stats timeout 30s\n"
       "    maxconn 4096\n"
       "\n"
@@ -311,7 +316,29 @@ absl::StatusOr<std::map<std::string, int>> ParseCurrentSessions(absl::string_vie
 }
 
 std::unique_ptr<HaproxySocket> TcpHaproxySocket(std::string host, uint16_t port, absl::Duration timeout) {
-  return std::make_unique<TcpSocket>(std::move(host), port, timeout);
+  sockaddr_storage storage{};
+  auto* addr = reinterpret_cast<sockaddr_in*>(&storage);
+  addr->sin_family = AF_INET;
+  addr->sin_port = htons(port);
+  std::string error;
+  if (inet_pton(AF_INET, host.c_str(), &addr->sin_addr) != 1) error = "not an IPv4 address";
+  return std::make_unique<StreamSocket>(absl::StrCat("HAProxy's runtime API at ", host, ":", port), storage,
+                                        sizeof(sockaddr_in), error, timeout);
+}
+
+std::unique_ptr<HaproxySocket> UnixHaproxySocket(const std::string& path, absl::Duration timeout) {
+  sockaddr_storage storage{};
+  auto* addr = reinterpret_cast<sockaddr_un*>(&storage);
+  addr->sun_family = AF_UNIX;
+  std::string error;
+  if (path.size() >= sizeof(addr->sun_path)) {
+    error = absl::StrCat("the path is ", path.size(), " bytes, longer than a unix socket's ", sizeof(addr->sun_path) - 1,
+                         "; use a shorter --state-dir");
+  } else {
+    std::memcpy(addr->sun_path, path.data(), path.size());
+  }
+  return std::make_unique<StreamSocket>(absl::StrCat("HAProxy's runtime API at ", path), storage, sizeof(sockaddr_un),
+                                        error, timeout);
 }
 
 absl::Status HaproxyRuntime::WaitReady(absl::Time deadline) {

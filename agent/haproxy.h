@@ -10,8 +10,11 @@
 // Contract with the proxy image (deploy/build-proxy-image.sh builds one):
 // HAProxy at kHaproxyBinary, reading kHaproxyConfigPath. Each route becomes
 // frontend "fe_<route>" on its listen port and backend "be_<route>"; the
-// runtime API listens on kHaproxyRuntimePort inside the container, which the
-// agent publishes on 127.0.0.1 only.
+// runtime API listens on a unix socket, kHaproxyRuntimeSocket, in a directory
+// the agent bind-mounts from its state directory (mode 0700): no other
+// container, and no network peer, can reach it. (Proxies started by older
+// agents listen on kHaproxyRuntimePort, published on 127.0.0.1; the agent
+// still drives those until they are replaced.)
 
 #include <cstdint>
 #include <functional>
@@ -34,6 +37,8 @@ inline constexpr absl::string_view kHaproxyConfigDir = "/etc/haproxy";
 inline constexpr absl::string_view kHaproxyConfigFile = "haproxy.cfg";
 inline constexpr absl::string_view kHaproxyConfigPath = "/etc/haproxy/haproxy.cfg";
 inline constexpr uint16_t kHaproxyRuntimePort = 9999;
+inline constexpr absl::string_view kHaproxyRuntimeDir = "/run/hoist-proxy";
+inline constexpr absl::string_view kHaproxyRuntimeSocket = "/run/hoist-proxy/admin.sock";
 
 // "be_<route>": the backend of a route.
 std::string HaproxyBackendName(absl::string_view route);
@@ -78,8 +83,12 @@ class HaproxySocket {
   virtual absl::StatusOr<std::string> Send(absl::string_view command) = 0;
 };
 
-// The runtime API over TCP (the container's API port published on loopback).
+// The runtime API over TCP: proxies started before the API moved to a unix
+// socket published it on loopback.
 std::unique_ptr<HaproxySocket> TcpHaproxySocket(std::string host, uint16_t port, absl::Duration timeout);
+// The runtime API over the unix socket the agent bind-mounts into the proxy
+// (kHaproxyRuntimeDir), at its path on the host.
+std::unique_ptr<HaproxySocket> UnixHaproxySocket(const std::string& path, absl::Duration timeout);
 
 // What one ProxyUpdate did, for the step's log and progress.
 struct HaproxyApplyReport {

@@ -1,5 +1,7 @@
 #include "agent/session.h"
 
+#include "shared/tls.h"
+
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -67,6 +69,40 @@ void AgentSession::Loop() {
   }
 }
 
+bool AgentSession::ControllerCertificateOk(grpc::ClientContext& context, const std::string& address) {
+  if (!options_.is_revoked) return true;
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  absl::StatusOr<CertInfo> cert =
+      auth != nullptr ? PeerCertificate(*auth) : absl::UnauthenticatedError("no authentication context");
+  if (!cert.ok()) {
+    spdlog::error("{}: cannot read the controller's certificate ({}); not serving it", address,
+                  std::string(cert.status().message()));
+    return false;
+  }
+  if (!cert->kind.has_value() || *cert->kind != CertKind::kController) {
+    spdlog::error("{} presents a certificate for \"{}\" that is not a controller's (OU=role:controller); not "
+                  "serving it", address, cert->common_name);
+    return false;
+  }
+  if (options_.is_revoked(cert->serial)) {
+    spdlog::error("{}: the certificate of controller {} (serial {}) is revoked; not serving it", address,
+                  cert->common_name, cert->serial);
+    return false;
+  }
+  absl::MutexLock lock(&mu_);
+  controller_serial_ = cert->serial;
+  return true;
+}
+
+void AgentSession::CloseIfControllerRevoked() {
+  if (!options_.is_revoked) return;
+  absl::MutexLock lock(&mu_);
+  if (active_context_ != nullptr && !controller_serial_.empty() && options_.is_revoked(controller_serial_)) {
+    spdlog::error("the controller's certificate (serial {}) is now revoked; closing the session", controller_serial_);
+    active_context_->TryCancel();
+  }
+}
+
 std::string AgentSession::RunOnce(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time)));
@@ -123,6 +159,8 @@ std::string AgentSession::RunOnce(const std::string& address) {
       hint = first.not_leader().leader_address();
       spdlog::info("{} does not lead; {}", address,
                    hint.empty() ? std::string("no leader known yet") : absl::StrCat("following to ", hint));
+    } else if (first.has_welcome() && !ControllerCertificateOk(context, address)) {
+      // Refused: said why; the next controller is tried.
     } else if (first.has_welcome()) {
       const hoist::v1::Welcome& welcome = first.welcome();
       absl::Duration interval = absl::Milliseconds(TimeUtil::DurationToMilliseconds(welcome.heartbeat_interval()));
@@ -134,6 +172,10 @@ std::string AgentSession::RunOnce(const std::string& address) {
       Serve(stream.get(), &context, interval);
       connected_ = false;
       session_epoch_ = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        controller_serial_.clear();
+      }
     } else {
       spdlog::warn("{} answered the hello with an unexpected message; reconnecting", address);
     }

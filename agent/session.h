@@ -56,6 +56,11 @@ struct AgentSessionOptions {
   // alone keeps a stopped process's socket open).
   absl::Duration keepalive_time = absl::Seconds(2);
   absl::Duration keepalive_timeout = absl::Seconds(2);
+  // Under mTLS: true when a certificate serial is on the fleet's revocation
+  // list. The controller's certificate is checked (role controller, not
+  // revoked) when it welcomes the agent, before any step is taken from it.
+  // Empty: no TLS, nothing checked.
+  std::function<bool(const std::string& serial)> is_revoked;
 };
 
 class AgentSession {
@@ -74,6 +79,10 @@ class AgentSession {
   // Epoch of the leader of the current session; 0 when not connected.
   uint64_t session_epoch() const { return session_epoch_.load(); }
 
+  // Ends the open session when its controller's certificate is now revoked
+  // (called when the revocation list changes).
+  void CloseIfControllerRevoked();
+
  private:
   using Stream = grpc::ClientReaderWriter<hoist::v1::SessionRequest, hoist::v1::SessionResponse>;
 
@@ -82,6 +91,9 @@ class AgentSession {
   // leader address hinted by a NotLeader, if any.
   std::string RunOnce(const std::string& address);
   void Serve(Stream* stream, grpc::ClientContext* context, absl::Duration heartbeat_interval);
+  // Checks the certificate of the controller that welcomed the agent; false
+  // (and says why) when it is not a controller's or is revoked.
+  bool ControllerCertificateOk(grpc::ClientContext& context, const std::string& address);
   // Writes to the open session's stream; false when there is none.
   bool Write(const hoist::v1::SessionRequest& message);
   void SendInventory(bool only_if_changed);
@@ -101,6 +113,8 @@ class AgentSession {
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* active_context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Serial of the certificate of the controller the open session is with.
+  std::string controller_serial_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> running_steps_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex write_mu_;

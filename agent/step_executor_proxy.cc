@@ -4,6 +4,11 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <utility>
@@ -18,6 +23,12 @@
 #include "agent/haproxy.h"
 #include "shared/proto_time.h"
 #include "agent/step_executor.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include "shared/labels.h"
 #include "shared/logging.h"
 #include "spdlog/spdlog.h"
@@ -75,11 +86,17 @@ absl::StatusOr<hoist::v1::ProxyConfig> FrontendsFromLabel(absl::string_view valu
 
 absl::Status StepExecutor::PrepareProxy(const StepContext& ctx, const hoist::v1::ProxyConfig& config,
                                         docker::ContainerSpec* spec) {
-  docker::PortBinding api;
-  api.container_port = kHaproxyRuntimePort;
-  api.host_port = 0;  // Docker picks; the agent reads it back from inspect
-  api.host_ip = "127.0.0.1";
-  spec->ports.push_back(api);
+  // The runtime API is a unix socket in a directory of the agent's (0700),
+  // bind-mounted into this proxy alone: app containers on the proxy's
+  // networks cannot reach it, as they could a TCP port.
+  const std::string dir = absl::StrCat(journal_->state_dir(), "/proxy-api/", spec->name);
+  if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
+  if (chmod(dir.c_str(), 0700) != 0) {
+    return absl::InternalError(absl::StrCat("chmod 0700 ", dir, ": ", std::strerror(errno)));
+  }
+  (void)unlink(absl::StrCat(dir, "/admin.sock").c_str());  // a previous container's
+  spec->mounts.push_back({.source = dir, .target = std::string(kHaproxyRuntimeDir), .read_only = false});
+  spec->labels[std::string(labels::kProxyRuntime)] = dir;
   spec->labels[std::string(labels::kProxyFrontends)] = FrontendsLabel(config);
   return CheckProxyConfig(ctx, spec->image, spec->name, RenderHaproxyConfig(config, {}));
 }
@@ -197,16 +214,22 @@ absl::Status StepExecutor::ProxyUpdate(const StepContext& ctx) {
   const auto& update = ctx.step.proxy_update();
   auto proxy = ProxyContainer(update);
   if (!proxy.ok()) return proxy.status();
-  auto port = proxy->published_ports.find(absl::StrCat(kHaproxyRuntimePort, "/tcp"));
-  if (port == proxy->published_ports.end() || port->second == 0) {
+  std::unique_ptr<HaproxySocket> socket;
+  if (auto dir = proxy->labels.find(std::string(labels::kProxyRuntime)); dir != proxy->labels.end()) {
+    socket = UnixHaproxySocket(absl::StrCat(dir->second, "/admin.sock"), kRuntimeCommandTimeout);
+  } else if (auto port = proxy->published_ports.find(absl::StrCat(kHaproxyRuntimePort, "/tcp"));
+             port != proxy->published_ports.end() && port->second != 0) {
+    // Started by an older agent: its API is a TCP port on loopback until the
+    // proxy is replaced.
+    socket = TcpHaproxySocket("127.0.0.1", port->second, kRuntimeCommandTimeout);
+  } else {
     return absl::FailedPreconditionError(absl::StrCat(
-        "proxy container ", proxy->name, " publishes no runtime API port (", kHaproxyRuntimePort,
-        "/tcp): it was not started as a Hoist proxy (start_instance.proxy); replace it"));
+        "proxy container ", proxy->name, " has no runtime API (label ", labels::kProxyRuntime,
+        "): it was not started as a Hoist proxy (start_instance.proxy); replace it"));
   }
   auto addresses = ResolveBackends(update, *proxy);
   if (!addresses.ok()) return addresses.status();
 
-  std::unique_ptr<HaproxySocket> socket = TcpHaproxySocket("127.0.0.1", port->second, kRuntimeCommandTimeout);
   HaproxyRuntime runtime(socket.get(), clock_);
   if (absl::Status s = runtime.WaitReady(std::min(ctx.deadline, clock_->Now() + kRuntimeReadyWait)); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("proxy ", proxy->name, ": ", s.message()));

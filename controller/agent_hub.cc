@@ -78,6 +78,25 @@ absl::StatusOr<hoist::v1::Welcome> AgentHub::Open(const hoist::v1::Hello& hello,
   if (absl::Status s = CheckHello(hello); !s.ok()) return s;
   uint64_t epoch = this->epoch();
   if (epoch == 0) return absl::FailedPreconditionError("this replica does not lead");
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = sessions_.find(hello.agent_id());
+    if (it != sessions_.end() && it->second.conn != conn) {
+      // Two processes with one identity would take the session from each
+      // other over and over: the one already heard from keeps it. A session
+      // silent for two heartbeats is an agent that reconnects after a broken
+      // connection, and is replaced.
+      const absl::Duration silent = clock_->Now() - it->second.last_seen;
+      if (silent < options_.heartbeat_interval * 2) {
+        spdlog::warn("agent {} opened a second session while its first is alive (heard {} ago): refused; two "
+                     "agents may be running with the same id or certificate",
+                     hello.agent_id(), absl::FormatDuration(silent));
+        return absl::AlreadyExistsError(absl::StrCat(
+            "agent \"", hello.agent_id(), "\" already has a live session on this controller (heard ",
+            absl::FormatDuration(silent), " ago); is another agent running with this id or certificate?"));
+      }
+    }
+  }
   if (absl::Status s = store_->RecordHello(epoch, hello, options_.controller_id); !s.ok()) {
     return StoreError(absl::StrCat("recording agent ", hello.agent_id()), s);
   }

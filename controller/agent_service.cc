@@ -73,9 +73,22 @@ class StreamConnection final : public AgentConnection {
 
 }  // namespace
 
-AgentServiceImpl::AgentServiceImpl(AgentHub* hub, std::function<LeaderInfo()> current_leader,
-                                   bool require_peer_identity)
-    : hub_(hub), current_leader_(std::move(current_leader)), require_peer_identity_(require_peer_identity) {}
+AgentServiceImpl::AgentServiceImpl(AgentHub* hub, std::function<LeaderInfo()> current_leader, const Authorizer* auth)
+    : hub_(hub), current_leader_(std::move(current_leader)), auth_(auth) {}
+
+int AgentServiceImpl::CloseRevokedSessions() {
+  if (auth_ == nullptr) return 0;
+  int closed = 0;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [context, who] : open_) {
+    if (auth_->IsRevoked(who.second)) {
+      spdlog::warn("closing the session of agent {}: its certificate (serial {}) is revoked", who.first, who.second);
+      context->TryCancel();
+      ++closed;
+    }
+  }
+  return closed;
+}
 
 grpc::Status AgentServiceImpl::Session(grpc::ServerContext* context, Stream* stream) {
   hoist::v1::SessionRequest first;
@@ -105,9 +118,14 @@ grpc::Status AgentServiceImpl::Session(grpc::ServerContext* context, Stream* str
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message of a session must be a Hello");
   }
   const hoist::v1::Hello& hello = first.hello();
-  if (require_peer_identity_) {
-    absl::StatusOr<std::string> peer = PeerCommonName(*context);
-    std::string cn = peer.ok() ? *peer : std::string();
+  std::string serial;
+  if (auth_ != nullptr && auth_->tls()) {
+    absl::StatusOr<CertInfo> cert = auth_->CheckAgent(*context);
+    if (!cert.ok()) {
+      return grpc::Status(static_cast<grpc::StatusCode>(cert.status().code()), std::string(cert.status().message()));
+    }
+    serial = cert->serial;
+    const std::string& cn = cert->common_name;
     if (cn.empty() || cn != hello.agent_id()) {
       spdlog::warn("session from {} refused: certificate name \"{}\" does not match agent id \"{}\"",
                    context->peer(), cn, hello.agent_id());
@@ -129,6 +147,18 @@ grpc::Status AgentServiceImpl::Session(grpc::ServerContext* context, Stream* str
   }
 
   StreamConnection conn(context, stream);
+  {
+    absl::MutexLock lock(&mu_);
+    open_[context] = {hello.agent_id(), serial};
+  }
+  struct Forget {
+    AgentServiceImpl* self;
+    grpc::ServerContext* context;
+    ~Forget() {
+      absl::MutexLock lock(&self->mu_);
+      self->open_.erase(context);
+    }
+  } forget{this, context};
   absl::StatusOr<hoist::v1::Welcome> welcome = hub_->Open(hello, &conn);
   if (!welcome.ok()) {
     spdlog::warn("session of agent \"{}\" from {} refused: {}", hello.agent_id(), context->peer(),

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "absl/strings/strip.h"
 #include "controller/agent_hub.h"
 #include "controller/agent_service.h"
+#include "controller/authorizer.h"
 #include "controller/leader_election.h"
 #include "controller/store/pg_agent_store.h"
 #include "controller/store/pg_pool.h"
@@ -26,6 +28,7 @@
 #include "controller/rollout/rollout_manager.h"
 #include "shared/http_server.h"
 #include "shared/metrics.h"
+#include "shared/revocation.h"
 #include "shared/tls.h"
 #include <nlohmann/json.hpp>
 #include "hoist/v1/agent.grpc.pb.h"
@@ -41,6 +44,9 @@
 
 namespace hoist {
 namespace {
+
+// /health warns when this replica's certificate expires sooner than this.
+constexpr absl::Duration kCertificateWarning = absl::Hours(24 * 30);
 
 // Blocks SIGTERM and SIGINT in every thread started after this call, so that
 // WaitForStopSignal alone receives them.
@@ -85,6 +91,8 @@ int ControllerMain(int argc, char** argv) {
                   "and operators must present certificates it signed.", "HOIST_TLS_CA");
   flags.AddString("tls-cert", "", "This controller's certificate (hoist ca issue controller NAME).", "HOIST_TLS_CERT");
   flags.AddString("tls-key", "", "This controller's private key.", "HOIST_TLS_KEY");
+  flags.AddString("tls-crl", "", "Revocation list (hoist ca revoke), read again whenever it changes; default "
+                  "crl.pem next to --tls-ca (absent: nothing revoked).", "HOIST_TLS_CRL");
   flags.AddString("log-level", "info", "trace, debug, info, warn, error.", "HOIST_LOG_LEVEL");
   flags.AddString("log-format", "text", "text or json.", "HOIST_LOG_FORMAT");
   flags.AddBool("version", "Print the version and exit.");
@@ -175,6 +183,8 @@ int ControllerMain(int argc, char** argv) {
       flags.Get("advertise-address").empty() ? listen->ToString() : flags.Get("advertise-address");
   const bool tls = !flags.Get("tls-ca").empty() || !flags.Get("tls-cert").empty() || !flags.Get("tls-key").empty();
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  std::unique_ptr<RevocationWatcher> revocations;
+  std::optional<absl::Time> own_cert_expiry;
   if (tls) {
     auto c = ServerTlsCredentials(flags.Get("tls-ca"), flags.Get("tls-cert"), flags.Get("tls-key"));
     if (!c.ok()) {
@@ -182,6 +192,15 @@ int ControllerMain(int argc, char** argv) {
       return 2;
     }
     credentials = *c;
+    auto material = LoadTlsMaterial(flags.Get("tls-ca"), flags.Get("tls-cert"), flags.Get("tls-key"), TlsRole::kServer);
+    if (material.ok()) own_cert_expiry = material->cert.not_after;
+    const std::string crl = flags.Get("tls-crl").empty() ? DefaultCrlPath(flags.Get("tls-ca")) : flags.Get("tls-crl");
+    revocations = std::make_unique<RevocationWatcher>(flags.Get("tls-ca"), crl);
+    if (absl::Status s = revocations->Refresh(); !s.ok()) {
+      std::cerr << "hoistd: " << s.message() << "\n";
+      return 2;
+    }
+    spdlog::info("revocation list {}: {} certificates revoked", crl, revocations->revoked_count());
   } else {
     spdlog::warn("serving without TLS: agents and operators are not authenticated (pass --tls-ca, --tls-cert and "
                  "--tls-key in production)");
@@ -199,14 +218,24 @@ int ControllerMain(int argc, char** argv) {
   LeaderElectionOptions election{.replica_id = replica_id, .advertise_address = advertise};
   LeaderElector elector(database_url, election, RealClock::Get());
   auto current_leader = [&elector] { return elector.CurrentLeader(); };
-  AgentServiceImpl agent_service(&hub, current_leader, /*require_peer_identity=*/tls);
-  OperatorServiceImpl operator_service(&manager, &rollout_store, &agent_store, &hub, current_leader);
+  Authorizer authorizer({.tls = tls,
+                         .revocations = revocations.get(),
+                         .audit = [&rollout_store](const rollout::AuditEntry& entry) {
+                           if (absl::Status s = rollout_store.Audit(entry); !s.ok()) {
+                             spdlog::error("cannot write a refusal to the audit log: {}", std::string(s.message()));
+                           }
+                         }});
+  AgentServiceImpl agent_service(&hub, current_leader, &authorizer);
+  OperatorServiceImpl operator_service(&manager, &rollout_store, &agent_store, &hub, current_leader, &authorizer);
 
   MetricsRegistry metrics;
   Gauge& is_leader = metrics.AddGauge("hoist_leader", "1 while this replica leads.");
   Gauge& epoch_gauge = metrics.AddGauge("hoist_leader_epoch", "Epoch this replica leads with (0: following).");
   Gauge& agents_gauge = metrics.AddGauge("hoist_agents_connected", "Agents with an open session here.");
   Gauge& in_flight = metrics.AddGauge("hoist_steps_in_flight", "Steps pushed and not yet answered.");
+  Gauge& cert_expiry = metrics.AddGauge("hoist_tls_certificate_expiry_seconds",
+                                        "Seconds until this replica's certificate expires (absent without TLS).");
+  Gauge& revoked_gauge = metrics.AddGauge("hoist_tls_revoked_certificates", "Entries in the revocation list.");
   Histogram& step_latency =
       metrics.AddHistogram("hoist_step_duration_seconds", "Time from push to result, per step.", DefaultLatencyBuckets());
   hub.SetStepObserver([&step_latency](const hoist::v1::Step&, const hoist::v1::StepResult&, absl::Duration took) {
@@ -249,6 +278,16 @@ int ControllerMain(int argc, char** argv) {
                            {"database", database_ok ? "ok" : "unreachable"},
                            {"agents_connected", hub.Stats().agents_connected},
                            {"replica_id", replica_id}};
+    if (own_cert_expiry) {
+      const absl::Duration left = *own_cert_expiry - absl::Now();
+      body["certificate_expires"] = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", *own_cert_expiry, absl::UTCTimeZone());
+      body["certificate_days_left"] = static_cast<int64_t>(absl::ToDoubleHours(left) / 24);
+      if (left < kCertificateWarning) {
+        body["warnings"].push_back(absl::StrCat(
+            "this replica's certificate expires in ", absl::FormatDuration(absl::Trunc(left, absl::Minutes(1))),
+            ": issue a new one (hoist ca issue controller ", replica_id, " --force) and restart hoistd"));
+      }
+    }
     return HttpServerReply{database_ok ? 200 : 503, "application/json", body.dump() + "\n"};
   });
   http.Handle("/metrics", [&](const HttpServerRequest&) {
@@ -258,6 +297,8 @@ int ControllerMain(int argc, char** argv) {
     epoch_gauge.Set(static_cast<double>(epoch));
     agents_gauge.Set(stats.agents_connected);
     in_flight.Set(stats.steps_in_flight);
+    if (own_cert_expiry) cert_expiry.Set(absl::ToDoubleSeconds(*own_cert_expiry - absl::Now()));
+    if (revocations) revoked_gauge.Set(static_cast<double>(revocations->revoked_count()));
     return HttpServerReply{200, std::string(kPrometheusContentType), metrics.Render()};
   });
   if (!flags.Get("http-listen").empty()) {
@@ -268,6 +309,13 @@ int ControllerMain(int argc, char** argv) {
     spdlog::info("/health and /metrics on http://{}:{}", flags.Get("http-listen").substr(0, flags.Get("http-listen").rfind(':')), http.port());
   }
 
+  if (revocations) {
+    revocations->Start(absl::Seconds(1), [&agent_service] { agent_service.CloseRevokedSessions(); });
+  }
+  if (own_cert_expiry && *own_cert_expiry - absl::Now() < kCertificateWarning) {
+    spdlog::warn("this replica's certificate expires on {}: issue a new one before then",
+                 absl::FormatTime("%Y-%m-%d %H:%M UTC", *own_cert_expiry, absl::UTCTimeZone()));
+  }
   hub.Start();
   elector.Start([&hub, &executor](uint64_t epoch) {
     if (epoch != 0) spdlog::info("leading with epoch {}", epoch);
@@ -281,6 +329,7 @@ int ControllerMain(int argc, char** argv) {
   hub.OnLeadership(0);
   executor.OnLeadership(0);
   hub.Stop();
+  if (revocations) revocations->Stop();
   http.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;

@@ -8,13 +8,6 @@
 namespace hoist {
 namespace {
 
-// Who is asking: the client certificate's name under mTLS, else the peer.
-std::string Actor(const grpc::ServerContext& context) {
-  absl::StatusOr<std::string> cn = PeerCommonName(context);
-  if (cn.ok() && !cn->empty()) return *cn;
-  return absl::StrCat("operator@", context.peer());
-}
-
 template <typename T>
 grpc::Status Done(const absl::StatusOr<T>& s) {
   return ToGrpcStatus(s.status());
@@ -23,8 +16,14 @@ grpc::Status Done(const absl::StatusOr<T>& s) {
 }  // namespace
 
 OperatorServiceImpl::OperatorServiceImpl(rollout::RolloutManager* manager, rollout::RolloutStore* store,
-                                         AgentStore* agents, AgentHub* hub, std::function<LeaderInfo()> current_leader)
-    : manager_(manager), store_(store), agents_(agents), hub_(hub), current_leader_(std::move(current_leader)) {}
+                                         AgentStore* agents, AgentHub* hub, std::function<LeaderInfo()> current_leader,
+                                         const Authorizer* auth)
+    : manager_(manager),
+      store_(store),
+      agents_(agents),
+      hub_(hub),
+      current_leader_(std::move(current_leader)),
+      auth_(auth) {}
 
 grpc::Status OperatorServiceImpl::RequireLeader(grpc::ServerContext* context, uint64_t* epoch) {
   *epoch = hub_->epoch();
@@ -39,22 +38,28 @@ grpc::Status OperatorServiceImpl::RequireLeader(grpc::ServerContext* context, ui
 
 grpc::Status OperatorServiceImpl::ApplyStack(grpc::ServerContext* context, const hoist::v1::ApplyStackRequest* request,
                                              hoist::v1::ApplyStackResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "ApplyStack", "", &actor); !s.ok()) return s;
   uint64_t epoch;
   if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
-  auto d = manager_->ApplyStack(epoch, *request, Actor(*context));
+  auto d = manager_->ApplyStack(epoch, *request, actor);
   if (d.ok()) *response->mutable_deployment() = *d;
   return Done(d);
 }
 
-grpc::Status OperatorServiceImpl::GetDeployment(grpc::ServerContext*, const hoist::v1::GetDeploymentRequest* request,
+grpc::Status OperatorServiceImpl::GetDeployment(grpc::ServerContext* context, const hoist::v1::GetDeploymentRequest* request,
                                                 hoist::v1::GetDeploymentResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "GetDeployment", request->name(), &actor); !s.ok()) return s;
   auto d = manager_->GetDeployment(request->name());
   if (d.ok()) *response->mutable_deployment() = *d;
   return Done(d);
 }
 
-grpc::Status OperatorServiceImpl::ListDeployments(grpc::ServerContext*, const hoist::v1::ListDeploymentsRequest*,
+grpc::Status OperatorServiceImpl::ListDeployments(grpc::ServerContext* context, const hoist::v1::ListDeploymentsRequest*,
                                                   hoist::v1::ListDeploymentsResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "ListDeployments", "", &actor); !s.ok()) return s;
   auto ds = store_->ListDeployments();
   if (!ds.ok()) return ToGrpcStatus(ds.status());
   for (const auto& d : *ds) {
@@ -67,22 +72,28 @@ grpc::Status OperatorServiceImpl::ListDeployments(grpc::ServerContext*, const ho
 grpc::Status OperatorServiceImpl::CreateRelease(grpc::ServerContext* context,
                                                 const hoist::v1::CreateReleaseRequest* request,
                                                 hoist::v1::CreateReleaseResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "CreateRelease", "", &actor); !s.ok()) return s;
   uint64_t epoch;
   if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
-  auto r = manager_->CreateRelease(epoch, *request, Actor(*context));
+  auto r = manager_->CreateRelease(epoch, *request, actor);
   if (r.ok()) *response->mutable_release() = *r;
   return Done(r);
 }
 
-grpc::Status OperatorServiceImpl::GetRelease(grpc::ServerContext*, const hoist::v1::GetReleaseRequest* request,
+grpc::Status OperatorServiceImpl::GetRelease(grpc::ServerContext* context, const hoist::v1::GetReleaseRequest* request,
                                              hoist::v1::GetReleaseResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "GetRelease", request->deployment(), &actor); !s.ok()) return s;
   auto r = store_->GetRelease(request->deployment(), request->version());
   if (r.ok()) *response->mutable_release() = *r;
   return Done(r);
 }
 
-grpc::Status OperatorServiceImpl::ListReleases(grpc::ServerContext*, const hoist::v1::ListReleasesRequest* request,
+grpc::Status OperatorServiceImpl::ListReleases(grpc::ServerContext* context, const hoist::v1::ListReleasesRequest* request,
                                                hoist::v1::ListReleasesResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "ListReleases", request->deployment(), &actor); !s.ok()) return s;
   // An unknown deployment is NOT_FOUND, not an empty list: a typo in -d
   // must not read as "no releases yet".
   if (auto d = store_->GetDeployment(request->deployment()); !d.ok()) return ToGrpcStatus(d.status());
@@ -99,8 +110,10 @@ grpc::Status OperatorServiceImpl::ListReleases(grpc::ServerContext*, const hoist
   return grpc::Status::OK;
 }
 
-grpc::Status OperatorServiceImpl::PlanRollout(grpc::ServerContext*, const hoist::v1::PlanRolloutRequest* request,
+grpc::Status OperatorServiceImpl::PlanRollout(grpc::ServerContext* context, const hoist::v1::PlanRolloutRequest* request,
                                               hoist::v1::PlanRolloutResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "PlanRollout", request->deployment(), &actor); !s.ok()) return s;
   auto plan = manager_->PlanUpgrade(request->deployment(), request->target_version(), request->strategy(),
                                      request->skip_backup());
   if (plan.ok()) *response->mutable_plan() = rollout::ToProto(*plan);
@@ -110,22 +123,28 @@ grpc::Status OperatorServiceImpl::PlanRollout(grpc::ServerContext*, const hoist:
 grpc::Status OperatorServiceImpl::StartRollout(grpc::ServerContext* context,
                                                const hoist::v1::StartRolloutRequest* request,
                                                hoist::v1::StartRolloutResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "StartRollout", request->deployment(), &actor); !s.ok()) return s;
   uint64_t epoch;
   if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
-  auto r = manager_->StartRollout(epoch, *request, Actor(*context));
+  auto r = manager_->StartRollout(epoch, *request, actor);
   if (r.ok()) *response->mutable_rollout() = *r;
   return Done(r);
 }
 
-grpc::Status OperatorServiceImpl::GetRollout(grpc::ServerContext*, const hoist::v1::GetRolloutRequest* request,
+grpc::Status OperatorServiceImpl::GetRollout(grpc::ServerContext* context, const hoist::v1::GetRolloutRequest* request,
                                              hoist::v1::GetRolloutResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "GetRollout", "", &actor); !s.ok()) return s;
   auto r = manager_->GetRollout(request->id());
   if (r.ok()) *response->mutable_rollout() = *r;
   return Done(r);
 }
 
-grpc::Status OperatorServiceImpl::ListRollouts(grpc::ServerContext*, const hoist::v1::ListRolloutsRequest* request,
+grpc::Status OperatorServiceImpl::ListRollouts(grpc::ServerContext* context, const hoist::v1::ListRolloutsRequest* request,
                                                hoist::v1::ListRolloutsResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "ListRollouts", request->deployment(), &actor); !s.ok()) return s;
   auto rs = store_->ListRollouts(request->deployment(), request->limit() == 0 ? 20 : static_cast<int>(request->limit()));
   if (!rs.ok()) return ToGrpcStatus(rs.status());
   for (const auto& r : *rs) {
@@ -138,6 +157,8 @@ grpc::Status OperatorServiceImpl::ListRollouts(grpc::ServerContext*, const hoist
 grpc::Status OperatorServiceImpl::WatchRollout(grpc::ServerContext* context,
                                                const hoist::v1::WatchRolloutRequest* request,
                                                grpc::ServerWriter<hoist::v1::WatchRolloutResponse>* writer) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "WatchRollout", "", &actor); !s.ok()) return s;
   auto first = store_->GetRollout(request->id());
   if (!first.ok()) return ToGrpcStatus(first.status());
   uint64_t after = request->after_sequence();
@@ -175,56 +196,70 @@ grpc::Status OperatorServiceImpl::WatchRollout(grpc::ServerContext* context,
 grpc::Status OperatorServiceImpl::CancelRollout(grpc::ServerContext* context,
                                                 const hoist::v1::CancelRolloutRequest* request,
                                                 hoist::v1::CancelRolloutResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "CancelRollout", "", &actor); !s.ok()) return s;
   uint64_t epoch;
   if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
-  auto r = manager_->Cancel(request->id(), request->reason(), Actor(*context));
+  auto r = manager_->Cancel(request->id(), request->reason(), actor);
   if (r.ok()) *response->mutable_rollout() = *r;
   return Done(r);
 }
 
 grpc::Status OperatorServiceImpl::Rollback(grpc::ServerContext* context, const hoist::v1::RollbackRequest* request,
                                            hoist::v1::RollbackResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, request->restore_backup_id().empty() ? "Rollback" : "Rollback --restore", request->deployment(), &actor); !s.ok()) return s;
   uint64_t epoch;
   if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
-  auto r = manager_->Rollback(epoch, *request, Actor(*context));
+  auto r = manager_->Rollback(epoch, *request, actor);
   if (r.ok()) *response->mutable_rollout() = *r;
   return Done(r);
 }
 
 grpc::Status OperatorServiceImpl::Cutover(grpc::ServerContext* context, const hoist::v1::CutoverRequest* request,
                                           hoist::v1::CutoverResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "Cutover", request->deployment(), &actor); !s.ok()) return s;
   uint64_t epoch;
   if (grpc::Status s = RequireLeader(context, &epoch); !s.ok()) return s;
-  auto r = manager_->Cutover(epoch, *request, Actor(*context));
+  auto r = manager_->Cutover(epoch, *request, actor);
   if (r.ok()) *response = *r;
   return Done(r);
 }
 
-grpc::Status OperatorServiceImpl::GetStatus(grpc::ServerContext*, const hoist::v1::GetStatusRequest* request,
+grpc::Status OperatorServiceImpl::GetStatus(grpc::ServerContext* context, const hoist::v1::GetStatusRequest* request,
                                             hoist::v1::GetStatusResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "GetStatus", request->deployment(), &actor); !s.ok()) return s;
   auto s = manager_->Status(request->deployment());
   if (s.ok()) *response = *s;
   return Done(s);
 }
 
-grpc::Status OperatorServiceImpl::GetVersionMatrix(grpc::ServerContext*,
+grpc::Status OperatorServiceImpl::GetVersionMatrix(grpc::ServerContext* context,
                                                    const hoist::v1::GetVersionMatrixRequest* request,
                                                    hoist::v1::GetVersionMatrixResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "GetVersionMatrix", request->deployment(), &actor); !s.ok()) return s;
   auto m = manager_->Matrix(request->deployment());
   if (m.ok()) *response = *m;
   return Done(m);
 }
 
-grpc::Status OperatorServiceImpl::ListAgents(grpc::ServerContext*, const hoist::v1::ListAgentsRequest*,
+grpc::Status OperatorServiceImpl::ListAgents(grpc::ServerContext* context, const hoist::v1::ListAgentsRequest*,
                                              hoist::v1::ListAgentsResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "ListAgents", "", &actor); !s.ok()) return s;
   auto as = agents_->ListAgents();
   if (!as.ok()) return ToGrpcStatus(as.status());
   for (auto& a : *as) *response->add_agents() = std::move(a);
   return grpc::Status::OK;
 }
 
-grpc::Status OperatorServiceImpl::ListBackups(grpc::ServerContext*, const hoist::v1::ListBackupsRequest* request,
+grpc::Status OperatorServiceImpl::ListBackups(grpc::ServerContext* context, const hoist::v1::ListBackupsRequest* request,
                                               hoist::v1::ListBackupsResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "ListBackups", request->deployment(), &actor); !s.ok()) return s;
   if (auto d = store_->GetDeployment(request->deployment()); !d.ok()) return ToGrpcStatus(d.status());
   auto bs = store_->ListBackups(request->deployment());
   if (!bs.ok()) return ToGrpcStatus(bs.status());
@@ -232,9 +267,11 @@ grpc::Status OperatorServiceImpl::ListBackups(grpc::ServerContext*, const hoist:
   return grpc::Status::OK;
 }
 
-grpc::Status OperatorServiceImpl::ListAuditEvents(grpc::ServerContext*,
+grpc::Status OperatorServiceImpl::ListAuditEvents(grpc::ServerContext* context,
                                                   const hoist::v1::ListAuditEventsRequest* request,
                                                   hoist::v1::ListAuditEventsResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "ListAuditEvents", request->deployment(), &actor); !s.ok()) return s;
   auto es = store_->ListAudit(request->deployment(), request->limit() == 0 ? 100 : static_cast<int>(request->limit()),
                               request->before_id());
   if (!es.ok()) return ToGrpcStatus(es.status());
@@ -242,8 +279,10 @@ grpc::Status OperatorServiceImpl::ListAuditEvents(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status OperatorServiceImpl::ListLocks(grpc::ServerContext*, const hoist::v1::ListLocksRequest*,
+grpc::Status OperatorServiceImpl::ListLocks(grpc::ServerContext* context, const hoist::v1::ListLocksRequest*,
                                             hoist::v1::ListLocksResponse* response) {
+  std::string actor;
+  if (grpc::Status s = auth_->CheckOperator(*context, "ListLocks", "", &actor); !s.ok()) return s;
   auto ls = store_->ListLocks();
   if (!ls.ok()) return ToGrpcStatus(ls.status());
   for (auto& l : *ls) *response->add_locks() = std::move(l);

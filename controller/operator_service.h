@@ -12,6 +12,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "controller/agent_hub.h"
+#include "controller/authorizer.h"
 #include "controller/leader_election.h"
 #include "controller/rollout/rollout_manager.h"
 #include "controller/rollout/rollout_store.h"
@@ -26,7 +27,7 @@ inline constexpr const char* kLeaderTrailer = "hoist-leader";
 class OperatorServiceImpl final : public hoist::v1::OperatorService::Service {
  public:
   OperatorServiceImpl(rollout::RolloutManager* manager, rollout::RolloutStore* store, AgentStore* agents,
-                      AgentHub* hub, std::function<LeaderInfo()> current_leader);
+                      AgentHub* hub, std::function<LeaderInfo()> current_leader, const Authorizer* auth);
 
   grpc::Status ApplyStack(grpc::ServerContext*, const hoist::v1::ApplyStackRequest*,
                           hoist::v1::ApplyStackResponse*) override;
@@ -79,6 +80,7 @@ class OperatorServiceImpl final : public hoist::v1::OperatorService::Service {
   AgentStore* const agents_;
   AgentHub* const hub_;
   const std::function<LeaderInfo()> current_leader_;
+  const Authorizer* const auth_;
 };
 
 }  // namespace hoist

@@ -137,9 +137,21 @@ fleet_proxy_image "$REGISTRY/demo/haproxy:2.6" "hoist.demo=$WORK"
 echo "  $REGISTRY/demo/haproxy:2.6"
 unset DOCKER_HOST
 
-say "starting two hoistd replicas and three agents"
 ctl=(); hosts=()
 [[ -n "$HOSTS_DIR" ]] && ctl=(ctl-1 ctl-2) && hosts=(host-1 host-2 host-3)
+say "making the demo's fleet CA (throw-away, in $WORK/ca): every connection is mTLS"
+CA="$WORK/ca"
+"$HOIST" ca init --dir "$CA" >/dev/null
+for i in 1 2; do
+  san=()
+  [[ -n "$HOSTS_DIR" ]] && san=(--san "$(fleet_node "ctl-$i" ADDR)")
+  "$HOIST" ca issue controller "hoistd-$i" --dir "$CA" "${san[@]}" | head -1
+done
+for i in 1 2 3; do "$HOIST" ca issue agent "host-$i" --dir "$CA" | head -1; done
+"$HOIST" ca issue operator demo-admin --level admin --dir "$CA" | head -1
+export FLEET_TLS_DIR="$CA"
+
+say "starting two hoistd replicas and three agents"
 FLEET_NODE="${ctl[0]:-}" fleet_hoistd_start "$HOISTD" hoistd-1 "$DB"
 C1="$HOISTD_ADDR"
 sleep 1  # the first replica applies the schema and takes the lead
@@ -150,7 +162,8 @@ for i in 1 2 3; do
   tier=app; [[ $i == 3 ]] && tier=edge
   FLEET_NODE="${hosts[$((i - 1))]:-}" fleet_agent_start "$AGENT" "host-$i" "$C2,$C1" "tier=$tier"
 done
-export HOIST_CONTROLLER="$C1,$C2" HOIST_INSECURE=true HOIST_DEPLOYMENT=demo
+export HOIST_CONTROLLER="$C1,$C2" HOIST_DEPLOYMENT=demo HOIST_TLS_CA="$CA/ca.crt" \
+  HOIST_TLS_CERT="$CA/operator-demo-admin.crt" HOIST_TLS_KEY="$CA/operator-demo-admin.key"
 fleet_wait_agents "$HOIST" 3
 "$HOIST" agents
 
@@ -191,7 +204,8 @@ fi
 
 if [[ $KEEP == 1 ]]; then
   say "left running; try:"
-  echo "  export HOIST_CONTROLLER=$C1,$C2 HOIST_INSECURE=true HOIST_DEPLOYMENT=demo"
+  echo "  export HOIST_CONTROLLER=$C1,$C2 HOIST_DEPLOYMENT=demo HOIST_TLS_CA=$CA/ca.crt \\"
+  echo "    HOIST_TLS_CERT=$CA/operator-demo-admin.crt HOIST_TLS_KEY=$CA/operator-demo-admin.key"
   echo "  $HOIST status; $HOIST matrix; $HOIST audit; $HOIST rollback"
   echo "  logs: $WORK; stop: kill ${PIDS[*]}"
   [[ -n "$HOSTS_DIR" ]] && echo "  then: bash deploy/lib/hosts.sh down $HOSTS_DIR"

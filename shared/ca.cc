@@ -39,6 +39,15 @@ struct OpenSslFree {
   void operator()(X509_STORE_CTX* p) const { X509_STORE_CTX_free(p); }
   void operator()(GENERAL_NAMES* p) const { GENERAL_NAMES_free(p); }
   void operator()(BASIC_CONSTRAINTS* p) const { BASIC_CONSTRAINTS_free(p); }
+  void operator()(X509_CRL* p) const { X509_CRL_free(p); }
+  void operator()(X509_REVOKED* p) const { X509_REVOKED_free(p); }
+};
+// ASN1_TIME and ASN1_INTEGER are the same C type, so each has a deleter of its own.
+struct Asn1TimeFree {
+  void operator()(ASN1_TIME* p) const { ASN1_TIME_free(p); }
+};
+struct Asn1IntegerFree {
+  void operator()(ASN1_INTEGER* p) const { ASN1_INTEGER_free(p); }
 };
 using X509Ptr = std::unique_ptr<X509, OpenSslFree>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, OpenSslFree>;
@@ -49,6 +58,13 @@ using StorePtr = std::unique_ptr<X509_STORE, OpenSslFree>;
 using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, OpenSslFree>;
 using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, OpenSslFree>;
 using BasicConstraintsPtr = std::unique_ptr<BASIC_CONSTRAINTS, OpenSslFree>;
+using CrlPtr = std::unique_ptr<X509_CRL, OpenSslFree>;
+using RevokedPtr = std::unique_ptr<X509_REVOKED, OpenSslFree>;
+using Asn1TimePtr = std::unique_ptr<ASN1_TIME, Asn1TimeFree>;
+using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, Asn1IntegerFree>;
+
+constexpr absl::string_view kRolePrefix = "role:";
+constexpr absl::string_view kLevelPrefix = "level:";
 
 constexpr absl::Duration kClockSkew = absl::Minutes(5);
 
@@ -246,8 +262,15 @@ absl::Status AddExtension(X509* cert, X509* issuer, int nid, const std::string& 
 // A certificate with a random 127-bit serial, the validity window, the
 // subject CN and the public key; extensions and signature are the caller's.
 absl::StatusOr<X509Ptr> NewCert(absl::string_view common_name, EVP_PKEY* key, absl::Time not_before,
-                                absl::Time not_after) {
+                                absl::Time not_after, const std::vector<std::string>& units = {}) {
   X509Ptr cert(X509_new());
+  for (const std::string& unit : units) {
+    if (!cert || X509_NAME_add_entry_by_NID(X509_get_subject_name(cert.get()), NID_organizationalUnitName,
+                                            MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(unit.data()),
+                                            static_cast<int>(unit.size()), -1, 0) != 1) {
+      return OpenSslError(absl::StrCat("adding OU=", unit, " to the certificate for \"", common_name, "\""));
+    }
+  }
   BnPtr serial(BN_new());
   if (!cert || !serial || X509_set_version(cert.get(), X509_VERSION_3) != 1 ||
       BN_rand(serial.get(), 127, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) != 1 ||
@@ -333,8 +356,35 @@ absl::Status VerifyParsed(X509* ca, X509* cert, absl::Time at) {
   return absl::OkStatus();
 }
 
+std::string SerialHex(const ASN1_INTEGER* serial) {
+  BnPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
+  if (!bn) return "";
+  char* hex = BN_bn2hex(bn.get());
+  if (hex == nullptr) return "";
+  std::string out(hex);
+  OPENSSL_free(hex);
+  return out;
+}
+
+// Reads OU=role:<kind> and OU=level:<level>; anything else is ignored.
+void ReadUnits(const X509_NAME* name, CertInfo* info) {
+  for (int idx = X509_NAME_get_index_by_NID(name, NID_organizationalUnitName, -1); idx >= 0;
+       idx = X509_NAME_get_index_by_NID(name, NID_organizationalUnitName, idx)) {
+    const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
+    absl::string_view unit(reinterpret_cast<const char*>(ASN1_STRING_get0_data(data)),
+                           static_cast<size_t>(ASN1_STRING_length(data)));
+    if (absl::ConsumePrefix(&unit, kRolePrefix)) {
+      if (auto kind = ParseCertKind(unit); kind.ok()) info->kind = *kind;
+    } else if (absl::ConsumePrefix(&unit, kLevelPrefix)) {
+      if (auto level = ParseOperatorLevel(unit); level.ok()) info->level = *level;
+    }
+  }
+}
+
 CertInfo InfoOf(X509* cert) {
   CertInfo info;
+  ReadUnits(X509_get_subject_name(cert), &info);
+  info.serial = SerialHex(X509_get0_serialNumber(cert));
   info.common_name = CommonNameOf(X509_get_subject_name(cert));
   info.issuer_common_name = CommonNameOf(X509_get_issuer_name(cert));
   info.not_before = AbslTimeOf(X509_get0_notBefore(cert));
@@ -425,6 +475,24 @@ absl::StatusOr<CertKind> ParseCertKind(absl::string_view text) {
       absl::StrCat("certificate kind \"", text, "\" is not one of controller, agent, operator"));
 }
 
+absl::string_view OperatorLevelName(OperatorLevel level) {
+  switch (level) {
+    case OperatorLevel::kViewer: return "viewer";
+    case OperatorLevel::kDeployer: return "deployer";
+    case OperatorLevel::kAdmin: return "admin";
+    case OperatorLevel::kNone: break;
+  }
+  return "none";
+}
+
+absl::StatusOr<OperatorLevel> ParseOperatorLevel(absl::string_view text) {
+  for (OperatorLevel level : {OperatorLevel::kViewer, OperatorLevel::kDeployer, OperatorLevel::kAdmin}) {
+    if (text == OperatorLevelName(level)) return level;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown operator level \"", text, "\": use viewer, deployer or admin"));
+}
+
 absl::Status ValidateCertName(absl::string_view name) {
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat("name \"", name, "\" ", why));
@@ -486,6 +554,16 @@ absl::StatusOr<IssuedCert> CaIssue(absl::string_view dir_view, CertKind kind, ab
   if (options.validity <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("validity must be positive (--days 1 or more)");
   }
+  if (kind == CertKind::kOperator && options.level == OperatorLevel::kNone) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an operator certificate needs a level: --level viewer (read everything but secrets), deployer (plan, "
+        "upgrade, roll back, cancel, cut over) or admin (also apply stacks and restore backups), e.g. "
+        "`hoist ca issue operator ", name, " --level deployer`"));
+  }
+  if (kind != CertKind::kOperator && options.level != OperatorLevel::kNone) {
+    return absl::InvalidArgumentError(absl::StrCat("--level is for operator certificates, not a ",
+                                                   CertKindName(kind), "'s"));
+  }
   std::string dir(dir_view.empty() ? "." : dir_view);
   std::string base = absl::StrCat(CertKindName(kind), "-", name);
   IssuedCert out;
@@ -513,7 +591,9 @@ absl::StatusOr<IssuedCert> CaIssue(absl::string_view dir_view, CertKind kind, ab
   if (!key.ok()) return key.status();
   absl::Time not_before = options.not_before.value_or(absl::Now() - kClockSkew);
   out.not_after = not_before + options.validity;
-  auto cert = NewCert(name, key->get(), not_before, out.not_after);
+  std::vector<std::string> units = {absl::StrCat(kRolePrefix, CertKindName(kind))};
+  if (kind == CertKind::kOperator) units.push_back(absl::StrCat(kLevelPrefix, OperatorLevelName(options.level)));
+  auto cert = NewCert(name, key->get(), not_before, out.not_after, units);
   if (!cert.ok()) return cert.status();
   X509* c = cert->get();
   if (X509_set_issuer_name(c, X509_get_subject_name(ca->cert.get())) != 1) {
@@ -604,6 +684,144 @@ absl::StatusOr<TlsMaterial> LoadTlsMaterial(absl::string_view ca_path, absl::str
   m.cert_pem = std::move(*cert_pem);
   m.key_pem = std::move(*key_pem);
   return m;
+}
+
+bool RevocationList::Contains(absl::string_view serial) const {
+  return std::binary_search(serials.begin(), serials.end(), serial);
+}
+
+namespace {
+
+absl::StatusOr<CrlPtr> ParseCrl(absl::string_view pem, absl::string_view where) {
+  BioPtr bio = MemBio(pem);
+  CrlPtr crl(bio ? PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!crl) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(absl::StrCat(where, " is not a PEM certificate revocation list"));
+  }
+  return crl;
+}
+
+absl::Status CheckCrlSignature(X509_CRL* crl, X509* ca, absl::string_view where) {
+  if (X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
+    ERR_clear_error();
+    return absl::UnauthenticatedError(
+        absl::StrCat(where, " is not signed by this fleet's CA; write it with `hoist ca revoke` from that CA"));
+  }
+  return absl::OkStatus();
+}
+
+// The certificate files NAME may mean: <dir>/<kind>-<name>.crt.
+std::vector<std::pair<CertKind, std::string>> CertFilesNamed(const std::string& dir, absl::string_view name,
+                                                            std::optional<CertKind> only) {
+  std::vector<std::pair<CertKind, std::string>> found;
+  for (CertKind kind : {CertKind::kController, CertKind::kAgent, CertKind::kOperator}) {
+    if (only && *only != kind) continue;
+    std::string path = JoinPath(dir, absl::StrCat(CertKindName(kind), "-", name, ".crt"));
+    if (PathExists(path)) found.emplace_back(kind, path);
+  }
+  return found;
+}
+
+}  // namespace
+
+absl::StatusOr<Revoked> CaRevoke(absl::string_view dir_view, absl::string_view name, const CaRevokeOptions& options) {
+  std::string dir(dir_view.empty() ? "." : dir_view);
+  auto ca = LoadCa(dir);
+  if (!ca.ok()) return ca.status();
+  Revoked out;
+  out.crl_path = JoinPath(dir, kCrlFileName);
+  if (!options.serial.empty()) {
+    BnPtr bn;
+    BIGNUM* raw = nullptr;
+    if (BN_hex2bn(&raw, options.serial.c_str()) != static_cast<int>(options.serial.size())) {
+      BN_free(raw);
+      return absl::InvalidArgumentError(absl::StrCat("--serial \"", options.serial, "\" is not a hex number"));
+    }
+    bn.reset(raw);
+    char* hex = BN_bn2hex(bn.get());
+    out.serial = hex;
+    OPENSSL_free(hex);
+    out.subject = absl::StrCat("serial ", out.serial);
+  } else {
+    if (absl::Status s = ValidateCertName(name); !s.ok()) return s;
+    auto files = CertFilesNamed(dir, name, options.kind);
+    if (files.empty()) {
+      return absl::NotFoundError(absl::StrCat("no certificate named \"", name, "\" in ", dir,
+                                              " (KIND-", name, ".crt); give its serial with --serial HEX instead"));
+    }
+    if (files.size() > 1) {
+      return absl::InvalidArgumentError(absl::StrCat("\"", name, "\" names certificates of ", files.size(),
+                                                     " kinds in ", dir, "; say which with --kind"));
+    }
+    auto pem = ReadFile(files[0].second, "certificate");
+    if (!pem.ok()) return pem.status();
+    auto cert = ParseCert(*pem, files[0].second);
+    if (!cert.ok()) return cert.status();
+    out.serial = SerialHex(X509_get0_serialNumber(cert->get()));
+    out.subject = absl::StrCat(CertKindName(files[0].first), " ", name);
+  }
+
+  // Keep what the list held, with the dates it was revoked on.
+  CrlPtr crl(X509_CRL_new());
+  if (!crl || X509_CRL_set_version(crl.get(), 1) != 1 ||
+      X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca->cert.get())) != 1) {
+    return OpenSslError("building the revocation list");
+  }
+  if (PathExists(out.crl_path)) {
+    auto old_pem = ReadFile(out.crl_path, "revocation list");
+    if (!old_pem.ok()) return old_pem.status();
+    auto old = ParseCrl(*old_pem, out.crl_path);
+    if (!old.ok()) return old.status();
+    if (absl::Status s = CheckCrlSignature(old->get(), ca->cert.get(), out.crl_path); !s.ok()) return s;
+    STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(old->get());
+    for (int i = 0; i < sk_X509_REVOKED_num(entries); ++i) {
+      X509_REVOKED* entry = sk_X509_REVOKED_value(entries, i);
+      if (SerialHex(X509_REVOKED_get0_serialNumber(entry)) == out.serial) out.already = true;
+      RevokedPtr copy(X509_REVOKED_dup(entry));
+      if (!copy || X509_CRL_add0_revoked(crl.get(), copy.get()) != 1) return OpenSslError("copying the list");
+      copy.release();
+    }
+  }
+  Asn1TimePtr now(ASN1_TIME_set(nullptr, absl::ToTimeT(absl::Now())));
+  if (!now || X509_CRL_set1_lastUpdate(crl.get(), now.get()) != 1) return OpenSslError("dating the list");
+  if (!out.already) {
+    BIGNUM* raw = nullptr;
+    BN_hex2bn(&raw, out.serial.c_str());
+    BnPtr bn(raw);
+    Asn1IntegerPtr serial(bn ? BN_to_ASN1_INTEGER(bn.get(), nullptr) : nullptr);
+    RevokedPtr entry(X509_REVOKED_new());
+    if (!serial || !entry || X509_REVOKED_set_serialNumber(entry.get(), serial.get()) != 1 ||
+        X509_REVOKED_set_revocationDate(entry.get(), now.get()) != 1 ||
+        X509_CRL_add0_revoked(crl.get(), entry.get()) != 1) {
+      return OpenSslError("adding the serial to the list");
+    }
+    entry.release();
+  }
+  if (X509_CRL_sort(crl.get()) != 1 || X509_CRL_sign(crl.get(), ca->key.get(), EVP_sha256()) <= 0) {
+    return OpenSslError("signing the revocation list");
+  }
+  out.total_revoked = static_cast<size_t>(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get())));
+  auto pem = ToPem("the revocation list", [&](BIO* bio) { return PEM_write_bio_X509_CRL(bio, crl.get()); });
+  if (!pem.ok()) return pem.status();
+  if (absl::Status s = WriteFileAtomic(out.crl_path, *pem, 0644, /*overwrite=*/true); !s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<RevocationList> ParseRevocationList(absl::string_view ca_pem, absl::string_view crl_pem) {
+  auto ca = ParseCert(ca_pem, "the CA certificate");
+  if (!ca.ok()) return ca.status();
+  auto crl = ParseCrl(crl_pem, "the revocation list");
+  if (!crl.ok()) return crl.status();
+  if (absl::Status s = CheckCrlSignature(crl->get(), ca->get(), "the revocation list"); !s.ok()) return s;
+  RevocationList list;
+  list.last_update = AbslTimeOf(X509_CRL_get0_lastUpdate(crl->get()));
+  STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(crl->get());
+  for (int i = 0; i < sk_X509_REVOKED_num(entries); ++i) {
+    list.serials.push_back(SerialHex(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(entries, i))));
+  }
+  std::sort(list.serials.begin(), list.serials.end());
+  return list;
 }
 
 }  // namespace hoist

@@ -28,6 +28,19 @@ enum class CertKind {
 
 // "controller", "agent" or "operator".
 absl::string_view CertKindName(CertKind kind);
+
+// What an operator certificate may do (README, "Who may do what"). Each level
+// includes the ones below it. kNone: not an operator certificate.
+enum class OperatorLevel {
+  kNone = 0,
+  kViewer = 1,    // read everything but secrets
+  kDeployer = 2,  // plan, upgrade, roll back without a restore, cancel, cut over
+  kAdmin = 3,     // apply stacks, restore backups
+};
+// "viewer", "deployer", "admin" ("none" for kNone).
+absl::string_view OperatorLevelName(OperatorLevel level);
+// Parses "viewer", "deployer" or "admin"; INVALID_ARGUMENT naming them otherwise.
+absl::StatusOr<OperatorLevel> ParseOperatorLevel(absl::string_view text);
 // Parses "controller", "agent" or "operator"; INVALID_ARGUMENT otherwise.
 absl::StatusOr<CertKind> ParseCertKind(absl::string_view text);
 
@@ -67,6 +80,8 @@ struct CaIssueOptions {
   std::optional<absl::Time> not_before;
   // Replace an existing <kind>-<name> key and certificate.
   bool force = false;
+  // Required for operator certificates, refused for the others.
+  OperatorLevel level = OperatorLevel::kNone;
 };
 
 // What CaIssue wrote.
@@ -77,7 +92,10 @@ struct IssuedCert {
 };
 
 // Issues a fresh P-256 key and a certificate with CN = `name`, signed by the
-// CA in `dir`, and writes <dir>/<kind>-<name>.key (0600) and .crt.
+// CA in `dir`, and writes <dir>/<kind>-<name>.key (0600) and .crt. The role
+// is in the subject as OU=role:<kind>, and an operator's level as
+// OU=level:<level>: signed by the CA like the rest, so hoistd trusts them
+// as it trusts the name.
 // INVALID_ARGUMENT for a bad name or SAN, FAILED_PRECONDITION when dir has no
 // CA, ALREADY_EXISTS when the files exist and options.force is false.
 absl::StatusOr<IssuedCert> CaIssue(absl::string_view dir, CertKind kind, absl::string_view name,
@@ -101,6 +119,13 @@ struct CertInfo {
   bool client_auth = false;
   absl::Time not_before;
   absl::Time not_after;
+  // From OU=role:<kind>; unset for a certificate without one (issued before
+  // roles existed, or by another tool): hoistd refuses those.
+  std::optional<CertKind> kind;
+  // From OU=level:<level> on operator certificates.
+  OperatorLevel level = OperatorLevel::kNone;
+  // Serial number, upper-case hex without leading zeros (as in the CRL).
+  std::string serial;
 };
 
 // Parses one PEM certificate. INVALID_ARGUMENT when it is not one.
@@ -109,6 +134,44 @@ absl::StatusOr<CertInfo> InspectCertificate(absl::string_view cert_pem);
 // Checks that the certificate chains to the CA certificate (X509_verify_cert)
 // and is valid at `at`. UNAUTHENTICATED with OpenSSL's reason otherwise.
 absl::Status VerifyCertificate(absl::string_view ca_pem, absl::string_view cert_pem, absl::Time at);
+
+// The revocation list of a CA directory: <dir>/crl.pem.
+inline constexpr absl::string_view kCrlFileName = "crl.pem";
+
+struct CaRevokeOptions {
+  // Limits NAME to one kind when several kinds share the name.
+  std::optional<CertKind> kind;
+  // Revoke this serial (hex) instead of a NAME's current certificate: for a
+  // certificate replaced since (--force) or whose file is gone.
+  std::string serial;
+};
+
+struct Revoked {
+  std::string crl_path;
+  std::string serial;       // the serial revoked (hex)
+  std::string subject;      // "agent host-17", or "serial ..." when revoked by serial
+  size_t total_revoked = 0;  // entries in the list now
+  bool already = false;      // it was on the list before
+};
+
+// Adds the certificate <dir>/<kind>-<name>.crt (or options.serial) to the
+// CA's revocation list and rewrites <dir>/crl.pem, an X.509 v2 CRL signed by
+// the CA. hoistd and the agents read that file again when it changes.
+// NOT_FOUND when no certificate has that name, INVALID_ARGUMENT when several
+// kinds have it and options.kind is unset.
+absl::StatusOr<Revoked> CaRevoke(absl::string_view dir, absl::string_view name, const CaRevokeOptions& options = {});
+
+// The serials of a CRL, after checking that the CA signed it.
+struct RevocationList {
+  std::vector<std::string> serials;  // hex, sorted
+  absl::Time last_update;
+  bool Contains(absl::string_view serial) const;
+};
+
+// Parses a PEM CRL and checks its signature against the CA certificate.
+// INVALID_ARGUMENT when it is not a CRL, UNAUTHENTICATED when another CA
+// signed it.
+absl::StatusOr<RevocationList> ParseRevocationList(absl::string_view ca_pem, absl::string_view crl_pem);
 
 // Which side of a TLS connection an identity is for.
 enum class TlsRole { kServer, kClient };

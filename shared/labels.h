@@ -19,6 +19,8 @@ inline constexpr absl::string_view kJob = "hoist.job";                // job nam
 inline constexpr absl::string_view kAgent = "hoist.agent";            // agent id that created it
 // On proxy containers: their routes' frontends, "route=port,route=port".
 inline constexpr absl::string_view kProxyFrontends = "hoist.proxy.frontends";
+// On a proxy container: the agent's host directory holding its runtime API socket.
+inline constexpr absl::string_view kProxyRuntime = "hoist.proxy.runtime";
 
 // Every label key Hoist owns starts with this; manifests may not set them.
 inline constexpr absl::string_view kPrefix = "hoist.";

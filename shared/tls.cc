@@ -57,4 +57,21 @@ absl::StatusOr<std::string> PeerCommonName(const grpc::ServerContext& context) {
   return PeerCommonName(*auth);
 }
 
+absl::StatusOr<CertInfo> PeerCertificate(const grpc::AuthContext& auth) {
+  if (!auth.IsPeerAuthenticated()) {
+    return absl::UnauthenticatedError("the peer presented no verified certificate");
+  }
+  std::vector<grpc::string_ref> pems = auth.FindPropertyValues("x509_pem_cert");
+  if (pems.size() != 1) return absl::UnauthenticatedError("the peer's certificate is not available to check");
+  auto info = InspectCertificate(absl::string_view(pems[0].data(), pems[0].size()));
+  if (!info.ok()) return absl::UnauthenticatedError(info.status().message());
+  return info;
+}
+
+absl::StatusOr<CertInfo> PeerCertificate(const grpc::ServerContext& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr) return absl::UnauthenticatedError("the call has no authentication context (plaintext?)");
+  return PeerCertificate(*auth);
+}
+
 }  // namespace hoist

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "shared/ca.h"
 
 namespace hoist {
 
@@ -41,5 +42,11 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelTlsCredentials(
 // UNAUTHENTICATED when the peer is not authenticated or has no single CN.
 absl::StatusOr<std::string> PeerCommonName(const grpc::AuthContext& auth);
 absl::StatusOr<std::string> PeerCommonName(const grpc::ServerContext& context);
+
+// The peer's verified certificate (the x509_pem_cert property), parsed: its
+// name, role (OU=role:...), operator level, serial and validity.
+// UNAUTHENTICATED when the peer presented none.
+absl::StatusOr<CertInfo> PeerCertificate(const grpc::AuthContext& auth);
+absl::StatusOr<CertInfo> PeerCertificate(const grpc::ServerContext& context);
 
 }  // namespace hoist

@@ -55,6 +55,7 @@ constexpr const char* kExitCodes =
     "  2    bad usage: an unknown flag, a bad value, an invalid file\n"
     "  3    not found: no such deployment, release, rollout or backup\n"
     "  69   no controller answered (or it lacks the call)\n"
+    "  77   refused: your certificate's level does not allow the call, or it is revoked\n"
     "  130  interrupted: Ctrl-C detached from a watched rollout, which keeps running\n";
 
 std::string TopHelp() {

@@ -11,6 +11,9 @@ inline constexpr int kExitFailed = 1;
 inline constexpr int kExitUsage = 2;
 // What was named does not exist (deployment, release, rollout, backup).
 inline constexpr int kExitNotFound = 3;
+// hoistd refused the caller: its certificate's role or level does not allow
+// the call, or the certificate is revoked (sysexits EX_NOPERM).
+inline constexpr int kExitPermission = 77;
 // No controller answered (sysexits EX_UNAVAILABLE).
 inline constexpr int kExitUnavailable = 69;
 // Interrupted by Ctrl-C; a watched rollout keeps running.

@@ -160,6 +160,8 @@ int ExitCodeFor(const absl::Status& status) {
     case absl::StatusCode::kDeadlineExceeded:
     case absl::StatusCode::kUnimplemented: return kExitUnavailable;
     case absl::StatusCode::kCancelled: return kExitInterrupted;
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated: return kExitPermission;
     default: return kExitFailed;
   }
 }

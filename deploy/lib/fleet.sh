@@ -95,8 +95,11 @@ fleet_hoistd_start() {
   else
     HOISTD_ADDR="127.0.0.1:$(free_port)"
   fi
+  local -a tls=()
+  [[ -n "${FLEET_TLS_DIR:-}" ]] && tls=(--tls-ca "$FLEET_TLS_DIR/ca.crt" --tls-cert "$FLEET_TLS_DIR/controller-$id.crt"
+    --tls-key "$FLEET_TLS_DIR/controller-$id.key")
   "${wrap[@]}" "$hoistd" --replica-id "$id" --listen "$HOISTD_ADDR" --http-listen "127.0.0.1:$(free_port)" \
-    --database-url "$db" >"$WORK/$id.log" 2>&1 &
+    --database-url "$db" "${tls[@]}" >"$WORK/$id.log" 2>&1 &
   PIDS+=($!)
 }
 
@@ -111,7 +114,10 @@ fleet_agent_start() {
     wrap=(nsenter "--net=$(fleet_node "$FLEET_NODE" NETNS)" --)
   fi
   mkdir -p "$WORK/$id"
-  "${wrap[@]}" "$agent" --controller "$controllers" --insecure --agent-id "$id" --labels "$labels" \
+  local -a tls=(--insecure)
+  [[ -n "${FLEET_TLS_DIR:-}" ]] && tls=(--tls-ca "$FLEET_TLS_DIR/ca.crt" --tls-cert "$FLEET_TLS_DIR/agent-$id.crt"
+    --tls-key "$FLEET_TLS_DIR/agent-$id.key")
+  "${wrap[@]}" "$agent" --controller "$controllers" "${tls[@]}" --agent-id "$id" --labels "$labels" \
     --host-name "$id.${FLEET_DOMAIN:-local}" --state-dir "$WORK/$id" "$@" >"$WORK/$id.log" 2>&1 &
   PIDS+=($!)
 }

@@ -14,7 +14,12 @@
 // Also: a proxy_update naming an unknown route fails the step and leaves the
 // proxy serving as before.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <csignal>
@@ -26,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -38,6 +44,7 @@
 #include "shared/subprocess.h"
 #include "agent/agent_policy.h"
 #include "agent/docker/docker_client.h"
+#include "agent/haproxy.h"
 #include "agent/journal.h"
 #include "agent/step_executor.h"
 #include "shared/clock.h"
@@ -505,6 +512,50 @@ TEST_F(ProxyStepsE2eTest, UnknownRouteFailsTheStepAndLeavesTheProxyServing) {
   auto config = env_->Docker({"cp", absl::StrCat(deployment_, "-proxy-blue-0-1.0.0:/etc/haproxy/haproxy.cfg"), "-"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_THAT(*config, ::testing::HasSubstr("    server web-0 "));
+}
+
+// True when a TCP connection to ip:port succeeds within two seconds.
+bool TcpConnects(const std::string& ip, uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  timeval tv{2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  inet_pton(AF_INET, ip.c_str(), &addr.sin_addr);
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+TEST_F(ProxyStepsE2eTest, TheRuntimeApiIsAUnixSocketOnlyTheAgentReaches) {
+  auto port = PickFreePort();
+  ASSERT_TRUE(port.ok());
+  hoist::v1::StepResult web = executor_->Run(Start("web", web_image_, 0), nullptr);
+  ASSERT_EQ(web.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << web.message();
+  hoist::v1::StepResult proxy = executor_->Run(Start("proxy", proxy_image_, *port), nullptr);
+  ASSERT_EQ(proxy.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << proxy.message();
+  // The agent drives the proxy (through the socket in its state directory).
+  hoist::v1::StepResult update = executor_->Run(Update("good", "web", web.start().container_name()), nullptr);
+  ASSERT_EQ(update.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << update.message();
+  const std::string name = proxy.start().container_name();
+  auto ip = env_->Docker({"inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name});
+  ASSERT_TRUE(ip.ok()) << ip.status();
+  const std::string proxy_ip(absl::StripAsciiWhitespace(*ip));
+  ASSERT_FALSE(proxy_ip.empty());
+  // What any container on the proxy's network sees: the routes answer, the
+  // runtime API port does not exist.
+  EXPECT_TRUE(TcpConnects(proxy_ip, 8080)) << "the proxy's frontend should answer on " << proxy_ip;
+  EXPECT_FALSE(TcpConnects(proxy_ip, agent::kHaproxyRuntimePort))
+      << "HAProxy's runtime API answers on the proxy's network address " << proxy_ip;
+  auto ports = env_->Docker({"port", name});
+  ASSERT_TRUE(ports.ok());
+  EXPECT_THAT(*ports, ::testing::Not(::testing::HasSubstr("9999")));
+  // The socket's directory is the agent's alone.
+  struct stat st {};
+  ASSERT_EQ(stat(absl::StrCat(dir_, "/state/proxy-api/", name).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
 }
 
 }  // namespace

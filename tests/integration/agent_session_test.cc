@@ -54,7 +54,8 @@ struct Replica {
       : pool(*WithConnectionDefaults(url), 4),
         store(&pool),
         hub(&store, RealClock::Get(), AgentHubOptions{.controller_id = id, .heartbeat_interval = absl::Milliseconds(200)}),
-        service(&hub, [this] { return leader_info; }, /*require_peer_identity=*/credentials != nullptr) {
+        authorizer({.tls = credentials != nullptr}),
+        service(&hub, [this] { return leader_info; }, &authorizer) {
     grpc::ServerBuilder builder;
     builder.RegisterService(&service);
     builder.AddListeningPort("127.0.0.1:0", credentials ? credentials : grpc::InsecureServerCredentials(), &port);
@@ -80,6 +81,7 @@ struct Replica {
   PgAgentStore store;
   AgentHub hub;
   LeaderInfo leader_info;
+  Authorizer authorizer;
   AgentServiceImpl service;
   int port = 0;
   std::string address;

@@ -101,5 +101,25 @@ TEST_F(CaCommandTest, HelpExitsZeroWithExamples) {
   EXPECT_THAT(out_.str(), HasSubstr("HOIST_CA_DIR"));
 }
 
+TEST_F(CaCommandTest, OperatorsAreIssuedAtALevelAndRevokedByName) {
+  ASSERT_EQ(Run({"init", "--dir", dir_}), 0) << err_.str();
+  EXPECT_EQ(Run({"issue", "operator", "alice", "--dir", dir_}), 2);
+  EXPECT_THAT(err_.str(), HasSubstr("--level"));
+  EXPECT_EQ(Run({"issue", "operator", "alice", "--dir", dir_, "--level", "root"}), 2);
+  EXPECT_THAT(err_.str(), HasSubstr("viewer, deployer or admin"));
+  ASSERT_EQ(Run({"issue", "operator", "alice", "--dir", dir_, "--level", "deployer", "--valid-for", "12h"}), 0)
+      << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("at level deployer"));
+  EXPECT_EQ(Run({"issue", "agent", "h1", "--dir", dir_, "--valid-for", "soon"}), 2);
+  EXPECT_THAT(err_.str(), HasSubstr("--valid-for"));
+
+  ASSERT_EQ(Run({"revoke", "alice", "--dir", dir_}), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("Revoked operator alice"));
+  EXPECT_TRUE(Exists("crl.pem"));
+  EXPECT_EQ(Run({"revoke", "nobody", "--dir", dir_}), 1);
+  EXPECT_THAT(err_.str(), HasSubstr("no certificate named"));
+  EXPECT_EQ(Run({"revoke", "--dir", dir_}), 2);
+}
+
 }  // namespace
 }  // namespace hoist

@@ -11,6 +11,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "shared/revocation.h"
+#include "shared/subprocess.h"
 #include "tests/fixtures/temp_dir.h"
 
 namespace hoist {
@@ -142,7 +144,9 @@ TEST_F(CaTest, ControllerCertificateVerifiesWithServerAndClientAuthAndDefaultSan
 TEST_F(CaTest, AgentAndOperatorCertificatesAreClientOnly) {
   InitCa();
   for (CertKind kind : {CertKind::kAgent, CertKind::kOperator}) {
-    auto issued = CaIssue(dir_, kind, "host-17");
+    auto issued = CaIssue(
+        dir_, kind, "host-17",
+        {.force = true, .level = kind == CertKind::kOperator ? OperatorLevel::kViewer : OperatorLevel::kNone});
     ASSERT_TRUE(issued.ok()) << issued.status();
     EXPECT_EQ(issued->files.cert_path, absl::StrCat(dir_, "/", CertKindName(kind), "-host-17.crt"));
     EXPECT_EQ(ModeOf(issued->files.key_path), 0600u);
@@ -311,6 +315,119 @@ TEST_F(LoadTlsMaterialTest, AgentCertificateCannotServe) {
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(m.status().message()), HasSubstr("serverAuth"));
+}
+
+}  // namespace
+}  // namespace hoist
+
+namespace hoist {
+namespace {
+
+using ::testing::HasSubstr;
+
+class CaRolesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto dir = testing::MakeOwnedTempDir("hoist-ca-roles");
+    ASSERT_TRUE(dir.ok());
+    dir_ = *dir;
+    ASSERT_TRUE(CaInit(dir_).ok());
+  }
+  void TearDown() override { testing::RemoveTree(dir_); }
+  CertInfo Info(const std::string& path) {
+    auto info = InspectCertificate(testing::ReadWholeFile(path));
+    EXPECT_TRUE(info.ok()) << info.status();
+    return info.ok() ? *info : CertInfo{};
+  }
+  std::string dir_;
+};
+
+TEST_F(CaRolesTest, TheRoleAndAnOperatorsLevelAreInTheSignedSubject) {
+  auto agent = CaIssue(dir_, CertKind::kAgent, "host-1");
+  auto ctl = CaIssue(dir_, CertKind::kController, "ctl-1");
+  auto op = CaIssue(dir_, CertKind::kOperator, "alice", {.level = OperatorLevel::kDeployer});
+  ASSERT_TRUE(agent.ok() && ctl.ok() && op.ok());
+  EXPECT_EQ(Info(agent->files.cert_path).kind, CertKind::kAgent);
+  EXPECT_EQ(Info(agent->files.cert_path).level, OperatorLevel::kNone);
+  EXPECT_EQ(Info(ctl->files.cert_path).kind, CertKind::kController);
+  CertInfo alice = Info(op->files.cert_path);
+  EXPECT_EQ(alice.kind, CertKind::kOperator);
+  EXPECT_EQ(alice.level, OperatorLevel::kDeployer);
+  EXPECT_FALSE(alice.serial.empty());
+  EXPECT_NE(alice.serial, Info(agent->files.cert_path).serial);
+  // openssl sees the same subject.
+  auto subject = RunCommand({"openssl", "x509", "-noout", "-subject", "-in", op->files.cert_path}, {});
+  ASSERT_TRUE(subject.ok());
+  EXPECT_THAT(subject->stdout_text, HasSubstr("OU = role:operator, OU = level:deployer, CN = alice"));
+}
+
+TEST_F(CaRolesTest, AnOperatorNeedsALevelAndOnlyOperatorsTakeOne) {
+  auto none = CaIssue(dir_, CertKind::kOperator, "bob");
+  EXPECT_TRUE(absl::IsInvalidArgument(none.status()));
+  EXPECT_THAT(std::string(none.status().message()), HasSubstr("--level viewer"));
+  auto agent = CaIssue(dir_, CertKind::kAgent, "host-2", {.level = OperatorLevel::kAdmin});
+  EXPECT_TRUE(absl::IsInvalidArgument(agent.status()));
+  EXPECT_FALSE(ParseOperatorLevel("root").ok());
+  EXPECT_EQ(*ParseOperatorLevel("admin"), OperatorLevel::kAdmin);
+}
+
+TEST_F(CaRolesTest, RevokingWritesACrlSignedByTheCaThatListsTheSerial) {
+  auto a = CaIssue(dir_, CertKind::kAgent, "host-1");
+  auto b = CaIssue(dir_, CertKind::kOperator, "alice", {.level = OperatorLevel::kAdmin});
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto first = CaRevoke(dir_, "host-1");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->subject, "agent host-1");
+  EXPECT_EQ(first->total_revoked, 1u);
+  auto second = CaRevoke(dir_, "alice");
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->total_revoked, 2u);
+  auto again = CaRevoke(dir_, "alice");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->already);
+  EXPECT_EQ(again->total_revoked, 2u);
+
+  const std::string ca = testing::ReadWholeFile(dir_ + "/ca.crt");
+  auto list = ParseRevocationList(ca, testing::ReadWholeFile(dir_ + "/crl.pem"));
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_TRUE(list->Contains(Info(a->files.cert_path).serial));
+  EXPECT_TRUE(list->Contains(Info(b->files.cert_path).serial));
+  // openssl verifies it, and reports the certificate revoked.
+  auto verify = RunCommand({"openssl", "verify", "-crl_check", "-CAfile", dir_ + "/ca.crt", "-CRLfile",
+                            dir_ + "/crl.pem", a->files.cert_path}, {});
+  ASSERT_TRUE(verify.ok());
+  EXPECT_THAT(verify->stdout_text + verify->stderr_text, HasSubstr("certificate revoked"));
+
+  // Another CA's list is refused.
+  auto other = testing::MakeOwnedTempDir("hoist-ca-other");
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(CaInit(*other).ok());
+  auto other_ca = testing::ReadWholeFile(*other + "/ca.crt");
+  EXPECT_TRUE(absl::IsUnauthenticated(ParseRevocationList(other_ca, testing::ReadWholeFile(dir_ + "/crl.pem")).status()));
+  testing::RemoveTree(*other);
+  EXPECT_TRUE(absl::IsNotFound(CaRevoke(dir_, "nobody").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(CaRevoke(dir_, "", {.serial = "xyz"}).status()));
+}
+
+TEST_F(CaRolesTest, TheWatcherSeesANewListWithoutARestartAndKeepsTheOldOneWhenTheFileIsBad) {
+  auto a = CaIssue(dir_, CertKind::kAgent, "host-1");
+  ASSERT_TRUE(a.ok());
+  const std::string serial = Info(a->files.cert_path).serial;
+  RevocationWatcher watcher(dir_ + "/ca.crt", DefaultCrlPath(dir_ + "/ca.crt"));
+  EXPECT_EQ(watcher.crl_path(), dir_ + "/crl.pem");
+  bool changed = true;
+  ASSERT_TRUE(watcher.Refresh(&changed).ok());
+  EXPECT_FALSE(changed) << "no file yet: nothing revoked, nothing changed";
+  EXPECT_FALSE(watcher.IsRevoked(serial));
+  ASSERT_TRUE(CaRevoke(dir_, "host-1").ok());
+  ASSERT_TRUE(watcher.Refresh(&changed).ok());
+  EXPECT_TRUE(changed);
+  EXPECT_TRUE(watcher.IsRevoked(serial));
+  ASSERT_TRUE(watcher.Refresh(&changed).ok());
+  EXPECT_FALSE(changed) << "the same file is not read again";
+  std::ofstream(dir_ + "/crl.pem") << "not a list";
+  EXPECT_FALSE(watcher.Refresh(&changed).ok());
+  EXPECT_TRUE(watcher.IsRevoked(serial)) << "a bad file must not lift a revocation";
 }
 
 }  // namespace

@@ -416,7 +416,7 @@ TEST_F(CliTest, TalksMutualTlsWithTheFleetCa) {
   std::string ca_dir = Path("ca");
   ASSERT_TRUE(CaInit(ca_dir).ok());
   auto controller = CaIssue(ca_dir, CertKind::kController, "ctl-1");
-  auto op = CaIssue(ca_dir, CertKind::kOperator, "alice");
+  auto op = CaIssue(ca_dir, CertKind::kOperator, "alice", {.level = OperatorLevel::kViewer});
   ASSERT_TRUE(controller.ok() && op.ok());
   auto server_creds = ServerTlsCredentials(ca_dir + "/ca.crt", controller->files.cert_path, controller->files.key_path);
   ASSERT_TRUE(server_creds.ok()) << server_creds.status();

@@ -24,6 +24,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using hoist::testing::FakeClock;
 
 constexpr char kServersHeader[] =
@@ -352,7 +353,9 @@ TEST(HaproxyConfigTest, RendersFrontendBackendAndRuntimeApiPerRoute) {
 
   std::string text = RenderHaproxyConfig(config, {ready, draining});
 
-  EXPECT_THAT(text, HasSubstr("stats socket ipv4@0.0.0.0:9999 level admin\n"));
+  // The runtime API is a unix socket, never a TCP port app containers could reach.
+  EXPECT_THAT(text, HasSubstr("stats socket /run/hoist-proxy/admin.sock mode 666 level admin\n"));
+  EXPECT_THAT(text, Not(HasSubstr("ipv4@")));
   EXPECT_THAT(text, HasSubstr("frontend fe_web\n    bind :8080\n    default_backend be_web\n"));
   EXPECT_THAT(text, HasSubstr("    server web-a 10.0.0.2:8080\n    server web-b 10.0.0.3:8080 disabled\n"));
 }
