@@ -81,6 +81,12 @@ int AgentMain(int argc, char** argv) {
   flags.AddBool("allow-privileged", "Allow privileged containers.");
   flags.AddBool("allow-host-paths", "Allow host-path (bind) mounts.");
   flags.AddBool("allow-docker-socket", "Allow mounting the Docker socket (root on the host).");
+  flags.AddString("env-file-dirs", "", "Directories (comma-separated) whose env files stacks may name; the agent "
+                  "reads them with its own rights. Empty: env files are refused.", "HOIST_ENV_FILE_DIRS");
+  flags.AddBool("allow-host-network", "Allow containers and jobs on the host's network (network: host) or another "
+                "container's.");
+  flags.AddBool("allow-foreign-objects", "Allow joining networks and mounting volumes that belong to another "
+                "deployment or docker compose project.");
   flags.AddString("log-level", "info", "trace, debug, info, warn, error.", "HOIST_LOG_LEVEL");
   flags.AddString("log-format", "text", "text or json.", "HOIST_LOG_FORMAT");
   flags.AddBool("version", "Print the version and exit.");
@@ -161,6 +167,15 @@ int AgentMain(int argc, char** argv) {
   policy.allow_privileged = flags.GetBool("allow-privileged");
   policy.allow_host_paths = flags.GetBool("allow-host-paths");
   policy.allow_docker_socket = flags.GetBool("allow-docker-socket");
+  policy.allow_host_network = flags.GetBool("allow-host-network");
+  policy.allow_foreign_objects = flags.GetBool("allow-foreign-objects");
+  for (absl::string_view d : absl::StrSplit(flags.Get("env-file-dirs"), ',', absl::SkipWhitespace())) {
+    if (!absl::StartsWith(d, "/")) {
+      std::cerr << "hoist-agent: --env-file-dirs: \"" << d << "\" is not an absolute directory\n";
+      return 2;
+    }
+    policy.env_file_dirs.emplace_back(d);
+  }
   policy.docker_socket_path = flags.Get("docker-socket");
   for (absl::string_view kv : absl::StrSplit(flags.Get("object-labels"), ',', absl::SkipWhitespace())) {
     std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));

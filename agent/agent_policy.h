@@ -26,6 +26,18 @@ struct AgentPolicy {
   // Binds of the Docker socket (or a directory holding it): root on the host.
   // Needs this flag even when allow_host_paths is set.
   bool allow_docker_socket = false;
+  // Directories env files may be read from (the agent reads them with its
+  // own rights, often root's, and hands their values to a container); a
+  // step naming an env file elsewhere is refused. Empty: env files are
+  // refused altogether (hoist-agent --env-file-dirs).
+  std::vector<std::string> env_file_dirs;
+  // Containers and jobs on the host's network stack (`network: host`) or
+  // another container's (`container:NAME`).
+  bool allow_host_network = false;
+  // Networks and named volumes that belong to another deployment or project:
+  // labelled hoist.deployment for another deployment, or made by docker
+  // compose for a project (com.docker.compose.project).
+  bool allow_foreign_objects = false;
   // Where backups go: <backup_dir>/<deployment>/<backup_id>/.
   std::string backup_dir;
   // The Docker socket on this host, for the check above (/run/docker.sock and

@@ -442,10 +442,61 @@ absl::StatusOr<docker::ContainerSpec> StepExecutor::DockerSpec(const StepContext
     }
     out.ports.push_back(std::move(binding));
   }
-  for (const auto& volume : spec.volumes()) {
-    out.mounts.push_back(docker::Mount{volume.source(), volume.target(), volume.read_only()});
+  const std::string deployment =
+      labels.contains(std::string(labels::kDeployment)) ? labels.at(std::string(labels::kDeployment)) : "";
+  // A network or volume of another deployment, or of a docker compose
+  // project, is not this step's to join or mount (unless the agent allows it).
+  auto check_owner = [&](absl::string_view what, const std::string& name,
+                         const std::map<std::string, std::string>& theirs) -> absl::Status {
+    if (policy_.allow_foreign_objects) return absl::OkStatus();
+    std::string owner;
+    if (auto it = theirs.find(std::string(labels::kDeployment)); it != theirs.end() && it->second != deployment) {
+      owner = absl::StrCat("deployment ", it->second);
+    } else if (it == theirs.end()) {
+      if (auto compose = theirs.find("com.docker.compose.project"); compose != theirs.end()) {
+        owner = absl::StrCat("docker compose project ", compose->second);
+      }
+    }
+    if (owner.empty()) return absl::OkStatus();
+    return absl::PermissionDeniedError(absl::StrCat(what, " ", name, " belongs to ", owner, ", not to deployment ",
+                                                    deployment, "; this agent does not share it "
+                                                    "(hoist-agent --allow-foreign-objects)"));
+  };
+  for (int i = 0; i < spec.volumes_size(); ++i) {
+    const auto& volume = spec.volumes(i);
+    docker::Mount mount{volume.source(), volume.target(), volume.read_only()};
+    if (!mount.is_bind()) {
+      const std::string f = absl::StrCat(field, ".volumes[", i, "].source");
+      auto theirs = docker_->VolumeLabels(mount.source);
+      if (theirs.ok()) {
+        if (absl::Status s = check_owner("volume", mount.source, *theirs); !s.ok()) {
+          return absl::Status(s.code(), absl::StrCat(f, ": ", s.message()));
+        }
+      } else if (absl::IsNotFound(theirs.status())) {
+        // Made here with the deployment's labels, so that it is known as its own.
+        std::map<std::string, std::string> mine = {{std::string(labels::kManaged), "true"}};
+        if (!deployment.empty()) mine[std::string(labels::kDeployment)] = deployment;
+        for (const auto& [key, value] : policy_.extra_labels) mine.emplace(key, value);
+        if (absl::Status s = docker_->CreateVolume(mount.source, mine); !s.ok()) {
+          return absl::Status(s.code(), absl::StrCat(f, ": cannot create volume ", mount.source, ": ", s.message()));
+        }
+      } else {
+        return absl::Status(theirs.status().code(), absl::StrCat(f, ": ", theirs.status().message()));
+      }
+    }
+    out.mounts.push_back(std::move(mount));
   }
   out.network = spec.network();
+  if (!out.network.empty() && out.network != "bridge" && out.network != "host" && out.network != "none" &&
+      !absl::StartsWith(out.network, "container:")) {
+    if (auto theirs = docker_->NetworkLabels(out.network); theirs.ok()) {
+      if (absl::Status s = check_owner("network", out.network, *theirs); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat(field, ".network: ", s.message()));
+      }
+    } else if (!absl::IsNotFound(theirs.status())) {
+      return absl::Status(theirs.status().code(), absl::StrCat(field, ".network: ", theirs.status().message()));
+    }
+  }
   // Docker's own networks exist; a deployment's network is created on first use.
   if (!out.network.empty() && out.network != "bridge" && out.network != "host" && out.network != "none") {
     std::map<std::string, std::string> net_labels = {{std::string(labels::kManaged), "true"}};

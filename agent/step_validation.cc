@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "agent/container_names.h"
 #include "agent/haproxy.h"
 #include "shared/labels.h"
@@ -215,11 +216,37 @@ absl::Status ValidateRestore(const hoist::v1::Restore& restore) {
   return absl::OkStatus();
 }
 
+// Host paths no container gets, whatever the agent allows: the kernel's and
+// the container runtimes' state (a bind of /proc/1/root is the host's root).
+constexpr absl::string_view kNeverBound[] = {
+    "/proc", "/sys", "/dev", "/boot", "/root", "/etc/shadow", "/etc/sudoers", "/var/lib/docker", "/var/lib/containerd",
+    "/run/containerd", "/var/run/containerd", "/var/lib/kubelet"};
+
+// The path made absolute and normal, without a trailing slash.
+std::string NormalPath(absl::string_view path) {
+  std::string out = std::filesystem::path(std::string(path)).lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+// True when a is b or a directory holding b.
+bool IsOrHolds(absl::string_view a, absl::string_view b) {
+  return a == b || a == "/" || absl::StartsWith(b, absl::StrCat(a, "/"));
+}
+
 absl::Status CheckSpecPolicy(absl::string_view field, const hoist::v1::ContainerSpec& spec,
                              const AgentPolicy& policy) {
   if (spec.privileged() && !policy.allow_privileged) {
     return Denied(absl::StrCat(field, ".privileged"),
                   "this agent does not run privileged containers (allow_privileged is off in its config)");
+  }
+  if ((spec.network() == "host" || absl::StartsWith(spec.network(), "container:")) && !policy.allow_host_network) {
+    return Denied(absl::StrCat(field, ".network"),
+                  absl::StrCat("\"", spec.network(), "\" shares a network stack that is not the container's own; this "
+                               "agent does not allow it (hoist-agent --allow-host-network)"));
+  }
+  for (int i = 0; i < spec.env_files_size(); ++i) {
+    HOIST_RETURN_IF_ERROR(CheckEnvFilePath(absl::StrCat(field, ".env_files[", i, "]"), spec.env_files(i), policy));
   }
   for (int i = 0; i < spec.volumes_size(); ++i) {
     const std::string& source = spec.volumes(i).source();
@@ -232,6 +259,14 @@ absl::Status CheckSpecPolicy(absl::string_view field, const hoist::v1::Container
                                       "not allow it (allow_docker_socket is off in its config)"));
       }
       continue;
+    }
+    const std::string normal = NormalPath(source);
+    for (absl::string_view never : kNeverBound) {
+      if (IsOrHolds(normal, never) || IsOrHolds(never, normal)) {
+        return Denied(f, absl::StrCat("\"", source, "\" is or holds ", never,
+                                      ", which no container of this agent mounts (it reaches the host's kernel or "
+                                      "container runtime)"));
+      }
     }
     if (!policy.allow_host_paths) {
       return Denied(f, absl::StrCat("\"", source,
@@ -272,6 +307,34 @@ absl::Status ValidateImageRef(absl::string_view field, absl::string_view image) 
   if (colon == absl::string_view::npos || colon == 0 || colon + 1 == last.size()) {
     return Invalid(field, absl::StrCat("\"", image, "\" names no tag or digest; pin it (repository:1.5.0 or ",
                                        "repository@sha256:...)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckEnvFilePath(absl::string_view field, absl::string_view path, const AgentPolicy& policy) {
+  if (policy.env_file_dirs.empty()) {
+    return Denied(field, absl::StrCat("this agent reads no env files (\"", path,
+                                      "\"); allow their directory with hoist-agent --env-file-dirs DIR"));
+  }
+  // The file as named, and as it resolves (a symlink must not lead out).
+  std::vector<std::string> forms = {NormalPath(path)};
+  std::error_code ec;
+  std::filesystem::path real = std::filesystem::canonical(std::string(path), ec);
+  if (!ec) forms.push_back(real.string());
+  for (const std::string& form : forms) {
+    bool inside = false;
+    for (const std::string& dir : policy.env_file_dirs) {
+      std::string allowed = NormalPath(dir);
+      std::filesystem::path real_dir = std::filesystem::canonical(allowed, ec);
+      if (!ec) allowed = real_dir.string();
+      inside = inside || (allowed != "/" && absl::StartsWith(form, absl::StrCat(allowed, "/"))) ||
+               (allowed == "/" && form != "/");
+    }
+    if (!inside) {
+      return Denied(field, absl::StrCat("\"", path, "\"", form == forms.front() ? "" : absl::StrCat(" (", form, ")"),
+                                        " is outside the directories this agent reads env files from (",
+                                        absl::StrJoin(policy.env_file_dirs, ", "), "; hoist-agent --env-file-dirs)"));
+    }
   }
   return absl::OkStatus();
 }
@@ -449,8 +512,14 @@ absl::Status CheckPolicy(const hoist::v1::Step& step, const AgentPolicy& policy)
     }
     case hoist::v1::Step::kProxyUpdate:
       return CheckServes("proxy_update.deployment", step.proxy_update().deployment(), policy);
-    case hoist::v1::Step::kReadEnvNames:
-      return CheckServes("read_env_names.deployment", step.read_env_names().deployment(), policy);
+    case hoist::v1::Step::kReadEnvNames: {
+      HOIST_RETURN_IF_ERROR(CheckServes("read_env_names.deployment", step.read_env_names().deployment(), policy));
+      for (int i = 0; i < step.read_env_names().env_files_size(); ++i) {
+        HOIST_RETURN_IF_ERROR(CheckEnvFilePath(absl::StrCat("read_env_names.env_files[", i, "]"),
+                                               step.read_env_names().env_files(i), policy));
+      }
+      return absl::OkStatus();
+    }
     case hoist::v1::Step::kForwardUpdate:
       return CheckServes("forward_update.deployment", step.forward_update().deployment(), policy);
     case hoist::v1::Step::kPullImage:

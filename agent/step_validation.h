@@ -30,4 +30,9 @@ absl::Status ValidateImageRef(absl::string_view field, absl::string_view image);
 // itself or a directory above it).
 bool ExposesDockerSocket(absl::string_view host_path, const AgentPolicy& policy);
 
+// OK when the agent may read the env file at `path`: inside one of
+// policy.env_file_dirs both as named and as its symlinks resolve.
+// PERMISSION_DENIED naming `field`, the path and the flag otherwise.
+absl::Status CheckEnvFilePath(absl::string_view field, absl::string_view path, const AgentPolicy& policy);
+
 }  // namespace hoist::agent

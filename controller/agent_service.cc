@@ -16,6 +16,8 @@ using Stream = grpc::ServerReaderWriter<hoist::v1::SessionResponse, hoist::v1::S
 
 // How long a new session may take to send its Hello.
 constexpr absl::Duration kHelloTimeout = absl::Seconds(10);
+// Session calls one agent certificate may have open at once.
+constexpr int kMaxCallsPerCertificate = 4;
 
 // One session's connection: Send queues, a writer thread drains the queue.
 class StreamConnection final : public AgentConnection {
@@ -91,6 +93,40 @@ int AgentServiceImpl::CloseRevokedSessions() {
 }
 
 grpc::Status AgentServiceImpl::Session(grpc::ServerContext* context, Stream* stream) {
+  // Under mTLS the certificate is checked before anything is read: an
+  // operator's or a revoked one holds no thread waiting for a hello.
+  std::string serial;
+  std::string cert_name;
+  if (auth_ != nullptr && auth_->tls()) {
+    absl::StatusOr<CertInfo> cert = auth_->CheckAgent(*context);
+    if (!cert.ok()) {
+      return grpc::Status(static_cast<grpc::StatusCode>(cert.status().code()), std::string(cert.status().message()));
+    }
+    serial = cert->serial;
+    cert_name = cert->common_name;
+  }
+  // A few calls at once per certificate (a reconnect may overlap the old
+  // session's end); more is one key opening streams to hold threads.
+  {
+    absl::MutexLock lock(&mu_);
+    if (!serial.empty() && calls_per_serial_[serial] >= kMaxCallsPerCertificate) {
+      spdlog::warn("agent certificate {} (serial {}) already has {} session calls open; refused another from {}",
+                   cert_name, serial, calls_per_serial_[serial], context->peer());
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("the certificate of \"", cert_name, "\" already has ",
+                                       kMaxCallsPerCertificate, " session calls open on this controller"));
+    }
+    if (!serial.empty()) ++calls_per_serial_[serial];
+  }
+  struct Release {
+    AgentServiceImpl* self;
+    std::string serial;
+    ~Release() {
+      if (serial.empty()) return;
+      absl::MutexLock lock(&self->mu_);
+      if (--self->calls_per_serial_[serial] <= 0) self->calls_per_serial_.erase(serial);
+    }
+  } release{this, serial};
   hoist::v1::SessionRequest first;
   bool read_first = false;
   {
@@ -118,14 +154,8 @@ grpc::Status AgentServiceImpl::Session(grpc::ServerContext* context, Stream* str
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message of a session must be a Hello");
   }
   const hoist::v1::Hello& hello = first.hello();
-  std::string serial;
   if (auth_ != nullptr && auth_->tls()) {
-    absl::StatusOr<CertInfo> cert = auth_->CheckAgent(*context);
-    if (!cert.ok()) {
-      return grpc::Status(static_cast<grpc::StatusCode>(cert.status().code()), std::string(cert.status().message()));
-    }
-    serial = cert->serial;
-    const std::string& cn = cert->common_name;
+    const std::string& cn = cert_name;
     if (cn.empty() || cn != hello.agent_id()) {
       spdlog::warn("session from {} refused: certificate name \"{}\" does not match agent id \"{}\"",
                    context->peer(), cn, hello.agent_id());

@@ -44,6 +44,8 @@ class AgentServiceImpl final : public hoist::v1::AgentService::Service {
   // Open sessions by their stream's context, with their certificate serial.
   absl::Mutex mu_;
   std::map<grpc::ServerContext*, std::pair<std::string, std::string>> open_ ABSL_GUARDED_BY(mu_);  // id, serial
+  // Session calls in progress (the hello wait included) per certificate serial.
+  std::map<std::string, int> calls_per_serial_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace hoist

@@ -29,6 +29,7 @@
 #include "shared/http_server.h"
 #include "shared/metrics.h"
 #include "shared/revocation.h"
+#include "shared/secret_box.h"
 #include "shared/tls.h"
 #include <nlohmann/json.hpp>
 #include "hoist/v1/agent.grpc.pb.h"
@@ -93,6 +94,9 @@ int ControllerMain(int argc, char** argv) {
   flags.AddString("tls-key", "", "This controller's private key.", "HOIST_TLS_KEY");
   flags.AddString("tls-crl", "", "Revocation list (hoist ca revoke), read again whenever it changes; default "
                   "crl.pem next to --tls-ca (absent: nothing revoked).", "HOIST_TLS_CRL");
+  flags.AddString("secrets-key-file", "", "Key file (mode 0600, 64 hex digits a line: openssl rand -hex 32) that "
+                  "seals env values at rest in Postgres; required with TLS. The first key seals, every key opens "
+                  "(rotation: README, Secrets).", "HOIST_SECRETS_KEY_FILE");
   flags.AddString("log-level", "info", "trace, debug, info, warn, error.", "HOIST_LOG_LEVEL");
   flags.AddString("log-format", "text", "text or json.", "HOIST_LOG_FORMAT");
   flags.AddBool("version", "Print the version and exit.");
@@ -205,13 +209,41 @@ int ControllerMain(int argc, char** argv) {
     spdlog::warn("serving without TLS: agents and operators are not authenticated (pass --tls-ca, --tls-cert and "
                  "--tls-key in production)");
   }
+  std::unique_ptr<SecretBox> secrets;
+  if (!flags.Get("secrets-key-file").empty()) {
+    auto box = SecretBox::FromFile(flags.Get("secrets-key-file"));
+    if (!box.ok()) {
+      std::cerr << "hoistd: " << box.status().message() << "\n";
+      return 2;
+    }
+    secrets = *std::move(box);
+  } else if (tls) {
+    std::cerr << "hoistd: --secrets-key-file is required with TLS: env values are kept sealed in Postgres under "
+                 "a key only hoistd reads (make one: openssl rand -hex 32 > hoistd-secrets.key && chmod 600 "
+                 "hoistd-secrets.key; every replica uses the same file)\n";
+    return 2;
+  } else {
+    spdlog::warn("no --secrets-key-file: env values are stored in Postgres in clear (development only)");
+  }
   auto pooled_url = WithConnectionDefaults(database_url);
   PgPool pool(*pooled_url, 8);
   PgAgentStore agent_store(&pool);
-  PgRolloutStore rollout_store(&pool);
+  PgRolloutStore rollout_store(&pool, secrets.get());
+  if (secrets) {
+    auto sealed = rollout_store.SealStoredSecrets();
+    if (!sealed.ok()) {
+      spdlog::critical("cannot seal the env values stored in clear or under an older key: {}",
+                       std::string(sealed.status().message()));
+      return 1;
+    }
+    if (*sealed > 0) spdlog::info("sealed {} stored manifests and steps under key {}", *sealed, secrets->current_key_id());
+  }
   AgentHub hub(&agent_store, RealClock::Get(), AgentHubOptions{.controller_id = replica_id});
   rollout::Executor executor(&rollout_store, &hub, RealClock::Get());
   rollout::RolloutManager manager(&rollout_store, &agent_store, &hub, &executor, RealClock::Get());
+  if (secrets) {
+    manager.SetSecretFingerprint([box = secrets.get()](absl::string_view value) { return box->Fingerprint(value); });
+  }
   executor.SetRollbackLauncher([&manager, &hub](const rollout::StoredRollout& failed) {
     return manager.RollBackFailed(hub.epoch(), failed);
   });

@@ -149,6 +149,9 @@ for i in 1 2; do
 done
 for i in 1 2 3; do "$HOIST" ca issue agent "host-$i" --dir "$CA" | head -1; done
 "$HOIST" ca issue operator demo-admin --level admin --dir "$CA" | head -1
+# The key hoistd seals env values with in Postgres (every replica reads the same file).
+(umask 077 && openssl rand -hex 32 >"$CA/secrets.key")
+echo "Made the secrets key $CA/secrets.key (mode 0600): env values are sealed at rest"
 export FLEET_TLS_DIR="$CA"
 
 say "starting two hoistd replicas and three agents"

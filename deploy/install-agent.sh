@@ -214,6 +214,8 @@ env_text() {
   fi
   echo "HOIST_AGENT_STATE_DIR=$STATE_DIR"
   echo "#HOIST_AGENT_DEPLOYMENTS=shop"
+  echo "# Directories whose env files stacks may name (none by default: env files are refused)."
+  echo "#HOIST_ENV_FILE_DIRS=/etc/shop"
   echo "#HOIST_LOG_FORMAT=json"
 }
 

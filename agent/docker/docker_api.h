@@ -158,6 +158,10 @@ class DockerApi {
   // Named volumes.
   virtual absl::Status CreateVolume(absl::string_view name, const std::map<std::string, std::string>& labels) = 0;
   virtual absl::Status RemoveVolume(absl::string_view name) = 0;
+  // The labels of the named volume or network; NOT_FOUND when there is none
+  // of that name.
+  virtual absl::StatusOr<std::map<std::string, std::string>> VolumeLabels(absl::string_view name) = 0;
+  virtual absl::StatusOr<std::map<std::string, std::string>> NetworkLabels(absl::string_view name) = 0;
 
   // Creates a bridge network named `name` with these labels unless one of
   // that name exists (then OK, whoever created it). Returns the id of the

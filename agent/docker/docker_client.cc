@@ -1220,6 +1220,24 @@ absl::Status DockerClient::CreateVolume(absl::string_view name, const std::map<s
   return Expect(call, {}).status();
 }
 
+absl::StatusOr<std::map<std::string, std::string>> DockerClient::ObjectLabels(absl::string_view kind,
+                                                                               absl::string_view name) {
+  if (absl::Status s = CheckName(absl::StrCat(kind, " name"), name); !s.ok()) return s;
+  Call call;
+  call.target = absl::StrCat("/", kind, "s/", name);
+  auto reply = ExpectObject(call);
+  if (!reply.ok()) return reply.status();
+  return StringMap(reply->doc, "Labels");
+}
+
+absl::StatusOr<std::map<std::string, std::string>> DockerClient::VolumeLabels(absl::string_view name) {
+  return ObjectLabels("volume", name);
+}
+
+absl::StatusOr<std::map<std::string, std::string>> DockerClient::NetworkLabels(absl::string_view name) {
+  return ObjectLabels("network", name);
+}
+
 absl::Status DockerClient::RemoveVolume(absl::string_view name) {
   if (absl::Status s = CheckName("volume name", name); !s.ok()) return s;
   Call call;

@@ -100,6 +100,10 @@ class DockerClient : public DockerApi {
   absl::StatusOr<std::vector<ContainerInfo>> List(const std::vector<std::string>& label_filters) override;
   absl::Status CreateVolume(absl::string_view name, const std::map<std::string, std::string>& labels) override;
   absl::Status RemoveVolume(absl::string_view name) override;
+  absl::StatusOr<std::map<std::string, std::string>> VolumeLabels(absl::string_view name) override;
+  absl::StatusOr<std::map<std::string, std::string>> NetworkLabels(absl::string_view name) override;
+  // GET /<kind>s/<name>: the labels of a volume or network.
+  absl::StatusOr<std::map<std::string, std::string>> ObjectLabels(absl::string_view kind, absl::string_view name);
   absl::StatusOr<std::string> EnsureNetwork(absl::string_view name,
                                             const std::map<std::string, std::string>& labels) override;
   absl::Status GetArchive(absl::string_view id_or_name, absl::string_view path,

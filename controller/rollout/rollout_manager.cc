@@ -1,5 +1,7 @@
 #include "controller/rollout/rollout_manager.h"
 
+#include "controller/rollout/secrets.h"
+
 #include <future>
 #include <map>
 #include <thread>
@@ -28,15 +30,21 @@ std::string Sha256Hex(absl::string_view data) {
   return hex;
 }
 
-hoist::v1::Deployment DeploymentProto(const StoredDeployment& d) {
+}  // namespace
+
+hoist::v1::Deployment RolloutManager::DeploymentProto(const StoredDeployment& d) const {
   hoist::v1::Deployment out;
   out.set_name(d.name);
-  out.set_manifest_yaml(d.manifest_yaml);
+  out.set_manifest_yaml(RedactEnvValues(d.manifest_yaml, [this](absl::string_view value) {
+    return fingerprint_ ? fingerprint_(value) : std::string();
+  }));
   out.set_manifest_sha256(d.manifest_sha256);
   out.set_pinned_version(d.pinned_version);
   SetTimestamp(d.updated_at, out.mutable_updated_at());
   return out;
 }
+
+namespace {
 
 // Checks a deployment or version name given by an operator.
 absl::Status Required(absl::string_view field, absl::string_view value) {

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <functional>
+
 // RolloutManager: what the operator API does, without gRPC. It validates and
 // stores stacks and releases, plans upgrades and rollbacks from what the
 // agents report, starts them on the executor, and assembles status, the
@@ -58,7 +60,14 @@ class RolloutManager {
   // The rollback of a failed upgrade, for the executor's ON_FAILURE_ROLLBACK.
   absl::StatusOr<std::string> RollBackFailed(uint64_t epoch, const StoredRollout& failed);
 
+  // The deployment as applied; its manifest's env values are replaced by
+  // "(secret <fingerprint>)" (secrets.h): no API answer carries a value.
   absl::StatusOr<hoist::v1::Deployment> GetDeployment(const std::string& name);
+  // The keyed fingerprint shown in place of an env value (SecretBox). Unset:
+  // values show as "(secret)".
+  void SetSecretFingerprint(std::function<std::string(absl::string_view)> fingerprint) {
+    fingerprint_ = std::move(fingerprint);
+  }
   absl::StatusOr<hoist::v1::Rollout> GetRollout(const std::string& id);
   absl::StatusOr<hoist::v1::GetStatusResponse> Status(const std::string& deployment);
   absl::StatusOr<hoist::v1::GetVersionMatrixResponse> Matrix(const std::string& deployment);
@@ -88,6 +97,8 @@ class RolloutManager {
   StepDispatcher* const dispatcher_;
   Executor* const executor_;
   Clock* const clock_;
+  std::function<std::string(absl::string_view)> fingerprint_;
+  hoist::v1::Deployment DeploymentProto(const StoredDeployment& d) const;
 };
 
 }  // namespace hoist::rollout

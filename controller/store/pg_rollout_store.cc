@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "controller/rollout/secrets.h"
 #include "shared/proto_names.h"
 #include "shared/proto_time.h"
 
@@ -68,15 +69,80 @@ absl::StatusOr<StoredRollout> RolloutFromRow(const pqxx::row& row) {
 
 }  // namespace
 
+absl::StatusOr<std::string> PgRolloutStore::OpenManifest(const std::string& stored) const {
+  if (!SecretBox::IsSealed(stored)) return stored;
+  if (secrets_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "the stored stack manifest is sealed and this hoistd has no key: start it with --secrets-key-file");
+  }
+  auto opened = secrets_->Open(stored);
+  if (!opened.ok()) return absl::Status(opened.status().code(), absl::StrCat("stack manifest: ", opened.status().message()));
+  return opened;
+}
+
+absl::StatusOr<std::string> PgRolloutStore::ActionBytes(const hoist::v1::Step& action) const {
+  if (secrets_ == nullptr) return Bytes(action);
+  hoist::v1::Step sealed = action;
+  absl::Status s = rollout::TransformStepEnv(&sealed, [this](const std::string& value) -> absl::StatusOr<std::string> {
+    if (SecretBox::IsSealed(value) && !secrets_->SealedUnderOldKey(value)) return value;
+    if (SecretBox::IsSealed(value)) {
+      auto clear = secrets_->Open(value);
+      if (!clear.ok()) return clear.status();
+      return secrets_->Seal(*clear);
+    }
+    return secrets_->Seal(value);
+  });
+  if (!s.ok()) return s;
+  return Bytes(sealed);
+}
+
 absl::Status PgRolloutStore::PutDeployment(uint64_t epoch, const StoredDeployment& d) {
+  const std::string stored = secrets_ != nullptr ? secrets_->Seal(d.manifest_yaml) : d.manifest_yaml;
   return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
     tx.exec_params0(
         "INSERT INTO deployments (name, manifest_yaml, manifest_sha256, file_name) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (name) DO UPDATE SET manifest_yaml = EXCLUDED.manifest_yaml,"
         " manifest_sha256 = EXCLUDED.manifest_sha256, file_name = EXCLUDED.file_name, updated_at = now()",
-        d.name, d.manifest_yaml, d.manifest_sha256, d.file_name);
+        d.name, stored, d.manifest_sha256, d.file_name);
     return absl::OkStatus();
   });
+}
+
+absl::StatusOr<int> PgRolloutStore::SealStoredSecrets() {
+  if (secrets_ == nullptr) return 0;
+  int rewritten = 0;
+  absl::Status s = pool_->Transact([&](pqxx::work& tx) -> absl::Status {
+    rewritten = 0;
+    // Row locks: two replicas starting at once seal each row once.
+    for (const auto& row : tx.exec("SELECT name, manifest_yaml FROM deployments FOR UPDATE")) {
+      const std::string stored = row[1].as<std::string>();
+      if (SecretBox::IsSealed(stored) && !secrets_->SealedUnderOldKey(stored)) continue;
+      auto clear = OpenManifest(stored);
+      if (!clear.ok()) return clear.status();
+      tx.exec_params0("UPDATE deployments SET manifest_yaml = $2 WHERE name = $1", row[0].as<std::string>(),
+                      secrets_->Seal(*clear));
+      ++rewritten;
+    }
+    for (const auto& row : tx.exec("SELECT rollout_id, seq, action FROM rollout_steps WHERE action IS NOT NULL"
+                                   " AND kind IN ('start_instance', 'run_job') FOR UPDATE")) {
+      auto action = Parse<hoist::v1::Step>(row[2], "step action");
+      if (!action.ok()) return action.status();
+      bool stale = false;
+      (void)rollout::TransformStepEnv(&*action, [&](const std::string& v) -> absl::StatusOr<std::string> {
+        if (!SecretBox::IsSealed(v) || secrets_->SealedUnderOldKey(v)) stale = true;
+        return v;
+      });
+      if (!stale) continue;
+      auto bytes = ActionBytes(*action);
+      if (!bytes.ok()) return bytes.status();
+      tx.exec_params0("UPDATE rollout_steps SET action = $3 WHERE rollout_id = $1 AND seq = $2",
+                      row[0].as<std::string>(), row[1].as<int>(), pqxx::binarystring(*bytes));
+      ++rewritten;
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return rewritten;
 }
 
 absl::StatusOr<StoredDeployment> PgRolloutStore::GetDeployment(const std::string& name) {
@@ -87,7 +153,9 @@ absl::StatusOr<StoredDeployment> PgRolloutStore::GetDeployment(const std::string
                      Micros("updated_at"), ", live_slot FROM deployments WHERE name = $1"),
         name);
     if (r.empty()) return absl::NotFoundError(absl::StrCat("no deployment named \"", name, "\"; apply its stack first"));
-    d = {r[0][0].as<std::string>(), r[0][1].as<std::string>(), r[0][2].as<std::string>(),
+    auto manifest = OpenManifest(r[0][1].as<std::string>());
+    if (!manifest.ok()) return manifest.status();
+    d = {r[0][0].as<std::string>(), *std::move(manifest), r[0][2].as<std::string>(),
          r[0][3].as<std::string>(), r[0][4].as<std::string>(), FromMicros(r[0][5].as<int64_t>()),
          ParseSlot(r[0][6].as<std::string>())};
     return absl::OkStatus();
@@ -98,12 +166,14 @@ absl::StatusOr<StoredDeployment> PgRolloutStore::GetDeployment(const std::string
 
 absl::StatusOr<std::vector<StoredDeployment>> PgRolloutStore::ListDeployments() {
   std::vector<StoredDeployment> out;
-  absl::Status s = pool_->Transact([&](pqxx::work& tx) {
+  absl::Status s = pool_->Transact([&](pqxx::work& tx) -> absl::Status {
     pqxx::result r = tx.exec(absl::StrCat("SELECT name, manifest_yaml, manifest_sha256, file_name,"
                                           " COALESCE(pinned_version, ''), ", Micros("updated_at"),
                                           ", live_slot FROM deployments ORDER BY name"));
     for (const auto& row : r) {
-      out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
+      auto manifest = OpenManifest(row[1].as<std::string>());
+      if (!manifest.ok()) return manifest.status();
+      out.push_back({row[0].as<std::string>(), *std::move(manifest), row[2].as<std::string>(),
                      row[3].as<std::string>(), row[4].as<std::string>(), FromMicros(row[5].as<int64_t>()),
                      ParseSlot(row[6].as<std::string>())});
     }
@@ -214,12 +284,18 @@ absl::Status PgRolloutStore::CreateRollout(uint64_t epoch, const StoredRollout& 
     tx.exec_params0("INSERT INTO deploy_locks (deployment, rollout_id, owner) VALUES ($1, $2, $3)", r.deployment, r.id,
                     r.requested_by);
     for (const StoredStep& s : steps) {
+      std::string action;
+      if (s.action) {
+        auto bytes = ActionBytes(*s.action);
+        if (!bytes.ok()) return bytes.status();
+        action = *std::move(bytes);
+      }
       // $10 is NULL for controller-side steps: an empty string with $12 false.
       tx.exec_params0(
           "INSERT INTO rollout_steps (rollout_id, seq, phase, phase_name, batch, step_id, kind, agent_id, description,"
           " action, timeout_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $12 THEN $10::bytea END, $11)",
           r.id, s.seq, s.phase, s.phase_name, s.batch, s.step_id, s.kind, s.agent_id, s.description,
-          pqxx::binarystring(s.action ? Bytes(*s.action) : std::string()), absl::ToInt64Milliseconds(s.timeout),
+          pqxx::binarystring(action), absl::ToInt64Milliseconds(s.timeout),
           s.action.has_value());
     }
     return absl::OkStatus();
@@ -259,6 +335,14 @@ absl::StatusOr<std::vector<StoredStep>> PgRolloutStore::GetSteps(const std::stri
       if (!row[8].is_null()) {
         auto a = Parse<hoist::v1::Step>(row[8], "step action");
         if (!a.ok()) return a.status();
+        absl::Status opened = rollout::TransformStepEnv(&*a, [this](const std::string& v) -> absl::StatusOr<std::string> {
+          if (!SecretBox::IsSealed(v)) return v;
+          if (secrets_ == nullptr) {
+            return absl::FailedPreconditionError("sealed, and this hoistd has no key: start it with --secrets-key-file");
+          }
+          return secrets_->Open(v);
+        });
+        if (!opened.ok()) return absl::Status(opened.code(), absl::StrCat("step ", st.step_id, ": ", opened.message()));
         st.action = *std::move(a);
       }
       st.timeout = absl::Milliseconds(row[9].as<int64_t>());

@@ -2,13 +2,23 @@
 
 #include "controller/rollout/rollout_store.h"
 #include "controller/store/pg_pool.h"
+#include "shared/secret_box.h"
 
 namespace hoist {
 
 // RolloutStore on the tables of migrations/0002 and 0003 and audit_log.
+// With a SecretBox, env values never reach Postgres in clear: a deployment's
+// manifest is stored sealed as a whole, and each env value of a step's
+// action is sealed on its own; both are opened again when read. Without one
+// (a development hoistd without TLS) they are stored as given.
 class PgRolloutStore : public rollout::RolloutStore {
  public:
-  explicit PgRolloutStore(PgPool* pool) : pool_(pool) {}
+  explicit PgRolloutStore(PgPool* pool, const SecretBox* secrets = nullptr) : pool_(pool), secrets_(secrets) {}
+
+  // Seals what an older hoistd (or one without a key) stored in clear, and
+  // what is sealed under an older key, under the current one. Returns how
+  // many manifests and steps it rewrote. A no-op without a SecretBox.
+  absl::StatusOr<int> SealStoredSecrets();
 
   absl::Status PutDeployment(uint64_t epoch, const rollout::StoredDeployment& deployment) override;
   absl::StatusOr<rollout::StoredDeployment> GetDeployment(const std::string& name) override;
@@ -47,7 +57,13 @@ class PgRolloutStore : public rollout::RolloutStore {
                                                                uint64_t before_id) override;
 
  private:
+  // The manifest column's text, opened when sealed.
+  absl::StatusOr<std::string> OpenManifest(const std::string& stored) const;
+  // A step's action as stored: its env values sealed (with a SecretBox).
+  absl::StatusOr<std::string> ActionBytes(const hoist::v1::Step& action) const;
+
   PgPool* const pool_;
+  const SecretBox* const secrets_;
 };
 
 }  // namespace hoist

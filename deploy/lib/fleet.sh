@@ -97,7 +97,7 @@ fleet_hoistd_start() {
   fi
   local -a tls=()
   [[ -n "${FLEET_TLS_DIR:-}" ]] && tls=(--tls-ca "$FLEET_TLS_DIR/ca.crt" --tls-cert "$FLEET_TLS_DIR/controller-$id.crt"
-    --tls-key "$FLEET_TLS_DIR/controller-$id.key")
+    --tls-key "$FLEET_TLS_DIR/controller-$id.key" --secrets-key-file "$FLEET_TLS_DIR/secrets.key")
   "${wrap[@]}" "$hoistd" --replica-id "$id" --listen "$HOISTD_ADDR" --http-listen "127.0.0.1:$(free_port)" \
     --database-url "$db" "${tls[@]}" >"$WORK/$id.log" 2>&1 &
   PIDS+=($!)

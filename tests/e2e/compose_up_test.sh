@@ -87,10 +87,11 @@ psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 \
 CA="$T/hoist-ca"
 "$HOIST" ca init --dir "$CA" >/dev/null
 for r in hoistd-1 hoistd-2; do "$HOIST" ca issue controller "$r" --dir "$CA" --san 127.0.0.1 >/dev/null; done
-"$HOIST" ca issue operator alice --dir "$CA" >/dev/null
+"$HOIST" ca issue operator alice --level admin --dir "$CA" >/dev/null
+(umask 077 && openssl rand -hex 32 >"$CA/secrets.key")
 # hoistd runs as 65532 (HOIST_UID's default): its keys must be readable by it.
 chmod 755 "$CA"
-chown 65532:65532 "$CA"/controller-hoistd-*.key
+chown 65532:65532 "$CA"/controller-hoistd-*.key "$CA/secrets.key"
 
 # ---- docker-compose up -----------------------------------------------------------
 cat >"$T/override.yaml" <<EOF

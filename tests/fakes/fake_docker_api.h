@@ -397,20 +397,43 @@ class FakeDockerApi final : public docker::DockerApi {
   }
 
   absl::Status CreateVolume(absl::string_view name, const std::map<std::string, std::string>& labels) override {
-    (void)labels;
     if (auto s = Enter("CreateVolume"); !s.ok()) return s;
     absl::MutexLock lock(&mu_);
     volumes_.emplace(std::string(name), "");
+    object_labels_[absl::StrCat("volume:", name)] = labels;
     return absl::OkStatus();
   }
 
   absl::StatusOr<std::string> EnsureNetwork(absl::string_view name,
                                             const std::map<std::string, std::string>& labels) override {
-    (void)labels;
     if (auto s = Enter("EnsureNetwork"); !s.ok()) return s;
     absl::MutexLock lock(&mu_);
-    networks_.insert(std::string(name));
+    if (networks_.insert(std::string(name)).second) object_labels_[absl::StrCat("network:", name)] = labels;
     return std::string(name);  // the fake's ids are the names
+  }
+
+  absl::StatusOr<std::map<std::string, std::string>> VolumeLabels(absl::string_view name) override {
+    absl::MutexLock lock(&mu_);
+    if (!volumes_.contains(std::string(name))) return absl::NotFoundError(absl::StrCat("no such volume: ", name));
+    return object_labels_[absl::StrCat("volume:", name)];
+  }
+
+  absl::StatusOr<std::map<std::string, std::string>> NetworkLabels(absl::string_view name) override {
+    absl::MutexLock lock(&mu_);
+    if (!networks_.contains(std::string(name))) return absl::NotFoundError(absl::StrCat("no such network: ", name));
+    return object_labels_[absl::StrCat("network:", name)];
+  }
+
+  // A network or volume made by someone else, with these labels.
+  void AddForeignNetwork(const std::string& name, std::map<std::string, std::string> labels) {
+    absl::MutexLock lock(&mu_);
+    networks_.insert(name);
+    object_labels_["network:" + name] = std::move(labels);
+  }
+  void AddForeignVolume(const std::string& name, std::map<std::string, std::string> labels) {
+    absl::MutexLock lock(&mu_);
+    volumes_.emplace(name, "");
+    object_labels_["volume:" + name] = std::move(labels);
   }
 
   bool HasNetwork(const std::string& name) {
@@ -544,6 +567,7 @@ class FakeDockerApi final : public docker::DockerApi {
   std::map<std::string, Container> containers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> volumes_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> networks_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, std::string>> object_labels_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> fail_next_ ABSL_GUARDED_BY(mu_);
   std::function<void(absl::string_view)> before_call_ ABSL_GUARDED_BY(mu_);

@@ -57,9 +57,9 @@ for s in hoistd-1 hoistd-2; do
   check "$s runs unprivileged" [ "$(q "c['services']['$s']['user']")" = "65532:65532" ]
   check "$s has a read-only root" [ "$(q "c['services']['$s']['read_only']")" = True ]
   check "$s drops every capability" [ "$(q "c['services']['$s']['cap_drop']")" = "['ALL']" ]
-  check "$s mounts the CA, its certificate and its key read-only" \
+  check "$s mounts the CA, its certificate, its key and the secrets key read-only" \
     [ "$(q "sorted(v.split(':')[1] for v in c['services']['$s']['volumes'] if v.endswith(':ro'))")" = \
-      "['/etc/hoist/tls/ca.crt', '/etc/hoist/tls/controller.crt', '/etc/hoist/tls/controller.key']" ]
+      "['/etc/hoist/tls/ca.crt', '/etc/hoist/tls/controller.crt', '/etc/hoist/tls/controller.key', '/etc/hoist/tls/secrets.key']" ]
   check "$s mounts its own certificate from HOIST_CA_DIR" \
     contains "$(q "c['services']['$s']['volumes']")" "/etc/hoist/ca/controller-$s.crt:/etc/hoist/tls/controller.crt:ro"
   check "$s advertises the public host" \

@@ -366,5 +366,28 @@ TEST_F(PermissionsTest, ASecondAgentWithTheSameCertificateIsRefusedWhileTheFirst
   stream->Finish();
 }
 
+TEST_F(PermissionsTest, OneCertificateCannotHoldMoreThanFourSessionCallsOpen) {
+  Identity agent = Issue("agent", CertKind::kAgent, "host-f", OperatorLevel::kNone);
+  auto stub = hoist::v1::AgentService::NewStub(Channel(agent));
+  // Calls that never say hello: each holds a controller thread until the hello timeout.
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<SessionStream>> streams;
+  for (int i = 0; i < 4; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(stub->Session(contexts.back().get()));
+    absl::SleepFor(absl::Milliseconds(200));  // each reaches the controller before the next
+  }
+  grpc::ClientContext fifth_ctx;
+  fifth_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  auto fifth = stub->Session(&fifth_ctx);
+  hoist::v1::SessionResponse r;
+  EXPECT_FALSE(fifth->Read(&r));
+  grpc::Status s = fifth->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("host-f"));
+  for (auto& c : contexts) c->TryCancel();
+  for (auto& st : streams) st->Finish();
+}
+
 }  // namespace
 }  // namespace hoist::testing

@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -108,6 +110,7 @@ class StepExecutorTest : public ::testing::Test {
     policy_.agent_id = "agent-1";
     policy_.backup_dir = dir_ + "/backups";
     policy_.extra_labels = {{"hoist.test.run", "unit"}};
+    policy_.env_file_dirs = {dir_};
     NewExecutor();
   }
   void TearDown() override {
@@ -536,11 +539,12 @@ TEST_F(StepExecutorTest, PolicyRefusesPrivilegedHostPathsAndTheDockerSocket) {
 
   hoist::v1::Step host_path = StartStep("host-path");
   auto* v = host_path.mutable_start_instance()->mutable_spec()->add_volumes();
-  v->set_source("/etc");
-  v->set_target("/host-etc");
+  v->set_source("/srv/shop-config");
+  v->set_target("/config");
   result = Run(host_path);
   EXPECT_OUTCOME(result, STEP_OUTCOME_REFUSED, kPermissionDenied);
-  EXPECT_THAT(result.message(), HasSubstr("start_instance.spec.volumes[0].source: \"/etc\" is a host path"));
+  EXPECT_THAT(result.message(),
+              HasSubstr("start_instance.spec.volumes[0].source: \"/srv/shop-config\" is a host path"));
 
   hoist::v1::Step other = StartStep("other-deployment");
   other.mutable_start_instance()->mutable_instance()->set_deployment("billing");
@@ -567,6 +571,68 @@ TEST_F(StepExecutorTest, PolicyRefusesPrivilegedHostPathsAndTheDockerSocket) {
 
   result = Run(host_path);
   EXPECT_OUTCOME(result, STEP_OUTCOME_SUCCEEDED, kOk);
+}
+
+TEST_F(StepExecutorTest, TheAgentsAllowSettingsKeepAStackInsideItsOwnCorner) {
+  PullApiImage();
+  policy_.allow_host_paths = true;
+  NewExecutor();
+  // Host paths allowed, and still never the kernel's or the runtimes' state.
+  for (std::string source : {"/proc/1/root", "/run/containerd/containerd.sock", "/var/lib", "/etc", "/dev"}) {
+    hoist::v1::Step bind = StartStep(absl::StrCat("bind-", source));
+    auto* m = bind.mutable_start_instance()->mutable_spec()->add_volumes();
+    m->set_source(source);
+    m->set_target("/host");
+    hoist::v1::StepResult result = Run(bind);
+    EXPECT_OUTCOME(result, STEP_OUTCOME_REFUSED, kPermissionDenied);
+    EXPECT_THAT(result.message(), HasSubstr("which no container of this agent mounts")) << source;
+  }
+  // The host's network stack, or another container's.
+  for (std::string network : {"host", "container:shop-db"}) {
+    hoist::v1::Step step = StartStep(absl::StrCat("net-", network));
+    step.mutable_start_instance()->mutable_spec()->set_network(network);
+    hoist::v1::StepResult result = Run(step);
+    EXPECT_OUTCOME(result, STEP_OUTCOME_REFUSED, kPermissionDenied);
+    EXPECT_THAT(result.message(), HasSubstr("--allow-host-network"));
+  }
+  // Env files outside the allowed directories, also through a symlink.
+  std::ofstream(dir_ + "/ok.env") << "A=1\n";
+  ASSERT_EQ(symlink("/etc/passwd", (dir_ + "/sneaky.env").c_str()), 0);
+  for (std::string file : {std::string("/etc/shadow"), dir_ + "/../passwd.env", dir_ + "/sneaky.env"}) {
+    hoist::v1::Step step = StartStep(absl::StrCat("env-", file.size()));
+    step.mutable_start_instance()->mutable_spec()->add_env_files(file);
+    hoist::v1::StepResult result = Run(step);
+    EXPECT_OUTCOME(result, STEP_OUTCOME_REFUSED, kPermissionDenied);
+    EXPECT_THAT(result.message(), HasSubstr("outside the directories this agent reads env files from")) << file;
+  }
+  // Another deployment's volume and a compose project's network.
+  docker_.AddForeignVolume("billing-data", {{"hoist.managed", "true"}, {"hoist.deployment", "billing"}});
+  docker_.AddForeignNetwork("wiki_default", {{"com.docker.compose.project", "wiki"}});
+  hoist::v1::Step volume = StartStep("foreign-volume");
+  auto* vm = volume.mutable_start_instance()->mutable_spec()->add_volumes();
+  vm->set_source("billing-data");
+  vm->set_target("/data");
+  hoist::v1::StepResult result = Run(volume);
+  EXPECT_EQ(result.outcome(), hoist::v1::STEP_OUTCOME_FAILED);
+  EXPECT_THAT(result.message(), HasSubstr("volume billing-data belongs to deployment billing"));
+  hoist::v1::Step network = StartStep("foreign-network");
+  network.mutable_start_instance()->mutable_spec()->set_network("wiki_default");
+  result = Run(network);
+  EXPECT_EQ(result.outcome(), hoist::v1::STEP_OUTCOME_FAILED);
+  EXPECT_THAT(result.message(), HasSubstr("network wiki_default belongs to docker compose project wiki"));
+  EXPECT_EQ(docker_.Calls("Create"), 0) << "nothing refused may reach Docker";
+
+  // A new named volume is made with the deployment's labels; allowed settings let the rest through.
+  hoist::v1::Step own = StartStep("own-volume");
+  auto* om = own.mutable_start_instance()->mutable_spec()->add_volumes();
+  om->set_source("shop-data");
+  om->set_target("/data");
+  own.mutable_start_instance()->mutable_spec()->add_env_files(dir_ + "/ok.env");
+  result = Run(own);
+  EXPECT_OUTCOME(result, STEP_OUTCOME_SUCCEEDED, kOk);
+  auto labels = docker_.VolumeLabels("shop-data");
+  ASSERT_TRUE(labels.ok());
+  EXPECT_EQ(labels->at("hoist.deployment"), "shop");
 }
 
 TEST_F(StepExecutorTest, UnlabelledContainerWithTheSameNameIsLeftUntouched) {
