@@ -284,10 +284,11 @@ class Parser {
                      "with a digit)");
       }
       if (!v.IsScalar()) {
+        // Env values are secrets: the message says what kind of node it is,
+        // never what it holds (refusals reach the audit log).
         return Error(v, Child(path, k.Scalar()),
-                     absl::StrCat("expected a single value (quote it if it looks like a list); "
-                                  "got ",
-                                  Quote(v)));
+                     absl::StrCat("expected a single value (quote it if it looks like a list); got ",
+                                  v.IsSequence() ? "a list" : v.IsMap() ? "a map" : "nothing"));
       }
       out[k.Scalar()] = v.Scalar();
     }

@@ -7,6 +7,8 @@
 #include <sstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "controller/rollout/secrets.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -387,6 +389,35 @@ TEST(ManifestMutationTest, MangledInputNeverEscapesAsACrash) {
   }
   // Some edits land in comments or values that stay valid; most do not.
   EXPECT_LT(parsed, 3000);
+}
+
+}  // namespace
+}  // namespace hoist::rollout
+
+namespace hoist::rollout {
+namespace {
+
+using ::testing::Not;
+
+TEST(ManifestSecretsTest, AnEnvValueOfTheWrongShapeIsRefusedWithoutRepeatingIt) {
+  std::string text = kBase;
+  text += "    env:\n      DB_PASSWORD: [hunter2-secret]\n";
+  absl::Status s = ParseError(text);
+  EXPECT_THAT(Msg(s), HasSubstr("services.web.env.DB_PASSWORD: expected a single value"));
+  EXPECT_THAT(Msg(s), HasSubstr("got a list"));
+  EXPECT_THAT(Msg(s), Not(HasSubstr("hunter2")));
+}
+
+TEST(ManifestSecretsTest, TheApiShowsEnvNamesWithAFingerprintAndNoValue) {
+  std::string text = kBase;
+  text += "    env:\n      DB_PASSWORD: \"hunter2-secret\"\n      PORT: 8080\n";
+  const std::string shown = RedactEnvValues(text, [](absl::string_view v) { return absl::StrCat("fp", v.size()); });
+  EXPECT_THAT(shown, HasSubstr("DB_PASSWORD: (secret fp14)"));
+  EXPECT_THAT(shown, HasSubstr("PORT: (secret fp4)"));
+  EXPECT_THAT(shown, Not(HasSubstr("hunter2")));
+  EXPECT_THAT(shown, HasSubstr("repository: registry.local/shop/web")) << "the rest of the manifest is kept";
+  EXPECT_THAT(RedactEnvValues("{ not: [yaml", [](absl::string_view) { return std::string(); }),
+              Not(HasSubstr("not:")));
 }
 
 }  // namespace
