@@ -141,12 +141,12 @@ int AgentMain(int argc, char** argv) {
       return 2;
     }
     options.credentials = *creds;
-    const std::string crl = flags.Get("tls-crl").empty() ? DefaultCrlPath(flags.Get("tls-ca")) : flags.Get("tls-crl");
-    revocations = std::make_unique<RevocationWatcher>(flags.Get("tls-ca"), crl);
-    if (absl::Status s = revocations->Refresh(); !s.ok()) {
-      std::cerr << "hoist-agent: " << s.message() << "\n";
+    auto watcher = RevocationWatcher::Load(flags.Get("tls-ca"), flags.Get("tls-crl"));
+    if (!watcher.ok()) {
+      std::cerr << "hoist-agent: " << watcher.status().message() << "\n";
       return 2;
     }
+    revocations = *std::move(watcher);
     options.is_revoked = [watcher = revocations.get()](const std::string& serial) {
       return watcher->IsRevoked(serial);
     };

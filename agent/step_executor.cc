@@ -487,18 +487,16 @@ absl::StatusOr<docker::ContainerSpec> StepExecutor::DockerSpec(const StepContext
     out.mounts.push_back(std::move(mount));
   }
   out.network = spec.network();
-  if (!out.network.empty() && out.network != "bridge" && out.network != "host" && out.network != "none" &&
-      !absl::StartsWith(out.network, "container:")) {
-    if (auto theirs = docker_->NetworkLabels(out.network); theirs.ok()) {
-      if (absl::Status s = check_owner("network", out.network, *theirs); !s.ok()) {
-        return absl::Status(s.code(), absl::StrCat(field, ".network: ", s.message()));
-      }
-    } else if (!absl::IsNotFound(theirs.status())) {
-      return absl::Status(theirs.status().code(), absl::StrCat(field, ".network: ", theirs.status().message()));
-    }
-  }
   // Docker's own networks exist; a deployment's network is created on first use.
   if (!out.network.empty() && out.network != "bridge" && out.network != "host" && out.network != "none") {
+    // A network that exists must be this deployment's (or nobody's in particular).
+    if (!absl::StartsWith(out.network, "container:")) {
+      auto theirs = docker_->NetworkLabels(out.network);
+      absl::Status owned = theirs.ok() ? check_owner("network", out.network, *theirs)
+                           : absl::IsNotFound(theirs.status()) ? absl::OkStatus()
+                                                               : theirs.status();
+      if (!owned.ok()) return absl::Status(owned.code(), absl::StrCat(field, ".network: ", owned.message()));
+    }
     std::map<std::string, std::string> net_labels = {{std::string(labels::kManaged), "true"}};
     if (auto it = labels.find(std::string(labels::kDeployment)); it != labels.end()) net_labels.insert(*it);
     for (const auto& [key, value] : policy_.extra_labels) net_labels.emplace(key, value);

@@ -23,12 +23,6 @@
 #include "agent/haproxy.h"
 #include "shared/proto_time.h"
 #include "agent/step_executor.h"
-
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include "shared/labels.h"
 #include "shared/logging.h"
 #include "spdlog/spdlog.h"

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -316,22 +317,20 @@ absl::Status CheckEnvFilePath(absl::string_view field, absl::string_view path, c
     return Denied(field, absl::StrCat("this agent reads no env files (\"", path,
                                       "\"); allow their directory with hoist-agent --env-file-dirs DIR"));
   }
-  // The file as named, and as it resolves (a symlink must not lead out).
-  std::vector<std::string> forms = {NormalPath(path)};
-  std::error_code ec;
-  std::filesystem::path real = std::filesystem::canonical(std::string(path), ec);
-  if (!ec) forms.push_back(real.string());
-  for (const std::string& form : forms) {
-    bool inside = false;
-    for (const std::string& dir : policy.env_file_dirs) {
-      std::string allowed = NormalPath(dir);
-      std::filesystem::path real_dir = std::filesystem::canonical(allowed, ec);
-      if (!ec) allowed = real_dir.string();
-      inside = inside || (allowed != "/" && absl::StartsWith(form, absl::StrCat(allowed, "/"))) ||
-               (allowed == "/" && form != "/");
-    }
+  // The file and the directories as named and as they resolve: a symlink
+  // must not lead out.
+  auto resolved = [](absl::string_view p) {
+    std::error_code ec;
+    std::filesystem::path real = std::filesystem::canonical(std::string(p), ec);
+    return ec ? NormalPath(p) : real.string();
+  };
+  std::vector<std::string> dirs;
+  for (const std::string& dir : policy.env_file_dirs) dirs.push_back(resolved(dir));
+  for (const std::string& form : {NormalPath(path), resolved(path)}) {
+    const bool inside = std::any_of(dirs.begin(), dirs.end(),
+                                    [&](const std::string& dir) { return form != dir && IsOrHolds(dir, form); });
     if (!inside) {
-      return Denied(field, absl::StrCat("\"", path, "\"", form == forms.front() ? "" : absl::StrCat(" (", form, ")"),
+      return Denied(field, absl::StrCat("\"", path, "\"", form == NormalPath(path) ? "" : absl::StrCat(" (", form, ")"),
                                         " is outside the directories this agent reads env files from (",
                                         absl::StrJoin(policy.env_file_dirs, ", "), "; hoist-agent --env-file-dirs)"));
     }
@@ -340,12 +339,10 @@ absl::Status CheckEnvFilePath(absl::string_view field, absl::string_view path, c
 }
 
 bool ExposesDockerSocket(absl::string_view host_path, const AgentPolicy& policy) {
-  std::string source = std::filesystem::path(std::string(host_path)).lexically_normal().string();
-  while (source.size() > 1 && source.back() == '/') source.pop_back();
+  const std::string source = NormalPath(host_path);
   for (const std::string& socket : {policy.docker_socket_path, std::string("/var/run/docker.sock"),
                                     std::string("/run/docker.sock")}) {
-    if (socket.empty()) continue;
-    if (source == socket || source == "/" || absl::StartsWith(socket, source + "/")) return true;
+    if (!socket.empty() && IsOrHolds(source, socket)) return true;
   }
   return false;
 }

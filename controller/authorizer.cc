@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "shared/status_grpc.h"
 #include "shared/tls.h"
 #include "spdlog/spdlog.h"
 
@@ -41,7 +42,17 @@ OperatorLevel LevelNeeded(absl::string_view call) {
   return OperatorLevel::kNone;
 }
 
-grpc::Status Authorizer::Refuse(grpc::StatusCode code, const std::string& actor, absl::string_view call,
+namespace {
+
+// What a certificate of the wrong role is, for a refusal.
+std::string Presents(const CertInfo& cert) {
+  return cert.kind.has_value() ? absl::StrCat("a ", CertKindName(*cert.kind), " certificate")
+                               : std::string("a certificate without a Hoist role");
+}
+
+}  // namespace
+
+absl::Status Authorizer::Refuse(absl::StatusCode code, const std::string& actor, absl::string_view call,
                                 absl::string_view deployment, const std::string& message) const {
   spdlog::warn("refused {} to {}: {}", std::string(call), actor, message);
   if (options_.audit) {
@@ -52,7 +63,7 @@ grpc::Status Authorizer::Refuse(grpc::StatusCode code, const std::string& actor,
                     .outcome = "refused",
                     .detail = message});
   }
-  return grpc::Status(code, message);
+  return absl::Status(code, message);
 }
 
 grpc::Status Authorizer::CheckOperator(const grpc::ServerContext& context, absl::string_view call,
@@ -64,34 +75,33 @@ grpc::Status Authorizer::CheckOperator(const grpc::ServerContext& context, absl:
   auto cert = PeerCertificate(context);
   if (!cert.ok()) {
     *actor = absl::StrCat("unknown@", context.peer());
-    return Refuse(grpc::StatusCode::UNAUTHENTICATED, *actor, call, deployment,
-                  absl::StrCat("cannot read the caller's certificate: ", cert.status().message()));
+    return ToGrpcStatus(Refuse(absl::StatusCode::kUnauthenticated, *actor, call, deployment,
+                               absl::StrCat("cannot read the caller's certificate: ", cert.status().message())));
   }
   *actor = cert->common_name;
   if (IsRevoked(cert->serial)) {
-    return Refuse(grpc::StatusCode::UNAUTHENTICATED, *actor, call, deployment,
-                  absl::StrCat("the certificate of \"", *actor, "\" (serial ", cert->serial,
-                               ") is revoked; ask an admin for a new one (hoist ca issue)"));
+    return ToGrpcStatus(Refuse(absl::StatusCode::kUnauthenticated, *actor, call, deployment,
+                               absl::StrCat("the certificate of \"", *actor, "\" (serial ", cert->serial,
+                                            ") is revoked; ask an admin for a new one (hoist ca issue)")));
   }
   const OperatorLevel needed = LevelNeeded(call);
   if (!cert->kind.has_value() || *cert->kind != CertKind::kOperator) {
-    const std::string what = cert->kind.has_value() ? absl::StrCat("a ", CertKindName(*cert->kind), " certificate")
-                                                    : std::string("a certificate without a Hoist role");
-    return Refuse(grpc::StatusCode::PERMISSION_DENIED, *actor, call, deployment,
-                  absl::StrCat("\"", *actor, "\" presents ", what, "; ", call,
-                               " needs an operator certificate with level ", OperatorLevelName(needed),
-                               " or above (hoist ca issue operator NAME --level ", OperatorLevelName(needed), ")"));
+    return ToGrpcStatus(Refuse(absl::StatusCode::kPermissionDenied, *actor, call, deployment,
+                               absl::StrCat("\"", *actor, "\" presents ", Presents(*cert), "; ", call,
+                                            " needs an operator certificate with level ", OperatorLevelName(needed),
+                                            " or above (hoist ca issue operator NAME --level ",
+                                            OperatorLevelName(needed), ")")));
   }
   if (needed == OperatorLevel::kNone) {
-    return Refuse(grpc::StatusCode::PERMISSION_DENIED, *actor, call, deployment,
-                  absl::StrCat(call, " is not in hoistd's permission table; nobody may call it"));
+    return ToGrpcStatus(Refuse(absl::StatusCode::kPermissionDenied, *actor, call, deployment,
+                               absl::StrCat(call, " is not in hoistd's permission table; nobody may call it")));
   }
   if (cert->level < needed) {
-    return Refuse(grpc::StatusCode::PERMISSION_DENIED, *actor, call, deployment,
-                  absl::StrCat("operator \"", *actor, "\" has level ", OperatorLevelName(cert->level), "; ", call,
-                               " needs ", OperatorLevelName(needed),
-                               " (an admin issues one with: hoist ca issue operator ", *actor, " --level ",
-                               OperatorLevelName(needed), " --force)"));
+    return ToGrpcStatus(Refuse(absl::StatusCode::kPermissionDenied, *actor, call, deployment,
+                               absl::StrCat("operator \"", *actor, "\" has level ", OperatorLevelName(cert->level),
+                                            "; ", call, " needs ", OperatorLevelName(needed),
+                                            " (an admin issues one with: hoist ca issue operator ", *actor,
+                                            " --level ", OperatorLevelName(needed), " --force)")));
   }
   return grpc::Status::OK;
 }
@@ -101,26 +111,21 @@ absl::StatusOr<CertInfo> Authorizer::CheckAgent(const grpc::ServerContext& conte
   const absl::string_view call = "AgentService.Session";
   auto cert = PeerCertificate(context);
   if (!cert.ok()) {
-    grpc::Status s = Refuse(grpc::StatusCode::UNAUTHENTICATED, absl::StrCat("unknown@", context.peer()), call, "",
-                            absl::StrCat("cannot read the agent's certificate: ", cert.status().message()));
-    return absl::UnauthenticatedError(s.error_message());
+    return Refuse(absl::StatusCode::kUnauthenticated, absl::StrCat("unknown@", context.peer()), call, "",
+                  absl::StrCat("cannot read the agent's certificate: ", cert.status().message()));
   }
   if (IsRevoked(cert->serial)) {
-    grpc::Status s = Refuse(grpc::StatusCode::UNAUTHENTICATED, cert->common_name, call, "",
-                            absl::StrCat("the certificate of \"", cert->common_name, "\" (serial ", cert->serial,
-                                         ") is revoked; issue the host a new one (hoist ca issue agent ",
-                                         cert->common_name, " --force)"));
-    return absl::UnauthenticatedError(s.error_message());
+    return Refuse(absl::StatusCode::kUnauthenticated, cert->common_name, call, "",
+                  absl::StrCat("the certificate of \"", cert->common_name, "\" (serial ", cert->serial,
+                               ") is revoked; issue the host a new one (hoist ca issue agent ", cert->common_name,
+                               " --force)"));
   }
   if (!cert->kind.has_value() || *cert->kind != CertKind::kAgent) {
-    const std::string what = cert->kind.has_value() ? absl::StrCat("a ", CertKindName(*cert->kind), " certificate")
-                                                    : std::string("a certificate without a Hoist role");
-    grpc::Status s = Refuse(grpc::StatusCode::PERMISSION_DENIED, cert->common_name, call, "",
-                            absl::StrCat("\"", cert->common_name, "\" presents ", what,
-                                         "; only agent certificates open agent sessions (hoist ca issue agent ID)"));
-    return absl::PermissionDeniedError(s.error_message());
+    return Refuse(absl::StatusCode::kPermissionDenied, cert->common_name, call, "",
+                  absl::StrCat("\"", cert->common_name, "\" presents ", Presents(*cert),
+                               "; only agent certificates open agent sessions (hoist ca issue agent ID)"));
   }
-  if (cert->not_after - absl::Now() < absl::Hours(24 * 30)) {
+  if (cert->not_after - absl::Now() < kCertificateExpiryWarning) {
     spdlog::warn("the certificate of agent {} expires on {}: issue a new one (hoist ca issue agent {} --force)",
                  cert->common_name, absl::FormatTime("%Y-%m-%d", cert->not_after, absl::UTCTimeZone()),
                  cert->common_name);

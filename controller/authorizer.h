@@ -65,7 +65,8 @@ class Authorizer {
   }
 
  private:
-  grpc::Status Refuse(grpc::StatusCode code, const std::string& actor, absl::string_view call,
+  // Logs and audits a refusal; returns it as a status with `code`.
+  absl::Status Refuse(absl::StatusCode code, const std::string& actor, absl::string_view call,
                       absl::string_view deployment, const std::string& message) const;
 
   Options options_;

@@ -46,8 +46,6 @@
 namespace hoist {
 namespace {
 
-// /health warns when this replica's certificate expires sooner than this.
-constexpr absl::Duration kCertificateWarning = absl::Hours(24 * 30);
 
 // Blocks SIGTERM and SIGINT in every thread started after this call, so that
 // WaitForStopSignal alone receives them.
@@ -190,21 +188,24 @@ int ControllerMain(int argc, char** argv) {
   std::unique_ptr<RevocationWatcher> revocations;
   std::optional<absl::Time> own_cert_expiry;
   if (tls) {
-    auto c = ServerTlsCredentials(flags.Get("tls-ca"), flags.Get("tls-cert"), flags.Get("tls-key"));
-    if (!c.ok()) {
-      std::cerr << "hoistd: " << c.status().message() << "\n";
-      return 2;
-    }
-    credentials = *c;
     auto material = LoadTlsMaterial(flags.Get("tls-ca"), flags.Get("tls-cert"), flags.Get("tls-key"), TlsRole::kServer);
-    if (material.ok()) own_cert_expiry = material->cert.not_after;
-    const std::string crl = flags.Get("tls-crl").empty() ? DefaultCrlPath(flags.Get("tls-ca")) : flags.Get("tls-crl");
-    revocations = std::make_unique<RevocationWatcher>(flags.Get("tls-ca"), crl);
-    if (absl::Status s = revocations->Refresh(); !s.ok()) {
-      std::cerr << "hoistd: " << s.message() << "\n";
+    if (!material.ok()) {
+      std::cerr << "hoistd: " << material.status().message() << "\n";
       return 2;
     }
-    spdlog::info("revocation list {}: {} certificates revoked", crl, revocations->revoked_count());
+    credentials = ServerTlsCredentials(*material);
+    if (credentials == nullptr) {
+      std::cerr << "hoistd: gRPC refused the TLS server credentials from " << flags.Get("tls-cert") << "\n";
+      return 2;
+    }
+    own_cert_expiry = material->cert.not_after;
+    auto watcher = RevocationWatcher::Load(flags.Get("tls-ca"), flags.Get("tls-crl"));
+    if (!watcher.ok()) {
+      std::cerr << "hoistd: " << watcher.status().message() << "\n";
+      return 2;
+    }
+    revocations = *std::move(watcher);
+    spdlog::info("revocation list {}: {} certificates revoked", revocations->crl_path(), revocations->revoked_count());
   } else {
     spdlog::warn("serving without TLS: agents and operators are not authenticated (pass --tls-ca, --tls-cert and "
                  "--tls-key in production)");
@@ -314,7 +315,7 @@ int ControllerMain(int argc, char** argv) {
       const absl::Duration left = *own_cert_expiry - absl::Now();
       body["certificate_expires"] = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", *own_cert_expiry, absl::UTCTimeZone());
       body["certificate_days_left"] = static_cast<int64_t>(absl::ToDoubleHours(left) / 24);
-      if (left < kCertificateWarning) {
+      if (left < kCertificateExpiryWarning) {
         body["warnings"].push_back(absl::StrCat(
             "this replica's certificate expires in ", absl::FormatDuration(absl::Trunc(left, absl::Minutes(1))),
             ": issue a new one (hoist ca issue controller ", replica_id, " --force) and restart hoistd"));
@@ -344,7 +345,7 @@ int ControllerMain(int argc, char** argv) {
   if (revocations) {
     revocations->Start(absl::Seconds(1), [&agent_service] { agent_service.CloseRevokedSessions(); });
   }
-  if (own_cert_expiry && *own_cert_expiry - absl::Now() < kCertificateWarning) {
+  if (own_cert_expiry && *own_cert_expiry - absl::Now() < kCertificateExpiryWarning) {
     spdlog::warn("this replica's certificate expires on {}: issue a new one before then",
                  absl::FormatTime("%Y-%m-%d %H:%M UTC", *own_cert_expiry, absl::UTCTimeZone()));
   }

@@ -49,6 +49,8 @@ inline constexpr absl::string_view kFleetCaCommonName = "Hoist fleet CA";
 // How long the CA and issued certificates are valid by default.
 inline constexpr absl::Duration kDefaultCaValidity = absl::Hours(24 * 3652);
 inline constexpr absl::Duration kDefaultCertValidity = absl::Hours(24 * 365);
+// hoistd warns (/health, its log) about a certificate that expires sooner.
+inline constexpr absl::Duration kCertificateExpiryWarning = absl::Hours(24 * 30);
 
 // Paths of a key and its certificate.
 struct KeyAndCert {

@@ -33,6 +33,13 @@ std::string DefaultCrlPath(absl::string_view ca_path) {
 RevocationWatcher::RevocationWatcher(std::string ca_path, std::string crl_path)
     : ca_path_(std::move(ca_path)), crl_path_(std::move(crl_path)) {}
 
+absl::StatusOr<std::unique_ptr<RevocationWatcher>> RevocationWatcher::Load(const std::string& ca_path,
+                                                                           const std::string& crl_path) {
+  auto watcher = std::make_unique<RevocationWatcher>(ca_path, crl_path.empty() ? DefaultCrlPath(ca_path) : crl_path);
+  if (absl::Status s = watcher->Refresh(); !s.ok()) return s;
+  return watcher;
+}
+
 RevocationWatcher::~RevocationWatcher() { Stop(); }
 
 absl::Status RevocationWatcher::Refresh(bool* changed) {

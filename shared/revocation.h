@@ -9,11 +9,13 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -28,6 +30,11 @@ class RevocationWatcher {
  public:
   // crl_path need not exist: until it does, nothing is revoked.
   RevocationWatcher(std::string ca_path, std::string crl_path);
+  // The watcher of a process's --tls-ca and --tls-crl (empty: DefaultCrlPath),
+  // with the list read once: a list that is there but unreadable, not a CRL
+  // or another CA's is an error naming the file.
+  static absl::StatusOr<std::unique_ptr<RevocationWatcher>> Load(const std::string& ca_path,
+                                                                 const std::string& crl_path);
   ~RevocationWatcher();
   RevocationWatcher(const RevocationWatcher&) = delete;
   RevocationWatcher& operator=(const RevocationWatcher&) = delete;

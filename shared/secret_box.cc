@@ -166,6 +166,14 @@ bool SecretBox::SealedUnderOldKey(absl::string_view token) const {
   return !absl::StartsWith(rest, absl::StrCat(current_key_id(), ":"));
 }
 
+absl::StatusOr<std::string> SecretBox::Reseal(absl::string_view text) const {
+  if (IsCurrent(text)) return std::string(text);
+  if (!IsSealed(text)) return Seal(text);
+  auto clear = Open(text);
+  if (!clear.ok()) return clear.status();
+  return Seal(*clear);
+}
+
 std::string SecretBox::Fingerprint(absl::string_view value) const {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int len = 0;

@@ -41,6 +41,11 @@ class SecretBox {
   absl::StatusOr<std::string> Open(absl::string_view token) const;
   // True for a sealed token under a key other than the first.
   bool SealedUnderOldKey(absl::string_view token) const;
+  // True for a token sealed under the first key: nothing to do for it.
+  bool IsCurrent(absl::string_view text) const { return IsSealed(text) && !SealedUnderOldKey(text); }
+  // `text` sealed under the first key: clear text sealed, a token under an
+  // older key opened and sealed again, a current token as it is.
+  absl::StatusOr<std::string> Reseal(absl::string_view text) const;
   // A short keyed fingerprint of a value, "hmac:1a2b3c4d5e6f": equal values
   // have equal fingerprints (under one key) and the value cannot be guessed
   // from it offline.

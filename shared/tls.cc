@@ -13,14 +13,18 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTlsCredentials(ab
                                                                               absl::string_view key_path) {
   auto m = LoadTlsMaterial(ca_path, cert_path, key_path, TlsRole::kServer);
   if (!m.ok()) return m.status();
-  grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  options.pem_root_certs = m->ca_pem;
-  options.pem_key_cert_pairs.push_back({m->key_pem, m->cert_pem});
-  std::shared_ptr<grpc::ServerCredentials> creds = grpc::SslServerCredentials(options);
+  std::shared_ptr<grpc::ServerCredentials> creds = ServerTlsCredentials(*m);
   if (creds == nullptr) {
     return absl::InternalError(absl::StrCat("gRPC refused the TLS server credentials from ", cert_path));
   }
   return creds;
+}
+
+std::shared_ptr<grpc::ServerCredentials> ServerTlsCredentials(const TlsMaterial& material) {
+  grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.pem_root_certs = material.ca_pem;
+  options.pem_key_cert_pairs.push_back({material.key_pem, material.cert_pem});
+  return grpc::SslServerCredentials(options);
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelTlsCredentials(absl::string_view ca_path,
@@ -37,24 +41,6 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelTlsCredentials(
     return absl::InternalError(absl::StrCat("gRPC refused the TLS channel credentials from ", cert_path));
   }
   return creds;
-}
-
-absl::StatusOr<std::string> PeerCommonName(const grpc::AuthContext& auth) {
-  if (!auth.IsPeerAuthenticated()) {
-    return absl::UnauthenticatedError("the peer presented no verified client certificate");
-  }
-  std::vector<grpc::string_ref> names = auth.FindPropertyValues("x509_common_name");
-  if (names.size() != 1 || names[0].empty()) {
-    return absl::UnauthenticatedError(absl::StrCat("the peer's certificate has ", names.size(),
-                                                   " common names; Hoist identities have exactly one"));
-  }
-  return std::string(names[0].data(), names[0].size());
-}
-
-absl::StatusOr<std::string> PeerCommonName(const grpc::ServerContext& context) {
-  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  if (auth == nullptr) return absl::UnauthenticatedError("the call has no authentication context (plaintext?)");
-  return PeerCommonName(*auth);
 }
 
 absl::StatusOr<CertInfo> PeerCertificate(const grpc::AuthContext& auth) {

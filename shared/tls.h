@@ -28,6 +28,9 @@ namespace hoist {
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTlsCredentials(absl::string_view ca_path,
                                                                               absl::string_view cert_path,
                                                                               absl::string_view key_path);
+// The same from material already loaded and checked (LoadTlsMaterial, role
+// kServer), for a server that also needs the certificate's details.
+std::shared_ptr<grpc::ServerCredentials> ServerTlsCredentials(const TlsMaterial& material);
 
 // Channel credentials for agents, operators and controllers dialling a
 // controller: trust only ca_path, present cert_path/key_path (checked as
@@ -36,12 +39,6 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTlsCredentials(ab
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelTlsCredentials(absl::string_view ca_path,
                                                                                 absl::string_view cert_path,
                                                                                 absl::string_view key_path);
-
-// The verified common name of the peer's certificate (the x509_common_name
-// property): an agent's id, an operator's or controller's name.
-// UNAUTHENTICATED when the peer is not authenticated or has no single CN.
-absl::StatusOr<std::string> PeerCommonName(const grpc::AuthContext& auth);
-absl::StatusOr<std::string> PeerCommonName(const grpc::ServerContext& context);
 
 // The peer's verified certificate (the x509_pem_cert property), parsed: its
 // name, role (OU=role:...), operator level, serial and validity.

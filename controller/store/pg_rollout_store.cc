@@ -69,29 +69,22 @@ absl::StatusOr<StoredRollout> RolloutFromRow(const pqxx::row& row) {
 
 }  // namespace
 
-absl::StatusOr<std::string> PgRolloutStore::OpenManifest(const std::string& stored) const {
+absl::StatusOr<std::string> PgRolloutStore::Open(const std::string& stored, absl::string_view what) const {
   if (!SecretBox::IsSealed(stored)) return stored;
   if (secrets_ == nullptr) {
-    return absl::FailedPreconditionError(
-        "the stored stack manifest is sealed and this hoistd has no key: start it with --secrets-key-file");
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the stored ", what, " is sealed and this hoistd has no key: start it with --secrets-key-file"));
   }
   auto opened = secrets_->Open(stored);
-  if (!opened.ok()) return absl::Status(opened.status().code(), absl::StrCat("stack manifest: ", opened.status().message()));
+  if (!opened.ok()) return absl::Status(opened.status().code(), absl::StrCat(what, ": ", opened.status().message()));
   return opened;
 }
 
 absl::StatusOr<std::string> PgRolloutStore::ActionBytes(const hoist::v1::Step& action) const {
   if (secrets_ == nullptr) return Bytes(action);
   hoist::v1::Step sealed = action;
-  absl::Status s = rollout::TransformStepEnv(&sealed, [this](const std::string& value) -> absl::StatusOr<std::string> {
-    if (SecretBox::IsSealed(value) && !secrets_->SealedUnderOldKey(value)) return value;
-    if (SecretBox::IsSealed(value)) {
-      auto clear = secrets_->Open(value);
-      if (!clear.ok()) return clear.status();
-      return secrets_->Seal(*clear);
-    }
-    return secrets_->Seal(value);
-  });
+  absl::Status s = rollout::TransformStepEnv(
+      &sealed, [this](const std::string& value) { return secrets_->Reseal(value); });
   if (!s.ok()) return s;
   return Bytes(sealed);
 }
@@ -116,11 +109,10 @@ absl::StatusOr<int> PgRolloutStore::SealStoredSecrets() {
     // Row locks: two replicas starting at once seal each row once.
     for (const auto& row : tx.exec("SELECT name, manifest_yaml FROM deployments FOR UPDATE")) {
       const std::string stored = row[1].as<std::string>();
-      if (SecretBox::IsSealed(stored) && !secrets_->SealedUnderOldKey(stored)) continue;
-      auto clear = OpenManifest(stored);
-      if (!clear.ok()) return clear.status();
-      tx.exec_params0("UPDATE deployments SET manifest_yaml = $2 WHERE name = $1", row[0].as<std::string>(),
-                      secrets_->Seal(*clear));
+      if (secrets_->IsCurrent(stored)) continue;
+      auto sealed = secrets_->Reseal(stored);
+      if (!sealed.ok()) return absl::Status(sealed.status().code(), absl::StrCat("stack manifest: ", sealed.status().message()));
+      tx.exec_params0("UPDATE deployments SET manifest_yaml = $2 WHERE name = $1", row[0].as<std::string>(), *sealed);
       ++rewritten;
     }
     for (const auto& row : tx.exec("SELECT rollout_id, seq, action FROM rollout_steps WHERE action IS NOT NULL"
@@ -129,7 +121,7 @@ absl::StatusOr<int> PgRolloutStore::SealStoredSecrets() {
       if (!action.ok()) return action.status();
       bool stale = false;
       (void)rollout::TransformStepEnv(&*action, [&](const std::string& v) -> absl::StatusOr<std::string> {
-        if (!SecretBox::IsSealed(v) || secrets_->SealedUnderOldKey(v)) stale = true;
+        stale = stale || !secrets_->IsCurrent(v);
         return v;
       });
       if (!stale) continue;
@@ -153,7 +145,7 @@ absl::StatusOr<StoredDeployment> PgRolloutStore::GetDeployment(const std::string
                      Micros("updated_at"), ", live_slot FROM deployments WHERE name = $1"),
         name);
     if (r.empty()) return absl::NotFoundError(absl::StrCat("no deployment named \"", name, "\"; apply its stack first"));
-    auto manifest = OpenManifest(r[0][1].as<std::string>());
+    auto manifest = Open(r[0][1].as<std::string>(), "stack manifest");
     if (!manifest.ok()) return manifest.status();
     d = {r[0][0].as<std::string>(), *std::move(manifest), r[0][2].as<std::string>(),
          r[0][3].as<std::string>(), r[0][4].as<std::string>(), FromMicros(r[0][5].as<int64_t>()),
@@ -171,7 +163,7 @@ absl::StatusOr<std::vector<StoredDeployment>> PgRolloutStore::ListDeployments() 
                                           " COALESCE(pinned_version, ''), ", Micros("updated_at"),
                                           ", live_slot FROM deployments ORDER BY name"));
     for (const auto& row : r) {
-      auto manifest = OpenManifest(row[1].as<std::string>());
+      auto manifest = Open(row[1].as<std::string>(), "stack manifest");
       if (!manifest.ok()) return manifest.status();
       out.push_back({row[0].as<std::string>(), *std::move(manifest), row[2].as<std::string>(),
                      row[3].as<std::string>(), row[4].as<std::string>(), FromMicros(row[5].as<int64_t>()),
@@ -335,13 +327,8 @@ absl::StatusOr<std::vector<StoredStep>> PgRolloutStore::GetSteps(const std::stri
       if (!row[8].is_null()) {
         auto a = Parse<hoist::v1::Step>(row[8], "step action");
         if (!a.ok()) return a.status();
-        absl::Status opened = rollout::TransformStepEnv(&*a, [this](const std::string& v) -> absl::StatusOr<std::string> {
-          if (!SecretBox::IsSealed(v)) return v;
-          if (secrets_ == nullptr) {
-            return absl::FailedPreconditionError("sealed, and this hoistd has no key: start it with --secrets-key-file");
-          }
-          return secrets_->Open(v);
-        });
+        absl::Status opened =
+            rollout::TransformStepEnv(&*a, [this](const std::string& v) { return Open(v, "env value"); });
         if (!opened.ok()) return absl::Status(opened.code(), absl::StrCat("step ", st.step_id, ": ", opened.message()));
         st.action = *std::move(a);
       }

@@ -57,8 +57,9 @@ class PgRolloutStore : public rollout::RolloutStore {
                                                                uint64_t before_id) override;
 
  private:
-  // The manifest column's text, opened when sealed.
-  absl::StatusOr<std::string> OpenManifest(const std::string& stored) const;
+  // A stored text (a manifest, an env value), opened when sealed; `what`
+  // names it in errors.
+  absl::StatusOr<std::string> Open(const std::string& stored, absl::string_view what) const;
   // A step's action as stored: its env values sealed (with a SecretBox).
   absl::StatusOr<std::string> ActionBytes(const hoist::v1::Step& action) const;
 

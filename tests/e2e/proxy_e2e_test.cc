@@ -473,8 +473,22 @@ class ProxyStepsE2eTest : public ::testing::Test {
     return step;
   }
 
+  // Starts web and the proxy (publishing its route on 127.0.0.1:port) and
+  // routes "web" to the web container through the proxy's runtime API.
+  void StartWebBehindTheProxy(uint16_t port) {
+    hoist::v1::StepResult web = executor_->Run(Start("web", web_image_, 0), nullptr);
+    ASSERT_EQ(web.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << web.message();
+    hoist::v1::StepResult proxy = executor_->Run(Start("proxy", proxy_image_, port), nullptr);
+    ASSERT_EQ(proxy.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << proxy.message();
+    web_name_ = web.start().container_name();
+    proxy_name_ = proxy.start().container_name();
+    hoist::v1::StepResult good = executor_->Run(Update("good", "web", web_name_), nullptr);
+    ASSERT_EQ(good.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << good.message();
+  }
+
   std::unique_ptr<DockerEnv> env_;
   std::string dir_, web_image_, proxy_image_, deployment_;
+  std::string web_name_, proxy_name_;  // StartWebBehindTheProxy's containers
   agent::AgentPolicy policy_;
   docker::DockerClient docker_;
   std::unique_ptr<agent::StepJournal> journal_;
@@ -484,13 +498,8 @@ class ProxyStepsE2eTest : public ::testing::Test {
 TEST_F(ProxyStepsE2eTest, UnknownRouteFailsTheStepAndLeavesTheProxyServing) {
   auto port = PickFreePort();
   ASSERT_TRUE(port.ok());
-  hoist::v1::StepResult web = executor_->Run(Start("web", web_image_, 0), nullptr);
-  ASSERT_EQ(web.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << web.message();
-  hoist::v1::StepResult proxy = executor_->Run(Start("proxy", proxy_image_, *port), nullptr);
-  ASSERT_EQ(proxy.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << proxy.message();
-  std::string web_name = web.start().container_name();
-  hoist::v1::StepResult good = executor_->Run(Update("good", "web", web_name), nullptr);
-  ASSERT_EQ(good.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << good.message();
+  ASSERT_NO_FATAL_FAILURE(StartWebBehindTheProxy(*port));
+  const std::string& web_name = web_name_;
   std::string url = absl::StrCat("http://127.0.0.1:", *port, "/");
   auto before = HttpGet(url);
   ASSERT_TRUE(before.ok()) << before.status();
@@ -532,14 +541,9 @@ bool TcpConnects(const std::string& ip, uint16_t port) {
 TEST_F(ProxyStepsE2eTest, TheRuntimeApiIsAUnixSocketOnlyTheAgentReaches) {
   auto port = PickFreePort();
   ASSERT_TRUE(port.ok());
-  hoist::v1::StepResult web = executor_->Run(Start("web", web_image_, 0), nullptr);
-  ASSERT_EQ(web.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << web.message();
-  hoist::v1::StepResult proxy = executor_->Run(Start("proxy", proxy_image_, *port), nullptr);
-  ASSERT_EQ(proxy.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << proxy.message();
   // The agent drives the proxy (through the socket in its state directory).
-  hoist::v1::StepResult update = executor_->Run(Update("good", "web", web.start().container_name()), nullptr);
-  ASSERT_EQ(update.outcome(), hoist::v1::STEP_OUTCOME_SUCCEEDED) << update.message();
-  const std::string name = proxy.start().container_name();
+  ASSERT_NO_FATAL_FAILURE(StartWebBehindTheProxy(*port));
+  const std::string& name = proxy_name_;
   auto ip = env_->Docker({"inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name});
   ASSERT_TRUE(ip.ok()) << ip.status();
   const std::string proxy_ip(absl::StripAsciiWhitespace(*ip));

@@ -27,7 +27,7 @@
 #include "shared/pg.h"
 #include "shared/tls.h"
 #include "tests/fixtures/temp_dir.h"
-#include "tests/fixtures/postgres_test.h"
+#include "tests/fixtures/migrated_postgres_test.h"
 
 namespace hoist::testing {
 namespace {
@@ -95,17 +95,8 @@ struct AgentLog {
   std::vector<hoist::v1::Step> steps;
 };
 
-class AgentSessionTest : public PostgresTest {
+class AgentSessionTest : public MigratedPostgresTest {
  protected:
-  void SetUp() override {
-    PostgresTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    auto ms = ParseMigrations(EmbeddedMigrationFiles());
-    ASSERT_TRUE(ms.ok());
-    PgMigrator m(url_, *ms, {}, RealClock::Get());
-    ASSERT_TRUE(m.Migrate().ok());
-  }
-
   std::unique_ptr<AgentSession> Agent(const std::string& id, std::vector<std::string> controllers, AgentLog* log,
                                       std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr) {
     AgentSessionOptions o;

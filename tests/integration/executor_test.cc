@@ -32,7 +32,7 @@
 #include "shared/protocol.h"
 #include "shared/proto_names.h"
 #include "shared/pg.h"
-#include "tests/fixtures/postgres_test.h"
+#include "tests/fixtures/migrated_postgres_test.h"
 
 namespace hoist::testing {
 namespace {
@@ -448,15 +448,11 @@ struct Leader {
   rollout::RolloutManager manager;
 };
 
-class ExecutorTest : public PostgresTest {
+class ExecutorTest : public MigratedPostgresTest {
  protected:
   void SetUp() override {
-    PostgresTest::SetUp();
+    MigratedPostgresTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    auto ms = ParseMigrations(EmbeddedMigrationFiles());
-    ASSERT_TRUE(ms.ok()) << ms.status();
-    PgMigrator m(url_, *ms, {}, RealClock::Get());
-    ASSERT_TRUE(m.Migrate().ok());
     pool_ = std::make_unique<PgPool>(*WithConnectionDefaults(url_), 8);
     pg_store_ = std::make_unique<PgRolloutStore>(pool_.get());
     store_ = std::make_unique<HookedStore>(pg_store_.get());
@@ -480,15 +476,6 @@ class ExecutorTest : public PostgresTest {
     // Executors first (they use the fleet and the store), then the fleet.
     leaders_.clear();
     fleet_.reset();
-  }
-
-  // What a new leader's election does: the next epoch, in hoist_leader.
-  uint64_t BumpEpoch() {
-    pqxx::connection c(url_);
-    pqxx::work tx(c);
-    uint64_t e = tx.exec1("UPDATE hoist_leader SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch")[0].as<uint64_t>();
-    tx.commit();
-    return e;
   }
 
   Leader* NewLeader() {

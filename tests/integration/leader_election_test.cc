@@ -20,7 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "shared/subprocess.h"
-#include "tests/fixtures/postgres_test.h"
+#include "tests/fixtures/migrated_postgres_test.h"
 #include "tests/fixtures/temp_dir.h"
 
 namespace hoist::testing {
@@ -28,17 +28,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class LeaderElectionTest : public PostgresTest {
+class LeaderElectionTest : public MigratedPostgresTest {
  protected:
-  void SetUp() override {
-    PostgresTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    auto ms = ParseMigrations(EmbeddedMigrationFiles());
-    ASSERT_TRUE(ms.ok());
-    PgMigrator m(url_, *ms, {}, RealClock::Get());
-    ASSERT_TRUE(m.Migrate().ok());
-  }
-
   void TearDown() override {
     for (pid_t pid : pids_) {
       kill(pid, SIGCONT);

@@ -30,9 +30,9 @@ class WhoAmIService final : public v1::OperatorService::Service {
  public:
   grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest*,
                          v1::GetStatusResponse* response) override {
-    absl::StatusOr<std::string> cn = PeerCommonName(*context);
-    if (!cn.ok()) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(cn.status().message()));
-    response->mutable_deployment()->set_name(*cn);
+    absl::StatusOr<CertInfo> cert = PeerCertificate(*context);
+    if (!cert.ok()) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(cert.status().message()));
+    response->mutable_deployment()->set_name(cert->common_name);
     return grpc::Status::OK;
   }
 };

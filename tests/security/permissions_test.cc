@@ -268,7 +268,6 @@ TEST_F(PermissionsTest, EveryCallWithEveryKindOfCertificateIsAllowedOrRefusedAsT
   ASSERT_TRUE(CaRevoke(fleet_->ca_dir(), "mallory").ok());
   absl::SleepFor(absl::Milliseconds(1500));  // hoistd reads the list again within a second
 
-  int checked = 0;
   for (const Identity& id : ids) {
     auto stub = hoist::v1::OperatorService::NewStub(Channel(id));
     for (const auto& [call, run] : calls) {
@@ -280,15 +279,12 @@ TEST_F(PermissionsTest, EveryCallWithEveryKindOfCertificateIsAllowedOrRefusedAsT
         EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << id.label << " calling " << call;
         EXPECT_THAT(s.error_message(), HasSubstr(call.substr(0, call.find(' ')))) << "the refusal names the call";
       }
-      ++checked;
     }
     const bool may_session = id.valid && id.kind == CertKind::kAgent;
     grpc::Status s = OpenSession(id, "host-a");
     EXPECT_EQ(s.ok(), may_session) << id.label << " opening an agent session: " << s.error_code() << " "
                                    << s.error_message();
-    ++checked;
   }
-  EXPECT_EQ(checked, static_cast<int>(ids.size() * (calls.size() + 1)));
   RemoveTree(*other_ca);
 
   // Refusals are in the audit log, naming who and what.

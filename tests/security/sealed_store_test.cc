@@ -21,7 +21,7 @@
 #include "shared/clock.h"
 #include "shared/pg.h"
 #include "shared/secret_box.h"
-#include "tests/fixtures/postgres_test.h"
+#include "tests/fixtures/migrated_postgres_test.h"
 #include "tests/fixtures/temp_dir.h"
 
 namespace hoist::testing {
@@ -38,20 +38,13 @@ std::unique_ptr<SecretBox> Box(char fill) {
   return box.ok() ? std::move(*box) : nullptr;
 }
 
-class SealedStoreTest : public PostgresTest {
+class SealedStoreTest : public MigratedPostgresTest {
  protected:
   void SetUp() override {
-    PostgresTest::SetUp();
+    MigratedPostgresTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    auto ms = ParseMigrations(EmbeddedMigrationFiles());
-    ASSERT_TRUE(ms.ok());
-    PgMigrator m(url_, *ms, {}, RealClock::Get());
-    ASSERT_TRUE(m.Migrate().ok());
     pool_ = std::make_unique<PgPool>(*WithConnectionDefaults(url_), 2);
-    pqxx::connection c(url_);
-    pqxx::work tx(c);
-    epoch_ = tx.exec1("UPDATE hoist_leader SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch")[0].as<uint64_t>();
-    tx.commit();
+    epoch_ = BumpEpoch();
   }
 
   // Every byte of the two tables that hold env values, as text.
