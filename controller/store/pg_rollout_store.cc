@@ -103,20 +103,32 @@ absl::Status PgRolloutStore::PutDeployment(uint64_t epoch, const StoredDeploymen
 
 absl::StatusOr<int> PgRolloutStore::SealStoredSecrets() {
   if (secrets_ == nullptr) return 0;
+  // No row locks: each row is replaced only if it still holds what was read
+  // (two replicas starting at once seal it once), and the leader's writes to
+  // the steps never wait for a replica that starts.
+  const std::string current = absl::StrCat(kSealedPrefix, secrets_->current_key_id(), ":");
   int rewritten = 0;
   absl::Status s = pool_->Transact([&](pqxx::work& tx) -> absl::Status {
     rewritten = 0;
-    // Row locks: two replicas starting at once seal each row once.
-    for (const auto& row : tx.exec("SELECT name, manifest_yaml FROM deployments FOR UPDATE")) {
+    for (const auto& row : tx.exec("SELECT name, manifest_yaml FROM deployments")) {
       const std::string stored = row[1].as<std::string>();
       if (secrets_->IsCurrent(stored)) continue;
       auto sealed = secrets_->Reseal(stored);
-      if (!sealed.ok()) return absl::Status(sealed.status().code(), absl::StrCat("stack manifest: ", sealed.status().message()));
-      tx.exec_params0("UPDATE deployments SET manifest_yaml = $2 WHERE name = $1", row[0].as<std::string>(), *sealed);
-      ++rewritten;
+      if (!sealed.ok()) {
+        return absl::Status(sealed.status().code(), absl::StrCat("stack manifest: ", sealed.status().message()));
+      }
+      pqxx::result done = tx.exec_params(
+          "UPDATE deployments SET manifest_yaml = $2 WHERE name = $1 AND manifest_yaml = $3",
+          row[0].as<std::string>(), *sealed, stored);
+      rewritten += static_cast<int>(done.affected_rows());
     }
-    for (const auto& row : tx.exec("SELECT rollout_id, seq, action FROM rollout_steps WHERE action IS NOT NULL"
-                                   " AND kind IN ('start_instance', 'run_job') FOR UPDATE")) {
+    // A step whose env is sealed under the current key holds its prefix:
+    // only the others are read (those in clear, under an older key, or
+    // without env at all).
+    for (const auto& row : tx.exec_params("SELECT rollout_id, seq, action FROM rollout_steps WHERE action IS NOT NULL"
+                                          " AND kind IN ('start_instance', 'run_job')"
+                                          " AND position(convert_to($1, 'UTF8') IN action) = 0",
+                                          current)) {
       auto action = Parse<hoist::v1::Step>(row[2], "step action");
       if (!action.ok()) return action.status();
       bool stale = false;
@@ -127,9 +139,10 @@ absl::StatusOr<int> PgRolloutStore::SealStoredSecrets() {
       if (!stale) continue;
       auto bytes = ActionBytes(*action);
       if (!bytes.ok()) return bytes.status();
-      tx.exec_params0("UPDATE rollout_steps SET action = $3 WHERE rollout_id = $1 AND seq = $2",
-                      row[0].as<std::string>(), row[1].as<int>(), pqxx::binarystring(*bytes));
-      ++rewritten;
+      pqxx::result done = tx.exec_params(
+          "UPDATE rollout_steps SET action = $3 WHERE rollout_id = $1 AND seq = $2 AND action = $4",
+          row[0].as<std::string>(), row[1].as<int>(), pqxx::binarystring(*bytes), pqxx::binarystring(row[2]));
+      rewritten += static_cast<int>(done.affected_rows());
     }
     return absl::OkStatus();
   });
