@@ -112,6 +112,9 @@ std::string AgentSession::RunOnce(const std::string& address) {
   // gRPC waits 20 s for a connection by default; a frozen host would hold
   // the agent that long before it tried the next controller.
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.hello_timeout)));
+  // A connection of this session's own: sessions of one process (simulated
+  // hosts) would otherwise share one and its stream limit.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   auto channel = grpc::CreateCustomChannel(address, options_.credentials, args);
   auto stub = hoist::v1::AgentService::NewStub(channel);
   grpc::ClientContext context;

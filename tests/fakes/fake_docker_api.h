@@ -43,6 +43,9 @@ class FakeDockerApi final : public docker::DockerApi {
     std::string logs;
     // Docker health once running ("" = no HEALTHCHECK).
     std::string health;
+    // With health: reports "starting" this long after the container started
+    // (a service warming up), then `health`.
+    absl::Duration healthy_after = absl::ZeroDuration();
   };
 
   struct Container {
@@ -73,6 +76,15 @@ class FakeDockerApi final : public docker::DockerApi {
   void SetImageBehavior(const std::string& ref, ImageBehavior behavior) {
     absl::MutexLock lock(&mu_);
     behaviors_[ref] = std::move(behavior);
+  }
+  // The pretend registry serves every reference (a simulated host): its
+  // digest is derived from the reference alone, so that every FakeDockerApi
+  // of a process pulls the same digest for it; containers of images without
+  // a behaviour of their own behave as `behavior`.
+  void ServeAnyImage(ImageBehavior behavior) {
+    absl::MutexLock lock(&mu_);
+    serve_any_image_ = true;
+    default_behavior_ = std::move(behavior);
   }
   // Adds a container directly (for example one without Hoist's labels);
   // returns its id.
@@ -187,6 +199,11 @@ class FakeDockerApi final : public docker::DockerApi {
     {
       absl::MutexLock lock(&mu_);
       auto it = registry_.find(std::string(image));
+      if (it == registry_.end() && serve_any_image_) {
+        const std::string part = absl::StrCat(absl::Hex(std::hash<std::string>()(std::string(image)), absl::kZeroPad16));
+        it = registry_.emplace(std::string(image), RegistryImage{absl::StrCat("sha256:", part, part, part, part), 2})
+                 .first;
+      }
       if (it == registry_.end()) {
         return absl::NotFoundError(absl::StrCat("manifest for ", image, " not found: manifest unknown"));
       }
@@ -262,12 +279,11 @@ class FakeDockerApi final : public docker::DockerApi {
       c->info.published_ports[absl::StrCat(port.container_port, "/", port.protocol)] =
           port.host_port != 0 ? port.host_port : static_cast<uint16_t>(49000 + (++port_));
     }
-    auto behavior = behaviors_.find(c->spec.image);
-    if (behavior != behaviors_.end()) {
-      c->info.health = behavior->second.health;
-      if (behavior->second.exits && !behavior->second.hold) {
+    if (const ImageBehavior* behavior = BehaviorLocked(c->spec.image)) {
+      c->info.health = behavior->healthy_after > absl::ZeroDuration() ? "starting" : behavior->health;
+      if (behavior->exits && !behavior->hold) {
         c->info.state = "exited";
-        c->info.exit_code = behavior->second.exit_code;
+        c->info.exit_code = behavior->exit_code;
       }
     }
     return absl::OkStatus();
@@ -343,8 +359,8 @@ class FakeDockerApi final : public docker::DockerApi {
     absl::MutexLock lock(&mu_);
     Container* c = FindLocked(id_or_name);
     if (c == nullptr) return NoSuchContainer(id_or_name);
-    auto behavior = behaviors_.find(c->spec.image);
-    return behavior == behaviors_.end() ? std::string() : behavior->second.logs;
+    const ImageBehavior* behavior = BehaviorLocked(c->spec.image);
+    return behavior == nullptr ? std::string() : behavior->logs;
   }
 
   absl::StatusOr<docker::ExecResult> Exec(absl::string_view id_or_name, const std::vector<std::string>& argv,
@@ -374,6 +390,11 @@ class FakeDockerApi final : public docker::DockerApi {
     absl::MutexLock lock(&mu_);
     Container* c = FindLocked(id_or_name);
     if (c == nullptr) return NoSuchContainer(id_or_name);
+    const ImageBehavior* behavior = BehaviorLocked(c->spec.image);
+    if (behavior != nullptr && c->info.health == "starting" && c->info.state == "running" &&
+        Now() - c->info.started_at >= behavior->healthy_after) {
+      c->info.health = behavior->health;
+    }
     return c->info;
   }
 
@@ -542,6 +563,12 @@ class FakeDockerApi final : public docker::DockerApi {
     return s;
   }
 
+  const ImageBehavior* BehaviorLocked(const std::string& image) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = behaviors_.find(image);
+    if (it != behaviors_.end()) return &it->second;
+    return serve_any_image_ ? &default_behavior_ : nullptr;
+  }
+
   Container* FindLocked(absl::string_view id_or_name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = containers_.find(std::string(id_or_name));
     if (it != containers_.end()) return &it->second;
@@ -564,6 +591,8 @@ class FakeDockerApi final : public docker::DockerApi {
   std::map<std::string, std::string> archives_ ABSL_GUARDED_BY(mu_);  // "name:path" -> tar
   std::map<std::string, std::string> imported_ ABSL_GUARDED_BY(mu_);  // image ref -> tar
   std::map<std::string, ImageBehavior> behaviors_ ABSL_GUARDED_BY(mu_);
+  bool serve_any_image_ ABSL_GUARDED_BY(mu_) = false;
+  ImageBehavior default_behavior_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Container> containers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> volumes_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> networks_ ABSL_GUARDED_BY(mu_);
