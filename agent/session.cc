@@ -206,6 +206,9 @@ void AgentSession::SendInventory(bool only_if_changed) {
     spdlog::warn("cannot take the inventory: {}", inventory.status().message());
     return;
   }
+  // What the containers are, not when they were looked at: the time would
+  // make every inventory look changed and be sent (and stored) again.
+  inventory->clear_taken_at();
   std::string key = inventory->SerializeAsString();
   hoist::v1::SessionRequest message;
   *message.mutable_inventory() = *std::move(inventory);

@@ -59,6 +59,7 @@ void AgentHub::OnLeadership(uint64_t epoch) {
   absl::MutexLock lock(&mu_);
   if (epoch == epoch_) return;
   epoch_ = epoch;
+  heard_.clear();
   // A new epoch (or none) invalidates every session: agents must hear the new
   // epoch in a fresh Welcome, or be redirected to the new leader.
   for (auto& [id, session] : sessions_) session.conn->Close();
@@ -133,10 +134,11 @@ void AgentHub::OnMessage(const std::string& agent_id, AgentConnection* conn,
   }
   switch (message.payload_case()) {
     case hoist::v1::SessionRequest::kHeartbeat:
+      // Written with every other agent's once per interval (LivenessLoop):
+      // a thousand agents cost one write, not a thousand.
       if (epoch != 0) {
-        if (absl::Status s = store_->RecordHeartbeat(epoch, agent_id, message.heartbeat()); !s.ok()) {
-          StoreError(absl::StrCat("recording heartbeat of ", agent_id), s).IgnoreError();
-        }
+        absl::MutexLock lock(&mu_);
+        heard_[agent_id] = message.heartbeat();
       }
       return;
     case hoist::v1::SessionRequest::kInventory:
@@ -185,6 +187,7 @@ void AgentHub::Closed(const std::string& agent_id, AgentConnection* conn) {
     auto it = sessions_.find(agent_id);
     if (it == sessions_.end() || it->second.conn != conn) return;
     sessions_.erase(it);
+    heard_.erase(agent_id);
     epoch = epoch_;
   }
   spdlog::info("agent {} disconnected", agent_id);
@@ -303,11 +306,13 @@ void AgentHub::LivenessLoop() {
   const absl::Duration silence = options_.heartbeat_interval * options_.lost_after_missed;
   while (true) {
     uint64_t epoch;
+    std::map<std::string, hoist::v1::Heartbeat> heard;
     {
       absl::MutexLock lock(&mu_);
       mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.heartbeat_interval);
       if (stop_) return;
       epoch = epoch_;
+      heard.swap(heard_);
       // A session whose agent went silent is stuck (frozen agent, cut
       // network): close it so the agent has to reconnect.
       const absl::Time now = clock_->Now();
@@ -319,6 +324,9 @@ void AgentHub::LivenessLoop() {
       }
     }
     if (epoch == 0) continue;
+    if (absl::Status s = store_->RecordHeartbeats(epoch, heard); !s.ok()) {
+      StoreError(absl::StrCat("recording the heartbeats of ", heard.size(), " agents"), s).IgnoreError();
+    }
     auto lost = store_->MarkLost(epoch, silence);
     if (!lost.ok()) {
       StoreError("marking lost agents", lost.status()).IgnoreError();

@@ -128,6 +128,8 @@ class AgentHub : public rollout::StepDispatcher {
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
+  // The last heartbeat of each agent heard since the last write of them.
+  std::map<std::string, hoist::v1::Heartbeat> heard_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
   StepObserver observer_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -317,10 +317,22 @@ absl::Status Executor::ResolveBackends(const StoredRollout& rollout, hoist::v1::
   return absl::OkStatus();
 }
 
-absl::Status Executor::ResolveDigest(const StoredRollout& rollout, hoist::v1::Step* action) {
+absl::StatusOr<hoist::v1::Release> Executor::ReleaseOf(Runner* runner, const StoredRollout& rollout,
+                                                      const std::string& version) {
+  // Held while reading: the steps of a batch wait for one read, not each its own.
+  absl::MutexLock lock(&runner->releases_mu);
+  auto it = runner->releases.find(version);
+  if (it != runner->releases.end()) return it->second;
+  auto release = store_->GetRelease(rollout.deployment, version);
+  if (!release.ok()) return release.status();
+  runner->releases[version] = *release;
+  return release;
+}
+
+absl::Status Executor::ResolveDigest(const StoredRollout& rollout, Runner* runner, hoist::v1::Step* action) {
   if (!action->has_start_instance()) return absl::OkStatus();
   hoist::v1::StartInstance* start = action->mutable_start_instance();
-  auto release = store_->GetRelease(rollout.deployment, start->version());
+  auto release = ReleaseOf(runner, rollout, start->version());
   if (absl::IsNotFound(release.status())) return absl::OkStatus();  // a pinned image, not a release's
   if (!release.ok()) return release.status();
   const std::string& service = start->instance().service();
@@ -334,11 +346,11 @@ absl::Status Executor::ResolveDigest(const StoredRollout& rollout, hoist::v1::St
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> Executor::CheckPulledDigest(uint64_t epoch, const StoredRollout& rollout,
+absl::StatusOr<std::string> Executor::CheckPulledDigest(uint64_t epoch, const StoredRollout& rollout, Runner* runner,
                                                         const std::string& agent_id, const std::string& image,
                                                         const std::string& digest) {
   if (digest.empty() || rollout.to_version.empty()) return std::string();
-  auto release = store_->GetRelease(rollout.deployment, rollout.to_version);
+  auto release = ReleaseOf(runner, rollout, rollout.to_version);
   if (absl::IsNotFound(release.status())) return std::string();
   if (!release.ok()) return release.status();
   std::map<std::string, std::string> pulled;
@@ -346,8 +358,21 @@ absl::StatusOr<std::string> Executor::CheckPulledDigest(uint64_t epoch, const St
     if (ref == image) pulled[service] = digest;
   }
   if (pulled.empty()) return std::string();  // a pinned image of the manifest
-  auto recorded = store_->RecordDigests(epoch, rollout.deployment, rollout.to_version, pulled);
-  if (!recorded.ok()) return recorded.status();
+  // Digests this run has seen recorded already are compared without a write.
+  std::map<std::string, std::string> recorded_before;
+  for (const auto& [service, d] : pulled) {
+    auto first = release->digests().find(service);
+    if (first == release->digests().end()) break;
+    recorded_before[service] = first->second;
+  }
+  absl::StatusOr<std::map<std::string, std::string>> recorded = recorded_before;
+  if (recorded_before.size() != pulled.size()) {
+    recorded = store_->RecordDigests(epoch, rollout.deployment, rollout.to_version, pulled);
+    if (!recorded.ok()) return recorded.status();
+    absl::MutexLock lock(&runner->releases_mu);
+    auto& digests = *runner->releases[rollout.to_version].mutable_digests();
+    for (const auto& [service, first] : *recorded) digests[service] = first;
+  }
   for (const auto& [service, first] : *recorded) {
     if (first == digest) continue;
     return absl::StrCat(image, " pulled on ", agent_id, " is ", digest, ", but release ", rollout.to_version,
@@ -386,7 +411,7 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
             hoist::v1::STEP_STATE_RUNNING, &p);
     };
     absl::Status resolved = ResolveBackends(rollout, &action);
-    if (resolved.ok()) resolved = ResolveDigest(rollout, &action);
+    if (resolved.ok()) resolved = ResolveDigest(rollout, runner, &action);
     absl::StatusOr<hoist::v1::StepResult> r =
         resolved.ok() ? dispatcher_->RunStep(step.agent_id, action, on_progress, &runner->abort) : resolved;
     if (!resolved.ok()) {
@@ -408,7 +433,8 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
         }
       } else if (r->has_pull() && action.has_pull_image()) {
         absl::StatusOr<std::string> drift =
-            CheckPulledDigest(epoch, rollout, step.agent_id, action.pull_image().image(), r->pull().image_digest());
+            CheckPulledDigest(epoch, rollout, runner, step.agent_id, action.pull_image().image(),
+                              r->pull().image_digest());
         if (!drift.ok()) return drift.status();
         if (!drift->empty()) {
           state = hoist::v1::STEP_STATE_FAILED;

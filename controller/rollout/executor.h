@@ -83,22 +83,31 @@ class Executor {
   // address (a port Docker chose when this rollout started the instance)
   // from the start results.
   absl::Status ResolveBackends(const StoredRollout& rollout, hoist::v1::Step* action);
-  // A start of a release's image carries the digest the release recorded
-  // (the agent refuses another content under the same tag).
-  absl::Status ResolveDigest(const StoredRollout& rollout, hoist::v1::Step* action);
-  // Records a pull's digest in the target release (the first one wins) and
-  // returns why the step fails when the release recorded another one ("" when
-  // it did not).
-  absl::StatusOr<std::string> CheckPulledDigest(uint64_t epoch, const StoredRollout& rollout,
-                                                const std::string& agent_id, const std::string& image,
-                                                const std::string& digest);
+
  private:
   struct Runner {
     std::thread thread;
     std::atomic<bool> cancel{false};
     std::atomic<bool> abort{false};  // leadership lost
     bool done = false;
+    // Releases this run has read, by version, with the digests recorded so
+    // far: a thousand hosts' steps read a release once, not a thousand times.
+    absl::Mutex releases_mu;
+    std::map<std::string, hoist::v1::Release> releases ABSL_GUARDED_BY(releases_mu);
   };
+  // The release `version` of the rollout's deployment, from the runner's
+  // cache or the store (NOT_FOUND when there is none).
+  absl::StatusOr<hoist::v1::Release> ReleaseOf(Runner* runner, const StoredRollout& rollout,
+                                               const std::string& version);
+  // A start of a release's image carries the digest the release recorded
+  // (the agent refuses another content under the same tag).
+  absl::Status ResolveDigest(const StoredRollout& rollout, Runner* runner, hoist::v1::Step* action);
+  // Records a pull's digest in the target release (the first one wins) and
+  // returns why the step fails when the release recorded another one ("" when
+  // it did not).
+  absl::StatusOr<std::string> CheckPulledDigest(uint64_t epoch, const StoredRollout& rollout, Runner* runner,
+                                                const std::string& agent_id, const std::string& image,
+                                                const std::string& digest);
 
   void Run(const std::string& id, uint64_t epoch, Runner* runner);
   // Runs one step; returns its final state (or an error when the runner must stop).

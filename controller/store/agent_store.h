@@ -5,6 +5,7 @@
 // carry its epoch; an implementation refuses them once that epoch is stale.
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,8 +34,10 @@ class AgentStore {
   // controller_id and not lost.
   virtual absl::Status RecordHello(uint64_t epoch, const hoist::v1::Hello& hello,
                                    const std::string& controller_id) = 0;
-  virtual absl::Status RecordHeartbeat(uint64_t epoch, const std::string& agent_id,
-                                       const hoist::v1::Heartbeat& heartbeat) = 0;
+  // Records the last heartbeat of each agent (by id) in one write: its time
+  // (now), not lost, and the disk figures it carried.
+  virtual absl::Status RecordHeartbeats(uint64_t epoch,
+                                        const std::map<std::string, hoist::v1::Heartbeat>& heartbeats) = 0;
   // Replaces the agent's whole inventory with this snapshot.
   virtual absl::Status ReplaceInventory(uint64_t epoch, const std::string& agent_id,
                                         const hoist::v1::Inventory& inventory) = 0;

@@ -80,13 +80,24 @@ absl::Status PgAgentStore::RecordHello(uint64_t epoch, const hoist::v1::Hello& h
   });
 }
 
-absl::Status PgAgentStore::RecordHeartbeat(uint64_t epoch, const std::string& agent_id,
-                                           const hoist::v1::Heartbeat& heartbeat) {
+absl::Status PgAgentStore::RecordHeartbeats(uint64_t epoch,
+                                            const std::map<std::string, hoist::v1::Heartbeat>& heartbeats) {
+  if (heartbeats.empty()) return absl::OkStatus();
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& [id, heartbeat] : heartbeats) {
+    rows.push_back({{"id", id},
+                    {"image", ClampBytes(heartbeat.image_disk_free_bytes())},
+                    {"backup", ClampBytes(heartbeat.backup_disk_free_bytes())}});
+  }
+  // One statement for every agent heard since the last write. `connected`
+  // is the session's (hello and disconnect), not the heartbeat's: a
+  // heartbeat written after its session closed must not reopen it.
   return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
     tx.exec_params0(
-        "UPDATE agents SET last_heartbeat = now(), connected = true, lost = false,"
-        " image_disk_free_bytes = $2, backup_disk_free_bytes = $3 WHERE id = $1",
-        agent_id, ClampBytes(heartbeat.image_disk_free_bytes()), ClampBytes(heartbeat.backup_disk_free_bytes()));
+        "UPDATE agents a SET last_heartbeat = now(), lost = false, image_disk_free_bytes = v.image,"
+        " backup_disk_free_bytes = v.backup"
+        " FROM jsonb_to_recordset($1::jsonb) AS v(id text, image bigint, backup bigint) WHERE a.id = v.id",
+        rows.dump());
     return absl::OkStatus();
   });
 }

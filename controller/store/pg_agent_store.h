@@ -11,8 +11,8 @@ class PgAgentStore : public AgentStore {
   explicit PgAgentStore(PgPool* pool) : pool_(pool) {}
 
   absl::Status RecordHello(uint64_t epoch, const hoist::v1::Hello& hello, const std::string& controller_id) override;
-  absl::Status RecordHeartbeat(uint64_t epoch, const std::string& agent_id,
-                               const hoist::v1::Heartbeat& heartbeat) override;
+  absl::Status RecordHeartbeats(uint64_t epoch,
+                                const std::map<std::string, hoist::v1::Heartbeat>& heartbeats) override;
   absl::Status ReplaceInventory(uint64_t epoch, const std::string& agent_id,
                                 const hoist::v1::Inventory& inventory) override;
   absl::Status RecordDisconnect(uint64_t epoch, const std::string& agent_id) override;

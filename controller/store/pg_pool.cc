@@ -15,16 +15,27 @@ constexpr char kSessionSettings[] =
 
 }  // namespace
 
-PgPool::PgPool(std::string conninfo, int size) : conninfo_(std::move(conninfo)), size_(size) {}
+PgPool::PgPool(std::string conninfo, int size, absl::Duration wait_limit)
+    : conninfo_(std::move(conninfo)), size_(size), wait_limit_(wait_limit) {}
 
 PgPool::~PgPool() = default;
 
 absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
   {
     absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(
-        +[](PgPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) { return !p->idle_.empty() || p->open_ < p->size_; },
-        this));
+    // Bounded: a caller that cannot have a connection within wait_limit_
+    // (Postgres stalled with every connection in a transaction) fails and
+    // says so rather than piling up behind the others.
+    if (!mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](PgPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+                                    return !p->idle_.empty() || p->open_ < p->size_;
+                                  },
+                                  this),
+                              wait_limit_)) {
+      return absl::UnavailableError(absl::StrCat("all ", size_, " database connections stayed busy for ",
+                                                 absl::FormatDuration(wait_limit_),
+                                                 "; is Postgres slow or stalled?"));
+    }
     if (!idle_.empty()) {
       Lease lease{std::move(idle_.back()), true};
       idle_.pop_back();

@@ -14,14 +14,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace hoist {
 
 class PgPool {
  public:
   // conninfo should already carry WithConnectionDefaults. At most `size`
-  // connections are open at once; callers beyond that wait.
-  PgPool(std::string conninfo, int size);
+  // connections are open at once; callers beyond that wait up to
+  // wait_limit, then fail with UNAVAILABLE.
+  PgPool(std::string conninfo, int size, absl::Duration wait_limit = absl::Seconds(30));
   ~PgPool();
   PgPool(const PgPool&) = delete;
   PgPool& operator=(const PgPool&) = delete;
@@ -61,6 +63,7 @@ class PgPool {
 
   const std::string conninfo_;
   const int size_;
+  const absl::Duration wait_limit_;
   absl::Mutex mu_;
   std::vector<std::unique_ptr<pqxx::connection>> idle_ ABSL_GUARDED_BY(mu_);
   int open_ ABSL_GUARDED_BY(mu_) = 0;
