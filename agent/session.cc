@@ -154,6 +154,7 @@ std::string AgentSession::RunOnce(const std::string& address) {
     hello->set_backup_disk_free_bytes(backups);
   }
   std::string hint;
+  bool served = false;
   hoist::v1::SessionResponse first;
   const bool got_first = stream->Write(hello_message) && stream->Read(&first);
   hello_answered();
@@ -172,6 +173,7 @@ std::string AgentSession::RunOnce(const std::string& address) {
                    welcome.controller_version());
       session_epoch_ = welcome.epoch();
       connected_ = true;
+      served = true;
       Serve(stream.get(), &context, interval);
       connected_ = false;
       session_epoch_ = 0;
@@ -183,6 +185,10 @@ std::string AgentSession::RunOnce(const std::string& address) {
       spdlog::warn("{} answered the hello with an unexpected message; reconnecting", address);
     }
   }
+  // Finish waits for the server's status, which follows every message it
+  // sent; a session left with unread messages (refused, or an unexpected
+  // answer) is cancelled rather than waited for.
+  if (got_first && !first.has_not_leader() && !served) context.TryCancel();
   stream->WritesDone();
   grpc::Status status = stream->Finish();
   if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {

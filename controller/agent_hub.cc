@@ -51,6 +51,7 @@ void AgentHub::Stop() {
     if (stop_) return;
     stop_ = true;
     for (auto& [id, session] : sessions_) session.conn->Close();
+    WakeWaiters();
   }
   if (liveness_.joinable()) liveness_.join();
 }
@@ -63,6 +64,13 @@ void AgentHub::OnLeadership(uint64_t epoch) {
   // A new epoch (or none) invalidates every session: agents must hear the new
   // epoch in a fresh Welcome, or be redirected to the new leader.
   for (auto& [id, session] : sessions_) session.conn->Close();
+  WakeWaiters();
+}
+
+void AgentHub::WakeWaiters(const std::string& agent_id) {
+  for (auto& [step_id, waiter] : waiters_) {
+    if (agent_id.empty() || waiter->agent_id == agent_id) waiter->cv.Signal();
+  }
 }
 
 uint64_t AgentHub::epoch() const {
@@ -75,7 +83,7 @@ absl::Status AgentHub::StoreError(absl::string_view what, const absl::Status& s)
   return s;
 }
 
-absl::StatusOr<hoist::v1::Welcome> AgentHub::Open(const hoist::v1::Hello& hello, AgentConnection* conn) {
+absl::Status AgentHub::Open(const hoist::v1::Hello& hello, AgentConnection* conn) {
   if (absl::Status s = CheckHello(hello); !s.ok()) return s;
   uint64_t epoch = this->epoch();
   if (epoch == 0) return absl::FailedPreconditionError("this replica does not lead");
@@ -109,17 +117,24 @@ absl::StatusOr<hoist::v1::Welcome> AgentHub::Open(const hoist::v1::Hello& hello,
       spdlog::info("agent {} opened a new session; closing its old one", hello.agent_id());
       it->second.conn->Close();
     }
+    // The Welcome goes first, before the session is visible to the steps
+    // waiting for this agent: an agent reads a step before its Welcome as a
+    // broken session.
+    hoist::v1::SessionResponse message;
+    hoist::v1::Welcome* welcome = message.mutable_welcome();
+    welcome->set_epoch(epoch);
+    welcome->set_controller_version(HOIST_VERSION);
+    welcome->set_protocol_version(kProtocolVersion);
+    *welcome->mutable_heartbeat_interval() =
+        TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(options_.heartbeat_interval));
+    if (!conn->Send(message)) return absl::UnavailableError("the session ended before its welcome was sent");
     sessions_[hello.agent_id()] = Session{conn, next_generation_++, clock_->Now()};
+    // Its steps in flight are sent again on the new session now.
+    WakeWaiters(hello.agent_id());
   }
   spdlog::info("agent {} connected (host {}, agent {}, docker {})", hello.agent_id(), hello.host_name(),
                hello.agent_version(), hello.docker_version());
-  hoist::v1::Welcome welcome;
-  welcome.set_epoch(epoch);
-  welcome.set_controller_version(HOIST_VERSION);
-  welcome.set_protocol_version(kProtocolVersion);
-  *welcome.mutable_heartbeat_interval() =
-      TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(options_.heartbeat_interval));
-  return welcome;
+  return absl::OkStatus();
 }
 
 void AgentHub::OnMessage(const std::string& agent_id, AgentConnection* conn,
@@ -168,6 +183,7 @@ void AgentHub::OnMessage(const std::string& agent_id, AgentConnection* conn,
       }
       it->second->result = message.result();
       it->second->done = true;
+      it->second->cv.Signal();
       return;
     }
     case hoist::v1::SessionRequest::kHello:
@@ -254,9 +270,7 @@ absl::StatusOr<hoist::v1::StepResult> AgentHub::RunStep(const std::string& agent
     }
     // Wake up on a result, a reconnect, leadership changes, or every 200 ms
     // to check cancel and the deadline.
-    mu_.AwaitWithTimeout(absl::Condition(
-                             +[](bool* done) { return *done; }, &waiter->done),
-                         std::min(absl::Milliseconds(200), give_up - now));
+    waiter->cv.WaitWithTimeout(&mu_, std::min(absl::Milliseconds(200), give_up - now));
   }
   waiters_.erase(step.step_id());
   if (!outcome.ok()) return outcome;

@@ -75,11 +75,12 @@ class AgentHub : public rollout::StepDispatcher {
   uint64_t epoch() const;
 
   // A hello arrived on `conn` (already authenticated by the adapter). Checks
-  // it, records the agent and returns the Welcome to send. A second session
+  // it, records the agent and sends the Welcome on conn before any step can
+  // be sent there. A second session
   // of the same agent replaces the first. INVALID_ARGUMENT for a malformed
   // hello, FAILED_PRECONDITION for an incompatible protocol or when this
   // replica does not lead.
-  absl::StatusOr<hoist::v1::Welcome> Open(const hoist::v1::Hello& hello, AgentConnection* conn);
+  absl::Status Open(const hoist::v1::Hello& hello, AgentConnection* conn);
   // Any later message of that session.
   void OnMessage(const std::string& agent_id, AgentConnection* conn, const hoist::v1::SessionRequest& message);
   // The session ended.
@@ -115,7 +116,13 @@ class AgentHub : public rollout::StepDispatcher {
     ProgressFn on_progress;
     bool done = false;
     hoist::v1::StepResult result;
+    // Signalled (with mu_) on its result, a reconnect of its agent, a
+    // leadership change and shutdown. One per waiter: a thousand steps in
+    // flight are not a thousand conditions every unlock of mu_ evaluates.
+    absl::CondVar cv;
   };
+  // Wakes every waiter (of agent_id only, when given).
+  void WakeWaiters(const std::string& agent_id = "") ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void LivenessLoop();
   absl::Status StoreError(absl::string_view what, const absl::Status& s);

@@ -189,16 +189,11 @@ grpc::Status AgentServiceImpl::Session(grpc::ServerContext* context, Stream* str
       self->open_.erase(context);
     }
   } forget{this, context};
-  absl::StatusOr<hoist::v1::Welcome> welcome = hub_->Open(hello, &conn);
-  if (!welcome.ok()) {
-    spdlog::warn("session of agent \"{}\" from {} refused: {}", hello.agent_id(), context->peer(),
-                 welcome.status().message());
-    return grpc::Status(static_cast<grpc::StatusCode>(welcome.status().code()),
-                        std::string(welcome.status().message()));
+  // Open sends the Welcome.
+  if (absl::Status opened = hub_->Open(hello, &conn); !opened.ok()) {
+    spdlog::warn("session of agent \"{}\" from {} refused: {}", hello.agent_id(), context->peer(), opened.message());
+    return grpc::Status(static_cast<grpc::StatusCode>(opened.code()), std::string(opened.message()));
   }
-  hoist::v1::SessionResponse response;
-  *response.mutable_welcome() = *welcome;
-  conn.Send(response);
   hoist::v1::SessionRequest message;
   while (stream->Read(&message)) {
     hub_->OnMessage(hello.agent_id(), &conn, message);

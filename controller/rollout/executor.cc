@@ -229,9 +229,10 @@ absl::Status Executor::RunGrace(const StoredRollout& rollout, const StoredStep& 
   }
 }
 
-void Executor::Event(uint64_t epoch, const StoredRollout& rollout, const std::string& kind, const std::string& message,
-                     const StoredStep* step, hoist::v1::RolloutState state, hoist::v1::StepState step_state,
-                     const hoist::v1::StepProgress* progress) {
+hoist::v1::RolloutEvent Executor::MakeEvent(const StoredRollout& rollout, const std::string& kind,
+                                            const std::string& message, const StoredStep* step,
+                                            hoist::v1::RolloutState state, hoist::v1::StepState step_state,
+                                            const hoist::v1::StepProgress* progress) {
   hoist::v1::RolloutEvent e;
   e.set_rollout_id(rollout.id);
   e.set_kind(kind);
@@ -247,7 +248,14 @@ void Executor::Event(uint64_t epoch, const StoredRollout& rollout, const std::st
     e.set_bytes_done(progress->pull().bytes_done());
     e.set_bytes_total(progress->pull().bytes_total());
   }
-  if (absl::Status s = store_->AppendEvent(epoch, e); !s.ok()) {
+  return e;
+}
+
+void Executor::Event(uint64_t epoch, const StoredRollout& rollout, const std::string& kind, const std::string& message,
+                     const StoredStep* step, hoist::v1::RolloutState state, hoist::v1::StepState step_state,
+                     const hoist::v1::StepProgress* progress) {
+  if (absl::Status s = store_->AppendEvent(epoch, MakeEvent(rollout, kind, message, step, state, step_state, progress));
+      !s.ok()) {
     spdlog::warn("rollout {}: cannot record event {}: {}", rollout.id, kind, s.message());
   }
 }
@@ -383,11 +391,24 @@ absl::StatusOr<std::string> Executor::CheckPulledDigest(uint64_t epoch, const St
   return std::string();
 }
 
+absl::Status Executor::MarkRunning(uint64_t epoch, const StoredRollout& rollout,
+                                   const std::vector<const StoredStep*>& steps) {
+  std::vector<int> seqs;
+  std::vector<hoist::v1::RolloutEvent> events;
+  for (const StoredStep* step : steps) {
+    seqs.push_back(step->seq);
+    events.push_back(MakeEvent(rollout, "step_started", step->description, step, hoist::v1::ROLLOUT_STATE_RUNNING,
+                               hoist::v1::STEP_STATE_RUNNING));
+  }
+  return store_->MarkStepsRunning(epoch, rollout.id, seqs, events);
+}
+
 absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& rollout, const StoredStep& step,
-                                                       uint64_t epoch, Runner* runner, std::string* error) {
-  if (absl::Status s = store_->MarkStepRunning(epoch, rollout.id, step.seq); !s.ok()) return s;
-  Event(epoch, rollout, "step_started", step.description, &step, hoist::v1::ROLLOUT_STATE_RUNNING,
-        hoist::v1::STEP_STATE_RUNNING);
+                                                       uint64_t epoch, Runner* runner, std::string* error,
+                                                       bool marked) {
+  if (!marked) {
+    if (absl::Status s = MarkRunning(epoch, rollout, {&step}); !s.ok()) return s;
+  }
   const absl::Time started = clock_->Now();
   std::optional<hoist::v1::StepResult> result;
   hoist::v1::StepState state = hoist::v1::STEP_STATE_SUCCEEDED;
@@ -500,12 +521,15 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
     *error = absl::StrCat("step kind \"", step.kind, "\" has no action and this controller cannot run it");
   }
 
-  if (absl::Status s = store_->FinishStep(epoch, rollout.id, step.seq, state, *error, result); !s.ok()) return s;
   const std::string took = absl::FormatDuration(absl::Trunc(clock_->Now() - started, absl::Milliseconds(100)));
-  Event(epoch, rollout, state == hoist::v1::STEP_STATE_SUCCEEDED ? "step_done" : "step_failed",
-        state == hoist::v1::STEP_STATE_SUCCEEDED ? absl::StrCat(step.description, " (", took, ")")
-                                                 : absl::StrCat(step.description, ": ", *error),
-        &step, hoist::v1::ROLLOUT_STATE_RUNNING, state);
+  hoist::v1::RolloutEvent done =
+      MakeEvent(rollout, state == hoist::v1::STEP_STATE_SUCCEEDED ? "step_done" : "step_failed",
+                state == hoist::v1::STEP_STATE_SUCCEEDED ? absl::StrCat(step.description, " (", took, ")")
+                                                         : absl::StrCat(step.description, ": ", *error),
+                &step, hoist::v1::ROLLOUT_STATE_RUNNING, state);
+  if (absl::Status s = store_->FinishStepWithEvent(epoch, rollout.id, step.seq, state, *error, result, done); !s.ok()) {
+    return s;
+  }
   return state;
 }
 
@@ -570,9 +594,17 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
       }
       std::vector<std::string> errors(todo.size());
       std::vector<absl::StatusOr<hoist::v1::StepState>> states(todo.size(), hoist::v1::STEP_STATE_PENDING);
+      // The whole batch is marked running in one write, then each step runs
+      // on its own thread.
+      if (absl::Status s = MarkRunning(epoch, *rollout, todo); !s.ok()) {
+        spdlog::warn("rollout {}: runner stops: {}", id, s.message());
+        stopped = true;
+        break;
+      }
       std::vector<std::thread> threads;
       for (size_t k = 0; k < todo.size(); ++k) {
-        threads.emplace_back([&, k] { states[k] = RunStep(*rollout, *todo[k], epoch, runner, &errors[k]); });
+        threads.emplace_back(
+            [&, k] { states[k] = RunStep(*rollout, *todo[k], epoch, runner, &errors[k], /*marked=*/true); });
       }
       for (auto& t : threads) t.join();
       for (size_t k = 0; k < todo.size(); ++k) {

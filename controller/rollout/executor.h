@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -111,8 +112,16 @@ class Executor {
 
   void Run(const std::string& id, uint64_t epoch, Runner* runner);
   // Runs one step; returns its final state (or an error when the runner must stop).
+  // Marked: the step was marked running with its batch (MarkRunning).
   absl::StatusOr<hoist::v1::StepState> RunStep(const StoredRollout& rollout, const StoredStep& step, uint64_t epoch,
-                                               Runner* runner, std::string* error);
+                                               Runner* runner, std::string* error, bool marked = false);
+  // Marks steps running, with their step_started events, in one write.
+  absl::Status MarkRunning(uint64_t epoch, const StoredRollout& rollout, const std::vector<const StoredStep*>& steps);
+  hoist::v1::RolloutEvent MakeEvent(const StoredRollout& rollout, const std::string& kind, const std::string& message,
+                                    const StoredStep* step = nullptr,
+                                    hoist::v1::RolloutState state = hoist::v1::ROLLOUT_STATE_RUNNING,
+                                    hoist::v1::StepState step_state = hoist::v1::STEP_STATE_UNSPECIFIED,
+                                    const hoist::v1::StepProgress* progress = nullptr);
   void Event(uint64_t epoch, const StoredRollout& rollout, const std::string& kind, const std::string& message,
              const StoredStep* step = nullptr, hoist::v1::RolloutState state = hoist::v1::ROLLOUT_STATE_RUNNING,
              hoist::v1::StepState step_state = hoist::v1::STEP_STATE_UNSPECIFIED,

@@ -116,6 +116,27 @@ class RolloutStore {
   virtual absl::Status FinishStep(uint64_t epoch, const std::string& rollout_id, int seq,
                                   hoist::v1::StepState state, const std::string& error,
                                   const std::optional<hoist::v1::StepResult>& result) = 0;
+  // A batch's steps marked running and the events that tell it, in one
+  // write where the store can (the default makes one call each; an event
+  // that cannot be recorded does not fail the batch).
+  virtual absl::Status MarkStepsRunning(uint64_t epoch, const std::string& rollout_id, const std::vector<int>& seqs,
+                                        const std::vector<hoist::v1::RolloutEvent>& events) {
+    for (int seq : seqs) {
+      if (absl::Status s = MarkStepRunning(epoch, rollout_id, seq); !s.ok()) return s;
+    }
+    for (const hoist::v1::RolloutEvent& e : events) AppendEvent(epoch, e).IgnoreError();
+    return absl::OkStatus();
+  }
+  // FinishStep and the event that tells it, in one write where the store can
+  // (the default makes the two calls; the event's failure is not the step's).
+  virtual absl::Status FinishStepWithEvent(uint64_t epoch, const std::string& rollout_id, int seq,
+                                           hoist::v1::StepState state, const std::string& error,
+                                           const std::optional<hoist::v1::StepResult>& result,
+                                           const hoist::v1::RolloutEvent& event) {
+    if (absl::Status s = FinishStep(epoch, rollout_id, seq, state, error, result); !s.ok()) return s;
+    AppendEvent(epoch, event).IgnoreError();
+    return absl::OkStatus();
+  }
   // Sets the rollout's state; a terminal state also sets finished_at and
   // releases the deploy lock in the same transaction.
   virtual absl::Status SetRolloutState(uint64_t epoch, const std::string& id, hoist::v1::RolloutState state,

@@ -394,12 +394,44 @@ absl::StatusOr<std::vector<std::string>> PgRolloutStore::UnfinishedRollouts() {
   return out;
 }
 
+namespace {
+
+void MarkRunning(pqxx::work& tx, const std::string& rollout_id, int seq) {
+  tx.exec_params0(
+      "UPDATE rollout_steps SET state = 'running', attempts = attempts + 1,"
+      " started_at = COALESCE(started_at, now()) WHERE rollout_id = $1 AND seq = $2",
+      rollout_id, seq);
+}
+
+void Finish(pqxx::work& tx, const std::string& rollout_id, int seq, hoist::v1::StepState state,
+            const std::string& error, const std::optional<hoist::v1::StepResult>& result) {
+  tx.exec_params0(
+      "UPDATE rollout_steps SET state = $3, error = $4, result = CASE WHEN $6 THEN $5::bytea END, finished_at = now()"
+      " WHERE rollout_id = $1 AND seq = $2",
+      rollout_id, seq, StepStateName(state), error, pqxx::binarystring(result ? Bytes(*result) : std::string()),
+      result.has_value());
+}
+
+void Append(pqxx::work& tx, const hoist::v1::RolloutEvent& event) {
+  tx.exec_params0("INSERT INTO rollout_events (rollout_id, kind, step_id, message, detail) VALUES ($1, $2, $3, $4, $5)",
+                  event.rollout_id(), event.kind(), event.step_id(), event.message(), pqxx::binarystring(Bytes(event)));
+}
+
+}  // namespace
+
 absl::Status PgRolloutStore::MarkStepRunning(uint64_t epoch, const std::string& rollout_id, int seq) {
   return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
-    tx.exec_params0(
-        "UPDATE rollout_steps SET state = 'running', attempts = attempts + 1,"
-        " started_at = COALESCE(started_at, now()) WHERE rollout_id = $1 AND seq = $2",
-        rollout_id, seq);
+    MarkRunning(tx, rollout_id, seq);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PgRolloutStore::MarkStepsRunning(uint64_t epoch, const std::string& rollout_id,
+                                              const std::vector<int>& seqs,
+                                              const std::vector<hoist::v1::RolloutEvent>& events) {
+  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+    for (int seq : seqs) MarkRunning(tx, rollout_id, seq);
+    for (const hoist::v1::RolloutEvent& e : events) Append(tx, e);
     return absl::OkStatus();
   });
 }
@@ -408,11 +440,18 @@ absl::Status PgRolloutStore::FinishStep(uint64_t epoch, const std::string& rollo
                                         hoist::v1::StepState state, const std::string& error,
                                         const std::optional<hoist::v1::StepResult>& result) {
   return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
-    tx.exec_params0(
-        "UPDATE rollout_steps SET state = $3, error = $4, result = CASE WHEN $6 THEN $5::bytea END, finished_at = now()"
-        " WHERE rollout_id = $1 AND seq = $2",
-        rollout_id, seq, StepStateName(state), error, pqxx::binarystring(result ? Bytes(*result) : std::string()),
-        result.has_value());
+    Finish(tx, rollout_id, seq, state, error, result);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PgRolloutStore::FinishStepWithEvent(uint64_t epoch, const std::string& rollout_id, int seq,
+                                                 hoist::v1::StepState state, const std::string& error,
+                                                 const std::optional<hoist::v1::StepResult>& result,
+                                                 const hoist::v1::RolloutEvent& event) {
+  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+    Finish(tx, rollout_id, seq, state, error, result);
+    Append(tx, event);
     return absl::OkStatus();
   });
 }
@@ -471,9 +510,7 @@ absl::StatusOr<std::vector<hoist::v1::Lock>> PgRolloutStore::ListLocks() {
 
 absl::Status PgRolloutStore::AppendEvent(uint64_t epoch, const hoist::v1::RolloutEvent& event) {
   return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
-    tx.exec_params0("INSERT INTO rollout_events (rollout_id, kind, step_id, message, detail) VALUES ($1, $2, $3, $4, $5)",
-                    event.rollout_id(), event.kind(), event.step_id(), event.message(),
-                    pqxx::binarystring(Bytes(event)));
+    Append(tx, event);
     return absl::OkStatus();
   });
 }

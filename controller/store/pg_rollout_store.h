@@ -37,6 +37,11 @@ class PgRolloutStore : public rollout::RolloutStore {
   absl::Status MarkStepRunning(uint64_t epoch, const std::string& rollout_id, int seq) override;
   absl::Status FinishStep(uint64_t epoch, const std::string& rollout_id, int seq, hoist::v1::StepState state,
                           const std::string& error, const std::optional<hoist::v1::StepResult>& result) override;
+  absl::Status MarkStepsRunning(uint64_t epoch, const std::string& rollout_id, const std::vector<int>& seqs,
+                                const std::vector<hoist::v1::RolloutEvent>& events) override;
+  absl::Status FinishStepWithEvent(uint64_t epoch, const std::string& rollout_id, int seq, hoist::v1::StepState state,
+                                   const std::string& error, const std::optional<hoist::v1::StepResult>& result,
+                                   const hoist::v1::RolloutEvent& event) override;
   absl::Status SetRolloutState(uint64_t epoch, const std::string& id, hoist::v1::RolloutState state,
                                const std::string& error) override;
   absl::Status RequestCancel(const std::string& id) override;

@@ -34,14 +34,16 @@ inline std::string ScaleStack(const std::string& deployment, int hosts, int max_
 }
 
 // Two hoistd replicas over mTLS and `hosts` simulated hosts labelled
-// tier=app, serving deployment "scale".
+// tier=app, serving deployment "scale", their sessions started over a
+// second per 200 hosts.
 inline FleetOptions ScaleFleet(int hosts) {
   return {.deployment = "scale",
           .connect_timeout = absl::Minutes(5),
           .controllers = 2,
           .tls = true,
           .simulated_hosts = hosts,
-          .simulated_labels = "tier=app"};
+          .simulated_labels = "tier=app",
+          .simulated_flags = {"--ramp", absl::StrCat(hosts * 5, "ms")}};
 }
 
 inline std::string ScaleRelease(const std::string& deployment, const std::string& version) {

@@ -86,7 +86,11 @@ absl::StatusOr<std::unique_ptr<SimHosts>> SimHosts::Start(const SimHostsOptions&
     host->session = std::make_unique<AgentSession>(std::move(session));
     sim->hosts_.push_back(std::move(host));
   }
-  for (auto& host : sim->hosts_) host->session->Start();
+  const absl::Duration gap = options.ramp / static_cast<double>(sim->hosts_.size());
+  for (auto& host : sim->hosts_) {
+    host->session->Start();
+    if (gap > absl::ZeroDuration()) absl::SleepFor(gap);
+  }
   return sim;
 }
 

@@ -46,6 +46,9 @@ struct SimHostsOptions {
   // (hoist ca issue agent <id>). Empty: plaintext.
   std::string tls_dir;
   SimDockerTimes times;
+  // Sessions start evenly spread over this long (hosts installed over a
+  // while); zero: all at once.
+  absl::Duration ramp = absl::ZeroDuration();
 };
 
 // The id of simulated host i: <prefix><i, zero-padded to 4 digits>.

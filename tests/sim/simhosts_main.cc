@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   flags.AddString("remove", absl::FormatDuration(defaults.remove), "Time a container removal takes.");
   flags.AddString("healthy-after", absl::FormatDuration(defaults.healthy_after),
                   "How long a started container reports Docker health \"starting\".");
+  flags.AddString("ramp", "0s", "Start the hosts' sessions evenly spread over this long.");
   flags.AddString("log-level", "warn", "trace, debug, info, warn, error (of every host's session).");
   std::vector<std::string> args(argv + 1, argv + argc);
   if (auto s = flags.Parse(args); !s.ok()) {
@@ -77,7 +78,8 @@ int main(int argc, char** argv) {
   hoist::testing::SimDockerTimes& t = options.times;
   if (!DurationFlag(flags, "pull", &t.pull) || !DurationFlag(flags, "create", &t.create) ||
       !DurationFlag(flags, "start", &t.start) || !DurationFlag(flags, "stop", &t.stop) ||
-      !DurationFlag(flags, "remove", &t.remove) || !DurationFlag(flags, "healthy-after", &t.healthy_after)) {
+      !DurationFlag(flags, "remove", &t.remove) || !DurationFlag(flags, "healthy-after", &t.healthy_after) ||
+      !DurationFlag(flags, "ramp", &options.ramp)) {
     return 2;
   }
   auto level = hoist::ParseLogLevel(flags.Get("log-level"));
