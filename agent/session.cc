@@ -123,14 +123,34 @@ std::string AgentSession::RunOnce(const std::string& address) {
     if (stop_) return "";
     active_context_ = &context;
   }
+  // The connection first, within hello_timeout; a refused or failed one
+  // moves on at once. Watched in slices, so that Stop is not held up.
+  const absl::Time connect_by = absl::Now() + options_.hello_timeout;
+  grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE && state != GRPC_CHANNEL_SHUTDOWN &&
+         absl::Now() < connect_by && !Stopping()) {
+    channel->WaitForStateChange(state, absl::ToChronoTime(std::min(connect_by, absl::Now() + absl::Milliseconds(200))));
+    state = channel->GetState(/*try_to_connect=*/true);
+  }
+  if (state != GRPC_CHANNEL_READY) {
+    if (!Stopping()) {
+      spdlog::warn("{} {}; trying the next controller", address,
+                   state == GRPC_CHANNEL_TRANSIENT_FAILURE
+                       ? std::string("refused the connection or cannot be reached")
+                       : absl::StrCat("did not accept a connection within ", absl::FormatDuration(options_.hello_timeout)));
+    }
+    absl::MutexLock lock(&mu_);
+    active_context_ = nullptr;
+    return "";
+  }
   // Cancels the call when no answer to the hello arrives in time.
   bool answered = false;
   std::thread hello_watch([this, &context, &answered, address] {
     absl::MutexLock lock(&mu_);
     auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return answered || stop_; };
-    if (!mu_.AwaitWithTimeout(absl::Condition(&done), options_.hello_timeout)) {
+    if (!mu_.AwaitWithTimeout(absl::Condition(&done), options_.hello_answer_timeout)) {
       spdlog::warn("{} did not answer the hello within {}; trying the next controller", address,
-                   absl::FormatDuration(options_.hello_timeout));
+                   absl::FormatDuration(options_.hello_answer_timeout));
       context.TryCancel();
     }
   });

@@ -46,10 +46,17 @@ struct AgentSessionOptions {
   absl::Duration inventory_interval = absl::Seconds(3);
   absl::Duration backoff_min = absl::Milliseconds(100);
   absl::Duration backoff_max = absl::Seconds(5);
-  // A controller that has not welcomed (or redirected) the agent this long
-  // after it dialled is given up for the next one: a frozen or cut-off host
-  // still completes TCP handshakes, and nothing else would end the wait.
+  // A controller whose connection (TCP, TLS, HTTP/2) is not up this long
+  // after the agent dialled is given up for the next one: a frozen or
+  // cut-off host still completes TCP handshakes, and nothing else would end
+  // the wait.
   absl::Duration hello_timeout = absl::Seconds(5);
+  // Once the connection is up (TLS and HTTP/2 included), how long the
+  // controller may take to answer the hello. Longer than hello_timeout: a
+  // controller welcoming a thousand agents at once is slow, not gone (a
+  // frozen one stops answering keepalive pings, which ends the wait sooner),
+  // and giving up on it only adds a connection to its load.
+  absl::Duration hello_answer_timeout = absl::Seconds(30);
   // HTTP/2 keepalive on the session: a ping every keepalive_time, and the
   // connection is dropped when one goes unanswered for keepalive_timeout. It
   // is what tells a frozen or vanished controller from a quiet one (TCP

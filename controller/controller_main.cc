@@ -15,6 +15,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <pqxx/pqxx>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/strip.h"
 #include "controller/agent_hub.h"
 #include "controller/agent_service.h"
@@ -67,6 +68,9 @@ int WaitForStopSignal(const sigset_t& set) {
 }  // namespace
 
 int ControllerMain(int argc, char** argv) {
+  // Debian's Abseil is built with its mutex deadlock detector on, which keeps
+  // a lock graph on every acquisition; tests keep it, the binaries do not.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   FlagSet flags("hoistd [flags]",
                 "The Hoist controller. Keeps deployments, releases and rollouts in Postgres,\n"
                 "elects one leader among its replicas and pushes steps to agents.");

@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "controller/cli/exit_codes.h"
 #include "controller/cli/interrupt.h"
@@ -38,6 +39,7 @@ RolloutPrinter::RolloutPrinter(std::ostream& out, bool tty, const v1::Rollout& r
   base_ = ToAbslTime(rollout_.started_at());
   for (const auto& phase : rollout_.plan().phases()) {
     phase_reasons_[phase.name()] = phase.reason();
+    phase_sizes_[phase.name()] += phase.steps_size();
     for (const auto& step : phase.steps()) steps_[step.step_id()] = &step;
   }
 }
@@ -83,6 +85,24 @@ void RolloutPrinter::DrawLive() {
   live_shown_ = true;
 }
 
+bool RolloutPrinter::Wide(const std::string& phase) const {
+  auto it = phase_sizes_.find(phase);
+  return it != phase_sizes_.end() && it->second > kWidePhase;
+}
+
+void RolloutPrinter::EndWidePhase(const v1::RolloutEvent& event) {
+  if (wide_name_.empty()) return;
+  std::sort(wide_.took.begin(), wide_.took.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> slowest;
+  for (size_t i = 0; i < wide_.took.size() && i < 3; ++i) {
+    slowest.push_back(absl::StrCat(wide_.took[i].second, " ", HumanDuration(wide_.took[i].first)));
+  }
+  Line(event, absl::StrCat("    ", wide_.done, "/", wide_.total, " steps done", wide_.failed > 0 ? absl::StrCat(", ", wide_.failed, " FAILED") : "",
+                           slowest.empty() ? "" : absl::StrCat("; slowest: ", absl::StrJoin(slowest, ", "))));
+  wide_name_.clear();
+  wide_ = WidePhase();
+}
+
 void RolloutPrinter::Line(const v1::RolloutEvent& event, const std::string& text) {
   ClearLive();
   out_ << Elapsed(event) << " " << text << "\n";
@@ -91,10 +111,44 @@ void RolloutPrinter::Line(const v1::RolloutEvent& event, const std::string& text
 
 void RolloutPrinter::OnEvent(const v1::RolloutEvent& event) {
   const std::string& kind = event.kind();
+  const bool wide = absl::StartsWith(kind, "step_") && Wide(event.phase());
   if (kind == "phase_started") {
+    EndWidePhase(event);
     auto it = phase_reasons_.find(event.phase());
     std::string why = it != phase_reasons_.end() && !it->second.empty() ? it->second : event.message();
     Line(event, absl::StrCat("==> ", event.phase(), why.empty() ? "" : ": ", why));
+    if (Wide(event.phase())) {
+      wide_name_ = event.phase();
+      wide_.total = phase_sizes_[event.phase()];
+      Line(event, absl::StrCat("    ", wide_.total, " steps: shown as they finish in tenths, failures at once"));
+    }
+  } else if (wide) {
+    absl::Time at = ToAbslTime(event.at());
+    if (at == absl::InfinitePast()) at = clock_->Now();
+    if (kind == "step_started") {
+      step_started_[event.step_id()] = at;
+    } else if (kind == "step_done") {
+      absl::Duration took;
+      if (auto it = step_started_.find(event.step_id()); it != step_started_.end()) {
+        took = at - it->second;
+        step_started_.erase(it);
+      }
+      ++wide_.done;
+      wide_.took.emplace_back(took, Agent(event));
+      if (event.step_state() == v1::STEP_STATE_FAILED) {
+        ++wide_.failed;
+        Line(event, absl::StrFormat("    %-7s %-12s %s%s", "FAILED", Agent(event), StepText(event),
+                                    event.message().empty() || event.message() == StepText(event)
+                                        ? ""
+                                        : absl::StrCat(": ", event.message())));
+      }
+      const int decile = wide_.total == 0 ? 10 : wide_.done * 10 / wide_.total;
+      if (decile > wide_.printed_decile && wide_.done < wide_.total) {
+        wide_.printed_decile = decile;
+        Line(event, absl::StrCat("    ", wide_.done, "/", wide_.total, " steps done",
+                                 wide_.failed > 0 ? absl::StrCat(", ", wide_.failed, " FAILED") : ""));
+      }
+    }
   } else if (kind == "step_started") {
     absl::Time at = ToAbslTime(event.at());
     step_started_[event.step_id()] = at == absl::InfinitePast() ? clock_->Now() : at;
@@ -145,7 +199,13 @@ void RolloutPrinter::OnEvent(const v1::RolloutEvent& event) {
   }
 }
 
-void RolloutPrinter::Finish() { ClearLive(); }
+void RolloutPrinter::Finish() {
+  if (!wide_name_.empty()) {
+    v1::RolloutEvent now;
+    EndWidePhase(now);
+  }
+  ClearLive();
+}
 
 bool RolloutHasEnded(v1::RolloutState state) {
   switch (state) {

@@ -7,6 +7,8 @@
 #include <map>
 #include <ostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "controller/cli/invocation.h"
@@ -33,6 +35,19 @@ class RolloutPrinter {
     uint64_t done = 0, total = 0;
     int printed_decile = -1;
   };
+  // A phase with more steps than this (a service on hundreds of hosts) is
+  // shown as counts, its failures and its slowest hosts, not a line per step.
+  static constexpr int kWidePhase = 24;
+  struct WidePhase {
+    int total = 0;
+    int done = 0;
+    int failed = 0;
+    int printed_decile = 0;
+    std::vector<std::pair<absl::Duration, std::string>> took;  // (time, agent)
+  };
+  bool Wide(const std::string& phase) const;
+  // Prints the summary of the wide phase in progress, if any.
+  void EndWidePhase(const hoist::v1::RolloutEvent& event);
   void Line(const hoist::v1::RolloutEvent& event, const std::string& text);
   void ClearLive();
   void DrawLive();
@@ -46,6 +61,9 @@ class RolloutPrinter {
   absl::Time base_;
   std::map<std::string, const hoist::v1::PlannedStep*> steps_;
   std::map<std::string, std::string> phase_reasons_;
+  std::map<std::string, int> phase_sizes_;
+  std::string wide_name_;  // the wide phase in progress ("" when none)
+  WidePhase wide_;
   std::map<std::string, absl::Time> step_started_;
   std::map<std::string, Bar> bars_;  // by step id, in step id order
   bool live_shown_ = false;

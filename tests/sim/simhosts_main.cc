@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -27,6 +28,9 @@ bool DurationFlag(const hoist::FlagSet& flags, const std::string& name, absl::Du
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian's Abseil is built with its mutex deadlock detector on, which keeps
+  // a lock graph on every acquisition; tests keep it, the binaries do not.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   hoist::FlagSet flags("hoist-simhosts --controller ADDR[,ADDR] --count N [flags]",
                        "Simulated Docker hosts: N real agent sessions on an in-memory Docker Engine.");
   flags.AddString("controller", "", "host:port of each hoistd replica, comma-separated.");

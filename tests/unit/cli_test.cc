@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "controller/cli/rollout_watch.h"
 #include "controller/cli/cli_main.h"
 #include "controller/cli/exit_codes.h"
 #include "controller/cli/interrupt.h"
@@ -1039,6 +1040,46 @@ TEST_F(CliTest, VersionNeedsNoController) {
   Result r = RunAt("127.0.0.1:1", {"version"});
   EXPECT_EQ(r.code, 0);
   EXPECT_EQ(r.out, std::string("hoist ") + HOIST_VERSION + "\n");
+}
+
+
+// A service on hundreds of hosts: its phase is counted in tenths, failures
+// are shown at once, and the summary names the slowest hosts; no line per step.
+TEST(RolloutPrinterTest, AWidePhaseIsCountedWithItsFailuresAndSlowestHostsNotALinePerStep) {
+  v1::Rollout rollout;
+  rollout.set_id("r-1");
+  v1::PlannedPhase* phase = rollout.mutable_plan()->add_phases();
+  phase->set_name("replace-app");
+  constexpr int kSteps = 100;
+  for (int i = 0; i < kSteps; ++i) {
+    v1::PlannedStep* step = phase->add_steps();
+    step->set_step_id(absl::StrCat("s-", i));
+    step->set_agent_id(absl::StrCat("sim-", i));
+    step->set_description(absl::StrCat("replace app on sim-", i));
+  }
+  testing::FakeClock clock;
+  std::ostringstream out;
+  cli::RolloutPrinter printer(out, /*tty=*/false, rollout, &clock);
+  uint64_t seq = 0;
+  printer.OnEvent(Event(++seq, 0, "phase_started", "replace-app", ""));
+  for (int i = 0; i < kSteps; ++i) {
+    printer.OnEvent(Event(++seq, 1, "step_started", "replace-app", absl::StrCat("s-", i), absl::StrCat("sim-", i)));
+  }
+  for (int i = 0; i < kSteps; ++i) {
+    v1::RolloutEvent done =
+        Event(++seq, i == 42 ? 12 : 3, "step_done", "replace-app", absl::StrCat("s-", i), absl::StrCat("sim-", i));
+    done.set_step_state(i == 7 ? v1::STEP_STATE_FAILED : v1::STEP_STATE_SUCCEEDED);
+    if (i == 7) done.set_message("health check failed");
+    printer.OnEvent(done);
+  }
+  printer.Finish();
+  const std::string text = out.str();
+  EXPECT_THAT(text, HasSubstr("100 steps: shown as they finish in tenths"));
+  EXPECT_THAT(text, HasSubstr("FAILED  sim-7        replace app on sim-7: health check failed"));
+  EXPECT_THAT(text, HasSubstr("50/100 steps done, 1 FAILED"));
+  EXPECT_THAT(text, HasSubstr("100/100 steps done, 1 FAILED; slowest: sim-42 11s"));
+  EXPECT_THAT(text, Not(HasSubstr("replace app on sim-3"))) << "no line per step in a wide phase";
+  EXPECT_LT(std::count(text.begin(), text.end(), '\n'), 16) << text;
 }
 
 }  // namespace
