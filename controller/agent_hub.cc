@@ -43,7 +43,30 @@ AgentHub::AgentHub(AgentStore* store, Clock* clock, AgentHubOptions options)
 
 AgentHub::~AgentHub() { Stop(); }
 
-void AgentHub::Start() { liveness_ = std::thread([this] { LivenessLoop(); }); }
+void AgentHub::Start() {
+  liveness_ = std::thread([this] { LivenessLoop(); });
+  inventory_writer_ = std::thread([this] { InventoryLoop(); });
+}
+
+void AgentHub::InventoryLoop() {
+  while (true) {
+    uint64_t epoch;
+    std::map<std::string, hoist::v1::Inventory> pending;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](AgentHub* hub) ABSL_EXCLUSIVE_LOCKS_REQUIRED(hub->mu_) { return hub->stop_ || !hub->inventories_.empty(); },
+          this));
+      if (stop_) return;
+      pending.swap(inventories_);
+      epoch = epoch_;
+    }
+    if (epoch == 0) continue;
+    if (absl::Status s = store_->ReplaceInventories(epoch, pending); !s.ok()) {
+      StoreError(absl::StrCat("recording the inventories of ", pending.size(), " agents"), s).IgnoreError();
+    }
+  }
+}
 
 void AgentHub::Stop() {
   {
@@ -54,6 +77,7 @@ void AgentHub::Stop() {
     WakeWaiters();
   }
   if (liveness_.joinable()) liveness_.join();
+  if (inventory_writer_.joinable()) inventory_writer_.join();
 }
 
 void AgentHub::OnLeadership(uint64_t epoch) {
@@ -61,6 +85,7 @@ void AgentHub::OnLeadership(uint64_t epoch) {
   if (epoch == epoch_) return;
   epoch_ = epoch;
   heard_.clear();
+  inventories_.clear();
   // A new epoch (or none) invalidates every session: agents must hear the new
   // epoch in a fresh Welcome, or be redirected to the new leader.
   for (auto& [id, session] : sessions_) session.conn->Close();
@@ -157,10 +182,12 @@ void AgentHub::OnMessage(const std::string& agent_id, AgentConnection* conn,
       }
       return;
     case hoist::v1::SessionRequest::kInventory:
+      // Written by InventoryLoop, with whatever other inventories arrived
+      // meanwhile: this session goes on reading (its heartbeats too) while
+      // a burst of them waits for the database.
       if (epoch != 0) {
-        if (absl::Status s = store_->ReplaceInventory(epoch, agent_id, message.inventory()); !s.ok()) {
-          StoreError(absl::StrCat("recording inventory of ", agent_id), s).IgnoreError();
-        }
+        absl::MutexLock lock(&mu_);
+        inventories_[agent_id] = message.inventory();
       }
       return;
     case hoist::v1::SessionRequest::kProgress: {

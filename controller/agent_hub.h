@@ -63,7 +63,7 @@ class AgentHub : public rollout::StepDispatcher {
   AgentHub(const AgentHub&) = delete;
   AgentHub& operator=(const AgentHub&) = delete;
 
-  // Starts the thread that marks silent agents lost.
+  // Starts the threads that mark silent agents lost and write inventories.
   void Start();
   void Stop();
 
@@ -125,6 +125,8 @@ class AgentHub : public rollout::StepDispatcher {
   void WakeWaiters(const std::string& agent_id = "") ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void LivenessLoop();
+  // Writes the inventories received, all at once, as soon as there are any.
+  void InventoryLoop();
   absl::Status StoreError(absl::string_view what, const absl::Status& s);
 
   AgentStore* const store_;
@@ -135,12 +137,15 @@ class AgentHub : public rollout::StepDispatcher {
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
+  // The last inventory of each agent received since the last write of them.
+  std::map<std::string, hoist::v1::Inventory> inventories_ ABSL_GUARDED_BY(mu_);
   // The last heartbeat of each agent heard since the last write of them.
   std::map<std::string, hoist::v1::Heartbeat> heard_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
   StepObserver observer_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread liveness_;
+  std::thread inventory_writer_;
 };
 
 }  // namespace hoist

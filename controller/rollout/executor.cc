@@ -405,7 +405,7 @@ absl::Status Executor::MarkRunning(uint64_t epoch, const StoredRollout& rollout,
 
 absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& rollout, const StoredStep& step,
                                                        uint64_t epoch, Runner* runner, std::string* error,
-                                                       bool marked) {
+                                                       bool marked, bool record_progress) {
   if (!marked) {
     if (absl::Status s = MarkRunning(epoch, rollout, {&step}); !s.ok()) return s;
   }
@@ -422,6 +422,7 @@ absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& roll
     absl::Mutex progress_mu;
     absl::Time last_progress = absl::InfinitePast();
     auto on_progress = [&](const hoist::v1::StepProgress& p) {
+      if (!record_progress) return;
       {
         absl::MutexLock lock(&progress_mu);
         const absl::Time now = clock_->Now();
@@ -601,10 +602,14 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
         stopped = true;
         break;
       }
+      // A batch across hundreds of hosts records no progress lines: they
+      // would be a write per host per step, and nobody reads them one by one.
+      const bool record_progress = todo.size() <= kMaxBatchWithProgress;
       std::vector<std::thread> threads;
       for (size_t k = 0; k < todo.size(); ++k) {
-        threads.emplace_back(
-            [&, k] { states[k] = RunStep(*rollout, *todo[k], epoch, runner, &errors[k], /*marked=*/true); });
+        threads.emplace_back([&, k] {
+          states[k] = RunStep(*rollout, *todo[k], epoch, runner, &errors[k], /*marked=*/true, record_progress);
+        });
       }
       for (auto& t : threads) t.join();
       for (size_t k = 0; k < todo.size(); ++k) {

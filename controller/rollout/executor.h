@@ -113,8 +113,12 @@ class Executor {
   void Run(const std::string& id, uint64_t epoch, Runner* runner);
   // Runs one step; returns its final state (or an error when the runner must stop).
   // Marked: the step was marked running with its batch (MarkRunning).
+  // record_progress: the agent's progress lines become step_progress events.
   absl::StatusOr<hoist::v1::StepState> RunStep(const StoredRollout& rollout, const StoredStep& step, uint64_t epoch,
-                                               Runner* runner, std::string* error, bool marked = false);
+                                               Runner* runner, std::string* error, bool marked = false,
+                                               bool record_progress = true);
+  // Batches of more steps than this record no step_progress events.
+  static constexpr size_t kMaxBatchWithProgress = 24;
   // Marks steps running, with their step_started events, in one write.
   absl::Status MarkRunning(uint64_t epoch, const StoredRollout& rollout, const std::vector<const StoredStep*>& steps);
   hoist::v1::RolloutEvent MakeEvent(const StoredRollout& rollout, const std::string& kind, const std::string& message,

@@ -41,6 +41,9 @@ class AgentStore {
   // Replaces the agent's whole inventory with this snapshot.
   virtual absl::Status ReplaceInventory(uint64_t epoch, const std::string& agent_id,
                                         const hoist::v1::Inventory& inventory) = 0;
+  // ReplaceInventory for several agents (by id), in one write.
+  virtual absl::Status ReplaceInventories(uint64_t epoch,
+                                          const std::map<std::string, hoist::v1::Inventory>& inventories) = 0;
   virtual absl::Status RecordDisconnect(uint64_t epoch, const std::string& agent_id) = 0;
   // Marks agents silent for longer than `silence` (connected or not) as lost
   // and not connected; returns the ids newly marked.

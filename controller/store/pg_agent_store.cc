@@ -102,21 +102,38 @@ absl::Status PgAgentStore::RecordHeartbeats(uint64_t epoch,
   });
 }
 
+namespace {
+
+void WriteInventory(pqxx::work& tx, const std::string& agent_id, const hoist::v1::Inventory& inventory) {
+  tx.exec_params0("DELETE FROM agent_containers WHERE agent_id = $1", agent_id);
+  for (const hoist::v1::ContainerInfo& c : inventory.containers()) {
+    tx.exec_params0(
+        "INSERT INTO agent_containers (agent_id, container_id, name, deployment, service, slot, replica,"
+        " image, image_digest, version, state, health, exit_code, published_ports)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb)"
+        " ON CONFLICT (agent_id, container_id) DO NOTHING",
+        agent_id, c.container_id(), c.name(), c.instance().deployment(), c.instance().service(),
+        SlotName(c.instance().slot()), static_cast<int>(c.instance().replica()), c.image(), c.image_digest(),
+        c.version(), ContainerStateName(c.state()), HealthName(c.health()), c.exit_code(),
+        PortsJson(c.published_ports()));
+  }
+}
+
+}  // namespace
+
 absl::Status PgAgentStore::ReplaceInventory(uint64_t epoch, const std::string& agent_id,
                                             const hoist::v1::Inventory& inventory) {
   return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
-    tx.exec_params0("DELETE FROM agent_containers WHERE agent_id = $1", agent_id);
-    for (const hoist::v1::ContainerInfo& c : inventory.containers()) {
-      tx.exec_params0(
-          "INSERT INTO agent_containers (agent_id, container_id, name, deployment, service, slot, replica,"
-          " image, image_digest, version, state, health, exit_code, published_ports)"
-          " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb)"
-          " ON CONFLICT (agent_id, container_id) DO NOTHING",
-          agent_id, c.container_id(), c.name(), c.instance().deployment(), c.instance().service(),
-          SlotName(c.instance().slot()), static_cast<int>(c.instance().replica()), c.image(), c.image_digest(),
-          c.version(), ContainerStateName(c.state()), HealthName(c.health()), c.exit_code(),
-          PortsJson(c.published_ports()));
-    }
+    WriteInventory(tx, agent_id, inventory);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PgAgentStore::ReplaceInventories(uint64_t epoch,
+                                              const std::map<std::string, hoist::v1::Inventory>& inventories) {
+  if (inventories.empty()) return absl::OkStatus();
+  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+    for (const auto& [agent_id, inventory] : inventories) WriteInventory(tx, agent_id, inventory);
     return absl::OkStatus();
   });
 }

@@ -15,6 +15,8 @@ class PgAgentStore : public AgentStore {
                                 const std::map<std::string, hoist::v1::Heartbeat>& heartbeats) override;
   absl::Status ReplaceInventory(uint64_t epoch, const std::string& agent_id,
                                 const hoist::v1::Inventory& inventory) override;
+  absl::Status ReplaceInventories(uint64_t epoch,
+                                  const std::map<std::string, hoist::v1::Inventory>& inventories) override;
   absl::Status RecordDisconnect(uint64_t epoch, const std::string& agent_id) override;
   absl::StatusOr<std::vector<std::string>> MarkLost(uint64_t epoch, absl::Duration silence) override;
   absl::StatusOr<std::vector<hoist::v1::Agent>> ListAgents() override;
