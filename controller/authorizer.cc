@@ -106,7 +106,7 @@ grpc::Status Authorizer::CheckOperator(const grpc::ServerContext& context, absl:
   return grpc::Status::OK;
 }
 
-absl::StatusOr<CertInfo> Authorizer::CheckAgent(const grpc::ServerContext& context) const {
+absl::StatusOr<CertInfo> Authorizer::CheckAgent(const grpc::ServerContextBase& context) const {
   if (!options_.tls) return CertInfo{};
   const absl::string_view call = "AgentService.Session";
   auto cert = PeerCertificate(context);

@@ -57,7 +57,7 @@ class Authorizer {
 
   // The certificate of an agent opening a session: an agent certificate,
   // not revoked. Without TLS, a CertInfo with no serial.
-  absl::StatusOr<CertInfo> CheckAgent(const grpc::ServerContext& context) const;
+  absl::StatusOr<CertInfo> CheckAgent(const grpc::ServerContextBase& context) const;
 
   bool tls() const { return options_.tls; }
   bool IsRevoked(absl::string_view serial) const {

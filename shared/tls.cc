@@ -54,7 +54,7 @@ absl::StatusOr<CertInfo> PeerCertificate(const grpc::AuthContext& auth) {
   return info;
 }
 
-absl::StatusOr<CertInfo> PeerCertificate(const grpc::ServerContext& context) {
+absl::StatusOr<CertInfo> PeerCertificate(const grpc::ServerContextBase& context) {
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   if (auth == nullptr) return absl::UnauthenticatedError("the call has no authentication context (plaintext?)");
   return PeerCertificate(*auth);

@@ -44,6 +44,6 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelTlsCredentials(
 // name, role (OU=role:...), operator level, serial and validity.
 // UNAUTHENTICATED when the peer presented none.
 absl::StatusOr<CertInfo> PeerCertificate(const grpc::AuthContext& auth);
-absl::StatusOr<CertInfo> PeerCertificate(const grpc::ServerContext& context);
+absl::StatusOr<CertInfo> PeerCertificate(const grpc::ServerContextBase& context);
 
 }  // namespace hoist

@@ -50,12 +50,12 @@ struct Replica {
   // With credentials (mTLS), agents must present a certificate whose name
   // is their agent id.
   Replica(const std::string& url, const std::string& id, bool lead,
-          std::shared_ptr<grpc::ServerCredentials> credentials = nullptr)
+          std::shared_ptr<grpc::ServerCredentials> credentials = nullptr, AgentServiceOptions service_options = {})
       : pool(*WithConnectionDefaults(url), 4),
         store(&pool),
         hub(&store, RealClock::Get(), AgentHubOptions{.controller_id = id, .heartbeat_interval = absl::Milliseconds(200)}),
         authorizer({.tls = credentials != nullptr}),
-        service(&hub, [this] { return leader_info; }, &authorizer) {
+        service(&hub, [this] { return leader_info; }, &authorizer, service_options) {
     grpc::ServerBuilder builder;
     builder.RegisterService(&service);
     builder.AddListeningPort("127.0.0.1:0", credentials ? credentials : grpc::InsecureServerCredentials(), &port);
@@ -304,6 +304,25 @@ TEST_F(AgentSessionTest, MalformedAndIncompatibleHellosAreRefusedWithTheReason) 
   EXPECT_TRUE(leader.hub.ConnectedAgents().empty());
 }
 
+TEST_F(AgentSessionTest, SessionThatSendsNoHelloIsEndedAfterTheHelloTimeout) {
+  Replica leader(url_, "r1", true, nullptr, AgentServiceOptions{.hello_timeout = absl::Seconds(1)});
+  auto stub = hoist::v1::AgentService::NewStub(grpc::CreateChannel(leader.address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  // A generous deadline of the client's own: the server must end it first.
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  const absl::Time opened = absl::Now();
+  auto stream = stub->Session(&ctx);
+  hoist::v1::SessionResponse r;
+  while (stream->Read(&r)) {
+  }
+  grpc::Status s = stream->Finish();
+  const absl::Duration held = absl::Now() - opened;
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  EXPECT_LT(held, absl::Seconds(5)) << "a silent stream held a session for " << held;
+  EXPECT_TRUE(leader.hub.ConnectedAgents().empty());
+}
+
 // mTLS with a fleet CA made by the same code as `hoist ca`.
 class AgentSessionTlsTest : public AgentSessionTest {
  protected:
@@ -360,6 +379,43 @@ TEST_F(AgentSessionTlsTest, AgentWhoseCertificateNamesAnotherAgentIsRefused) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(s.error_message(), HasSubstr("host-x"));
   EXPECT_FALSE(leader.hub.IsConnected("host-a"));
+}
+
+TEST_F(AgentSessionTlsTest, OneCertificateMayHoldOnlyAFewSessionCallsAtOnce) {
+  Replica leader(url_, "r1", true, server_credentials_, AgentServiceOptions{.max_calls_per_certificate = 2});
+  auto creds = AgentCredentials("host-a");
+  // Streams of one certificate that never say hello, each on its own
+  // connection; the third is refused at once, the first two are held.
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReaderWriter<hoist::v1::SessionRequest, hoist::v1::SessionResponse>>> streams;
+  for (int i = 0; i < 3; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    channels.push_back(grpc::CreateCustomChannel(leader.address, creds, args));
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(hoist::v1::AgentService::NewStub(channels.back())->Session(contexts.back().get()));
+    // The call reaches the server with its first message's headers; wait
+    // until the two before are counted.
+    if (i < 2) {
+      ASSERT_TRUE(WaitUntil([&] { return channels.back()->GetState(false) == GRPC_CHANNEL_READY; }));
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  hoist::v1::SessionResponse r;
+  while (streams[2]->Read(&r)) {
+  }
+  grpc::Status third = streams[2]->Finish();
+  EXPECT_EQ(third.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << third.error_message();
+  EXPECT_THAT(third.error_message(), HasSubstr("host-a"));
+  // The two held ones still serve: a hello on the first opens its session.
+  hoist::v1::SessionRequest hello;
+  hello.mutable_hello()->set_agent_id("host-a");
+  hello.mutable_hello()->set_protocol_version(1);
+  ASSERT_TRUE(streams[0]->Write(hello));
+  ASSERT_TRUE(streams[0]->Read(&r));
+  EXPECT_TRUE(r.has_welcome());
+  for (auto& c : contexts) c->TryCancel();
 }
 
 TEST_F(AgentSessionTlsTest, AgentWithoutACertificateOrFromAnotherCaNeverConnects) {
