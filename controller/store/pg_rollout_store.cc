@@ -1,7 +1,11 @@
 #include "controller/store/pg_rollout_store.h"
 
+#include <map>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "nlohmann/json.hpp"
 #include "controller/rollout/secrets.h"
 #include "shared/proto_names.h"
 #include "shared/proto_time.h"
@@ -449,11 +453,81 @@ absl::Status PgRolloutStore::FinishStepWithEvent(uint64_t epoch, const std::stri
                                                  hoist::v1::StepState state, const std::string& error,
                                                  const std::optional<hoist::v1::StepResult>& result,
                                                  const hoist::v1::RolloutEvent& event) {
-  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
-    Finish(tx, rollout_id, seq, state, error, result);
-    Append(tx, event);
+  PendingFinish me{epoch, &rollout_id, seq, state, &error, &result, &event};
+  absl::MutexLock lock(&finish_mu_);
+  finish_queue_.push_back(&me);
+  struct Ready {
+    PgRolloutStore* store;
+    PendingFinish* me;
+    static bool Check(Ready* r) ABSL_NO_THREAD_SAFETY_ANALYSIS { return r->me->done || !r->store->finish_writing_; }
+  } ready{this, &me};
+  while (true) {
+    finish_mu_.Await(absl::Condition(&Ready::Check, &ready));
+    if (me.done) return me.status;
+    // Nobody is writing and this one is still queued: write the queue.
+    finish_writing_ = true;
+    std::vector<PendingFinish*> queued;
+    queued.swap(finish_queue_);
+    finish_mu_.Unlock();
+    std::map<uint64_t, std::vector<PendingFinish*>> by_epoch;
+    for (PendingFinish* p : queued) by_epoch[p->epoch].push_back(p);
+    for (const auto& [e, batch] : by_epoch) WriteFinishes(batch);
+    finish_mu_.Lock();
+    for (PendingFinish* p : queued) p->done = true;
+    finish_writing_ = false;
+  }
+}
+
+void PgRolloutStore::WriteFinishes(const std::vector<PendingFinish*>& batch) {
+  auto one = [this](PendingFinish* p) {
+    p->status = pool_->FencedWrite(p->epoch, [&](pqxx::work& tx) {
+      Finish(tx, *p->rollout_id, p->seq, p->state, *p->error, *p->result);
+      Append(tx, *p->event);
+      return absl::OkStatus();
+    });
+  };
+  if (batch.size() == 1) return one(batch[0]);
+  nlohmann::json steps = nlohmann::json::array();
+  nlohmann::json events = nlohmann::json::array();
+  for (const PendingFinish* p : batch) {
+    steps.push_back({{"rollout_id", *p->rollout_id},
+                     {"seq", p->seq},
+                     {"state", StepStateName(p->state)},
+                     {"error", *p->error},
+                     {"has_result", p->result->has_value()},
+                     {"result", p->result->has_value() ? absl::Base64Escape(Bytes(**p->result)) : std::string()}});
+    events.push_back({{"rollout_id", p->event->rollout_id()},
+                      {"kind", p->event->kind()},
+                      {"step_id", p->event->step_id()},
+                      {"message", p->event->message()},
+                      {"detail", absl::Base64Escape(Bytes(*p->event))}});
+  }
+  const auto text = [](const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); };
+  absl::Status s = pool_->FencedWrite(batch[0]->epoch, [&](pqxx::work& tx) {
+    tx.exec_params0(
+        "UPDATE rollout_steps s SET state = v.state, error = v.error,"
+        " result = CASE WHEN v.has_result THEN decode(v.result, 'base64') END, finished_at = now()"
+        " FROM jsonb_to_recordset($1::jsonb) AS v(rollout_id text, seq int, state text, error text,"
+        " has_result boolean, result text) WHERE s.rollout_id = v.rollout_id AND s.seq = v.seq",
+        text(steps));
+    // In the callers' order: an event's id is its place in the rollout's story.
+    tx.exec_params0(
+        "INSERT INTO rollout_events (rollout_id, kind, step_id, message, detail)"
+        " SELECT e.j->>'rollout_id', e.j->>'kind', e.j->>'step_id', e.j->>'message', decode(e.j->>'detail', 'base64')"
+        " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(j, n) ORDER BY e.n",
+        text(events));
     return absl::OkStatus();
   });
+  if (s.ok()) {
+    for (PendingFinish* p : batch) p->status = absl::OkStatus();
+    return;
+  }
+  // A lost fence is every caller's answer; anything else may be one row's.
+  if (s.code() == absl::StatusCode::kFailedPrecondition) {
+    for (PendingFinish* p : batch) p->status = s;
+    return;
+  }
+  for (PendingFinish* p : batch) one(p);
 }
 
 absl::Status PgRolloutStore::SetRolloutState(uint64_t epoch, const std::string& id, hoist::v1::RolloutState state,

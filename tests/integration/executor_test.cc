@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -700,6 +701,84 @@ TEST_F(ExecutorTest, NewLeaderResumesAfterTheOldOneStoppedAtEveryStepBoundary) {
 
 // Kills the leader while step k runs at the agent, for every agent step: the
 // next leader re-sends it and gets the agent's one result.
+// Step finishes are group-committed (PgRolloutStore::FinishStepWithEvent):
+// many at once are each written with their own state, error and event; a
+// row that cannot be written fails its own caller only; a stale epoch fails
+// every caller.
+TEST_F(ExecutorTest, StepFinishesArrivingTogetherAreWrittenTogetherAndEachCallerGetsItsOwnAnswer) {
+  Leader* l = NewLeader();
+  Prepare(l, "together", {"1.0.0"});
+  auto id = Start(l, "together", "1.0.0");
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_EQ(WaitDone(*id).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+  ASSERT_TRUE(l->executor.WaitIdle(*id, kWait));
+  const std::vector<StoredStep> steps = Steps(*id);
+  ASSERT_GT(steps.size(), 5u);
+  auto events_before = pg_store_->EventsAfter(*id, 0);
+  ASSERT_TRUE(events_before.ok()) << events_before.status();
+
+  // Every step finished again from its own thread, all released at once,
+  // plus one whose event names a rollout that does not exist.
+  const int n = static_cast<int>(steps.size());
+  std::vector<absl::Status> results(n + 1);
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int k = 0; k <= n; ++k) {
+    threads.emplace_back([&, k] {
+      while (!go.load()) std::this_thread::yield();
+      const bool bad = k == n;
+      const std::string rollout_id = bad ? std::string("no-such-rollout") : *id;
+      const int seq = bad ? 0 : steps[k].seq;
+      hoist::v1::StepResult result;
+      result.set_step_id(bad ? "none" : steps[k].step_id);
+      result.set_message(absl::StrCat("again ", k));
+      hoist::v1::RolloutEvent event;
+      event.set_rollout_id(rollout_id);
+      event.set_kind("step_failed");
+      event.set_message(absl::StrCat("finished again ", k));
+      results[k] = pg_store_->FinishStepWithEvent(l->epoch, rollout_id, seq, hoist::v1::STEP_STATE_FAILED,
+                                                  absl::StrCat("error ", k), result, event);
+    });
+  }
+  go = true;
+  for (auto& t : threads) t.join();
+  for (int k = 0; k < n; ++k) EXPECT_TRUE(results[k].ok()) << "step " << k << ": " << results[k];
+  EXPECT_FALSE(results[n].ok()) << "an event of a rollout that does not exist was written";
+
+  const std::vector<StoredStep> after = Steps(*id);
+  ASSERT_EQ(after.size(), steps.size());
+  for (int k = 0; k < n; ++k) {
+    EXPECT_EQ(after[k].state, hoist::v1::STEP_STATE_FAILED);
+    EXPECT_EQ(after[k].error, absl::StrCat("error ", k));
+    ASSERT_TRUE(after[k].result.has_value());
+    EXPECT_EQ(after[k].result->message(), absl::StrCat("again ", k));
+  }
+  auto events = pg_store_->EventsAfter(*id, events_before->size());
+  ASSERT_TRUE(events.ok()) << events.status();
+  EXPECT_EQ(events->size(), steps.size());
+  std::set<std::string> messages;
+  for (const auto& e : *events) messages.insert(e.message());
+  for (int k = 0; k < n; ++k) EXPECT_TRUE(messages.count(absl::StrCat("finished again ", k))) << k;
+
+  // A replica whose epoch has moved on is refused, every caller of it.
+  std::vector<absl::Status> stale(n);
+  threads.clear();
+  for (int k = 0; k < n; ++k) {
+    threads.emplace_back([&, k] {
+      hoist::v1::RolloutEvent event;
+      event.set_rollout_id(*id);
+      event.set_kind("step_done");
+      stale[k] = pg_store_->FinishStepWithEvent(l->epoch + 1, *id, steps[k].seq, hoist::v1::STEP_STATE_SUCCEEDED, "",
+                                                std::nullopt, event);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int k = 0; k < n; ++k) {
+    EXPECT_EQ(stale[k].code(), absl::StatusCode::kFailedPrecondition) << k << ": " << stale[k];
+  }
+  EXPECT_EQ(Steps(*id)[0].state, hoist::v1::STEP_STATE_FAILED) << "a fenced write changed a step";
+}
+
 TEST_F(ExecutorTest, NewLeaderResendsTheStepThatWasRunningAndTheAgentRunsItOnce) {
   std::vector<std::string> agent_steps;  // plan ids of agent steps
   for (const StoredStep& s : ReferenceDeploy()) {
