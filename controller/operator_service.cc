@@ -159,7 +159,7 @@ grpc::Status OperatorServiceImpl::WatchRollout(grpc::ServerContext* context,
                                                grpc::ServerWriter<hoist::v1::WatchRolloutResponse>* writer) {
   std::string actor;
   if (grpc::Status s = auth_->CheckOperator(*context, "WatchRollout", "", &actor); !s.ok()) return s;
-  auto first = store_->GetRollout(request->id());
+  auto first = store_->GetRolloutStatus(request->id());
   if (!first.ok()) return ToGrpcStatus(first.status());
   uint64_t after = request->after_sequence();
   // Events live in Postgres, so any replica can serve a watch, and a watch
@@ -173,7 +173,7 @@ grpc::Status OperatorServiceImpl::WatchRollout(grpc::ServerContext* context,
       if (!writer->Write(response)) return grpc::Status::OK;
       after = e.sequence();
     }
-    auto r = store_->GetRollout(request->id());
+    auto r = store_->GetRolloutStatus(request->id());
     // A blue-green rollout in its grace period waits for the operator: the
     // watch ends there too (hoist watch shows the cutover commands).
     if (r.ok() && (IsTerminal(r->state) || r->state == hoist::v1::ROLLOUT_STATE_GRACE)) {

@@ -580,7 +580,8 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
       if (!Finished((*steps)[k].state)) todo.push_back(&(*steps)[k]);
     }
     if (!todo.empty()) {
-      if (runner->cancel.load() || store_->GetRollout(id).value_or(*rollout).cancel_requested) {
+      auto status = store_->GetRolloutStatus(id);
+      if (runner->cancel.load() || (status.ok() && status->cancel_requested)) {
         cancelled = true;
         break;
       }

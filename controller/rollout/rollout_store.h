@@ -61,6 +61,14 @@ struct StoredRollout {
   absl::Time finished_at = absl::InfinitePast();
 };
 
+// What of a rollout changes while it runs, without its plan (which for a
+// thousand hosts is large): for the loops that look at it again and again.
+struct RolloutStatus {
+  hoist::v1::RolloutState state = hoist::v1::ROLLOUT_STATE_PENDING;
+  bool cancel_requested = false;
+  bool finish_requested = false;
+};
+
 struct StoredDeployment {
   std::string name;
   std::string manifest_yaml;
@@ -108,6 +116,12 @@ class RolloutStore {
   virtual absl::Status CreateRollout(uint64_t epoch, const StoredRollout& rollout,
                                      const std::vector<StoredStep>& steps) = 0;
   virtual absl::StatusOr<StoredRollout> GetRollout(const std::string& id) = 0;
+  // NOT_FOUND like GetRollout; the default reads the whole rollout.
+  virtual absl::StatusOr<RolloutStatus> GetRolloutStatus(const std::string& id) {
+    absl::StatusOr<StoredRollout> r = GetRollout(id);
+    if (!r.ok()) return r.status();
+    return RolloutStatus{r->state, r->cancel_requested, r->finish_requested};
+  }
   virtual absl::StatusOr<std::vector<StoredStep>> GetSteps(const std::string& rollout_id) = 0;
   virtual absl::StatusOr<std::vector<StoredRollout>> ListRollouts(const std::string& deployment, int limit) = 0;
   // Ids of rollouts in pending, running or grace state, oldest first.

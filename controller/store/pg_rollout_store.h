@@ -37,6 +37,7 @@ class PgRolloutStore : public rollout::RolloutStore {
   absl::Status CreateRollout(uint64_t epoch, const rollout::StoredRollout& rollout,
                              const std::vector<rollout::StoredStep>& steps) override;
   absl::StatusOr<rollout::StoredRollout> GetRollout(const std::string& id) override;
+  absl::StatusOr<rollout::RolloutStatus> GetRolloutStatus(const std::string& id) override;
   absl::StatusOr<std::vector<rollout::StoredStep>> GetSteps(const std::string& rollout_id) override;
   absl::StatusOr<std::vector<rollout::StoredRollout>> ListRollouts(const std::string& deployment, int limit) override;
   absl::StatusOr<std::vector<std::string>> UnfinishedRollouts() override;
