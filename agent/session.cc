@@ -62,7 +62,10 @@ void AgentSession::Loop() {
     hint.clear();
     // A session that lasted a while was healthy: start the backoff over.
     if (absl::Now() - began > absl::Seconds(10)) backoff = options_.backoff_min;
-    absl::Duration wait = Jitter(backoff);
+    // Jittered, so that a fleet cut off together does not come back in one
+    // burst, and never past the cap: after an outage every agent is back
+    // within backoff_max of the controller's return.
+    absl::Duration wait = std::min(Jitter(backoff), options_.backoff_max);
     backoff = std::min(backoff * 2, options_.backoff_max);
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&stop_), wait);

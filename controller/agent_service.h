@@ -39,8 +39,9 @@ struct AgentServiceOptions {
   // Session calls one agent certificate may have open at once (a reconnect
   // may overlap the old session's end; more is one key holding streams).
   int max_calls_per_certificate = 4;
-  // Threads that record hellos and disconnects.
-  int workers = 4;
+  // Threads that record hellos and disconnects. Hellos that arrive together
+  // are recorded together (PgAgentStore), as many as there are workers.
+  int workers = 16;
 };
 
 class AgentServiceImpl final : public hoist::v1::AgentService::CallbackService {

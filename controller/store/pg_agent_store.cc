@@ -1,5 +1,7 @@
 #include "controller/store/pg_agent_store.h"
 
+#include <map>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -8,12 +10,6 @@
 
 namespace hoist {
 namespace {
-
-std::string LabelsJson(const google::protobuf::Map<std::string, std::string>& labels) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& [k, v] : labels) j[k] = v;
-  return j.dump();
-}
 
 std::string PortsJson(const google::protobuf::RepeatedPtrField<hoist::v1::PortMapping>& ports) {
   nlohmann::json j = nlohmann::json::array();
@@ -55,29 +51,77 @@ int64_t ClampBytes(uint64_t v) { return v > INT64_MAX ? INT64_MAX : static_cast<
 
 }  // namespace
 
+PgAgentStore::PgAgentStore(PgPool* pool)
+    : pool_(pool), hellos_([this](const auto& batch) { WriteHellos(batch); }) {}
+
 absl::Status PgAgentStore::RecordHello(uint64_t epoch, const hoist::v1::Hello& hello,
                                        const std::string& controller_id) {
+  return hellos_.Commit(HelloArgs{epoch, &hello, &controller_id});
+}
+
+namespace {
+
+// The agents row of a hello, as jsonb_to_recordset below reads it.
+nlohmann::json HelloRow(const hoist::v1::Hello& hello, const std::string& controller_id) {
   nlohmann::json deployments = nlohmann::json::array();
   for (const auto& d : hello.deployments()) deployments.push_back(d);
-  return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
-    tx.exec_params0(
-        "INSERT INTO agents (id, host_name, labels, agent_version, docker_version, protocol_version,"
-        " connected, lost, last_heartbeat, connected_at, deployments, controller_id,"
-        " image_disk_free_bytes, backup_disk_free_bytes, docker_engine_id, address)"
-        " VALUES ($1, $2, $3::jsonb, $4, $5, $6, true, false, now(), now(), $7::jsonb, $8, $9, $10, $11, $12)"
-        " ON CONFLICT (id) DO UPDATE SET host_name = EXCLUDED.host_name, labels = EXCLUDED.labels,"
-        " agent_version = EXCLUDED.agent_version, docker_version = EXCLUDED.docker_version,"
-        " protocol_version = EXCLUDED.protocol_version, connected = true, lost = false,"
-        " last_heartbeat = now(), connected_at = now(), deployments = EXCLUDED.deployments,"
-        " controller_id = EXCLUDED.controller_id, image_disk_free_bytes = EXCLUDED.image_disk_free_bytes,"
-        " backup_disk_free_bytes = EXCLUDED.backup_disk_free_bytes,"
-        " docker_engine_id = EXCLUDED.docker_engine_id, address = EXCLUDED.address",
-        hello.agent_id(), hello.host_name(), LabelsJson(hello.labels()), hello.agent_version(),
-        hello.docker_version(), static_cast<int>(hello.protocol_version()), deployments.dump(), controller_id,
-        ClampBytes(hello.image_disk_free_bytes()), ClampBytes(hello.backup_disk_free_bytes()),
-        hello.docker_engine_id(), hello.address());
-    return absl::OkStatus();
-  });
+  nlohmann::json labels = nlohmann::json::object();
+  for (const auto& [k, v] : hello.labels()) labels[k] = v;
+  return {{"id", hello.agent_id()},
+          {"host_name", hello.host_name()},
+          {"labels", labels},
+          {"agent_version", hello.agent_version()},
+          {"docker_version", hello.docker_version()},
+          {"protocol_version", static_cast<int>(hello.protocol_version())},
+          {"deployments", deployments},
+          {"controller_id", controller_id},
+          {"image_free", ClampBytes(hello.image_disk_free_bytes())},
+          {"backup_free", ClampBytes(hello.backup_disk_free_bytes())},
+          {"docker_engine_id", hello.docker_engine_id()},
+          {"address", hello.address()}};
+}
+
+}  // namespace
+
+void PgAgentStore::WriteHellos(const std::vector<GroupCommit<HelloArgs>::Entry*>& entries) {
+  std::map<uint64_t, std::vector<GroupCommit<HelloArgs>::Entry*>> by_epoch;
+  for (auto* e : entries) by_epoch[e->value->epoch].push_back(e);
+  if (by_epoch.size() > 1) {
+    for (const auto& [epoch, batch] : by_epoch) WriteHellos(batch);
+    return;
+  }
+  auto write = [this](uint64_t epoch, const nlohmann::json& rows) {
+    return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
+      tx.exec_params0(
+          "INSERT INTO agents (id, host_name, labels, agent_version, docker_version, protocol_version,"
+          " connected, lost, last_heartbeat, connected_at, deployments, controller_id,"
+          " image_disk_free_bytes, backup_disk_free_bytes, docker_engine_id, address)"
+          " SELECT v.id, v.host_name, v.labels, v.agent_version, v.docker_version, v.protocol_version,"
+          " true, false, now(), now(), v.deployments, v.controller_id, v.image_free, v.backup_free,"
+          " v.docker_engine_id, v.address"
+          " FROM jsonb_to_recordset($1::jsonb) AS v(id text, host_name text, labels jsonb, agent_version text,"
+          " docker_version text, protocol_version int, deployments jsonb, controller_id text, image_free bigint,"
+          " backup_free bigint, docker_engine_id text, address text)"
+          " ON CONFLICT (id) DO UPDATE SET host_name = EXCLUDED.host_name, labels = EXCLUDED.labels,"
+          " agent_version = EXCLUDED.agent_version, docker_version = EXCLUDED.docker_version,"
+          " protocol_version = EXCLUDED.protocol_version, connected = true, lost = false,"
+          " last_heartbeat = now(), connected_at = now(), deployments = EXCLUDED.deployments,"
+          " controller_id = EXCLUDED.controller_id, image_disk_free_bytes = EXCLUDED.image_disk_free_bytes,"
+          " backup_disk_free_bytes = EXCLUDED.backup_disk_free_bytes,"
+          " docker_engine_id = EXCLUDED.docker_engine_id, address = EXCLUDED.address",
+          rows.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      return absl::OkStatus();
+    });
+  };
+  const uint64_t epoch = entries[0]->value->epoch;
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto* e : entries) rows.push_back(HelloRow(*e->value->hello, *e->value->controller_id));
+  absl::Status s = write(epoch, rows);
+  if (s.ok() || s.code() == absl::StatusCode::kFailedPrecondition || entries.size() == 1) {
+    for (auto* e : entries) e->status = s;
+    return;
+  }
+  for (size_t i = 0; i < entries.size(); ++i) entries[i]->status = write(epoch, nlohmann::json::array({rows[i]}));
 }
 
 absl::Status PgAgentStore::RecordHeartbeats(uint64_t epoch,

@@ -323,6 +323,9 @@ absl::StatusOr<StoredRollout> PgRolloutStore::GetRollout(const std::string& id) 
   return out;
 }
 
+PgRolloutStore::PgRolloutStore(PgPool* pool, const SecretBox* secrets)
+    : pool_(pool), secrets_(secrets), finishes_([this](const auto& batch) { WriteFinishes(batch); }) {}
+
 absl::StatusOr<rollout::RolloutStatus> PgRolloutStore::GetRolloutStatus(const std::string& id) {
   absl::StatusOr<rollout::RolloutStatus> out = absl::NotFoundError(absl::StrCat("no rollout with id \"", id, "\""));
   absl::Status s = pool_->Transact([&](pqxx::work& tx) -> absl::Status {
@@ -472,43 +475,31 @@ absl::Status PgRolloutStore::FinishStepWithEvent(uint64_t epoch, const std::stri
                                                  hoist::v1::StepState state, const std::string& error,
                                                  const std::optional<hoist::v1::StepResult>& result,
                                                  const hoist::v1::RolloutEvent& event) {
-  PendingFinish me{epoch, &rollout_id, seq, state, &error, &result, &event};
-  absl::MutexLock lock(&finish_mu_);
-  finish_queue_.push_back(&me);
-  struct Ready {
-    PgRolloutStore* store;
-    PendingFinish* me;
-    static bool Check(Ready* r) ABSL_NO_THREAD_SAFETY_ANALYSIS { return r->me->done || !r->store->finish_writing_; }
-  } ready{this, &me};
-  while (true) {
-    finish_mu_.Await(absl::Condition(&Ready::Check, &ready));
-    if (me.done) return me.status;
-    // Nobody is writing and this one is still queued: write the queue.
-    finish_writing_ = true;
-    std::vector<PendingFinish*> queued;
-    queued.swap(finish_queue_);
-    finish_mu_.Unlock();
-    std::map<uint64_t, std::vector<PendingFinish*>> by_epoch;
-    for (PendingFinish* p : queued) by_epoch[p->epoch].push_back(p);
-    for (const auto& [e, batch] : by_epoch) WriteFinishes(batch);
-    finish_mu_.Lock();
-    for (PendingFinish* p : queued) p->done = true;
-    finish_writing_ = false;
-  }
+  return finishes_.Commit(FinishArgs{epoch, &rollout_id, seq, state, &error, &result, &event});
 }
 
-void PgRolloutStore::WriteFinishes(const std::vector<PendingFinish*>& batch) {
-  auto one = [this](PendingFinish* p) {
-    p->status = pool_->FencedWrite(p->epoch, [&](pqxx::work& tx) {
-      Finish(tx, *p->rollout_id, p->seq, p->state, *p->error, *p->result);
-      Append(tx, *p->event);
+void PgRolloutStore::WriteFinishes(const std::vector<GroupCommit<FinishArgs>::Entry*>& entries) {
+  // One write per epoch (in practice there is one).
+  std::map<uint64_t, std::vector<GroupCommit<FinishArgs>::Entry*>> by_epoch;
+  for (auto* e : entries) by_epoch[e->value->epoch].push_back(e);
+  if (by_epoch.size() > 1) {
+    for (const auto& [epoch, batch] : by_epoch) WriteFinishes(batch);
+    return;
+  }
+  const auto& batch = entries;
+  auto one = [this](GroupCommit<FinishArgs>::Entry* e) {
+    const FinishArgs& p = *e->value;
+    e->status = pool_->FencedWrite(p.epoch, [&](pqxx::work& tx) {
+      Finish(tx, *p.rollout_id, p.seq, p.state, *p.error, *p.result);
+      Append(tx, *p.event);
       return absl::OkStatus();
     });
   };
   if (batch.size() == 1) return one(batch[0]);
   nlohmann::json steps = nlohmann::json::array();
   nlohmann::json events = nlohmann::json::array();
-  for (const PendingFinish* p : batch) {
+  for (const auto* e : batch) {
+    const FinishArgs* p = e->value;
     steps.push_back({{"rollout_id", *p->rollout_id},
                      {"seq", p->seq},
                      {"state", StepStateName(p->state)},
@@ -522,7 +513,7 @@ void PgRolloutStore::WriteFinishes(const std::vector<PendingFinish*>& batch) {
                       {"detail", absl::Base64Escape(Bytes(*p->event))}});
   }
   const auto text = [](const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); };
-  absl::Status s = pool_->FencedWrite(batch[0]->epoch, [&](pqxx::work& tx) {
+  absl::Status s = pool_->FencedWrite(batch[0]->value->epoch, [&](pqxx::work& tx) {
     tx.exec_params0(
         "UPDATE rollout_steps s SET state = v.state, error = v.error,"
         " result = CASE WHEN v.has_result THEN decode(v.result, 'base64') END, finished_at = now()"
@@ -538,15 +529,15 @@ void PgRolloutStore::WriteFinishes(const std::vector<PendingFinish*>& batch) {
     return absl::OkStatus();
   });
   if (s.ok()) {
-    for (PendingFinish* p : batch) p->status = absl::OkStatus();
+    for (auto* e : batch) e->status = absl::OkStatus();
     return;
   }
   // A lost fence is every caller's answer; anything else may be one row's.
   if (s.code() == absl::StatusCode::kFailedPrecondition) {
-    for (PendingFinish* p : batch) p->status = s;
+    for (auto* e : batch) e->status = s;
     return;
   }
-  for (PendingFinish* p : batch) one(p);
+  for (auto* e : batch) one(e);
 }
 
 absl::Status PgRolloutStore::SetRolloutState(uint64_t epoch, const std::string& id, hoist::v1::RolloutState state,

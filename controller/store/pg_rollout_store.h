@@ -2,9 +2,8 @@
 
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "controller/rollout/rollout_store.h"
+#include "controller/store/group_commit.h"
 #include "controller/store/pg_pool.h"
 #include "shared/secret_box.h"
 
@@ -17,7 +16,7 @@ namespace hoist {
 // (a development hoistd without TLS) they are stored as given.
 class PgRolloutStore : public rollout::RolloutStore {
  public:
-  explicit PgRolloutStore(PgPool* pool, const SecretBox* secrets = nullptr) : pool_(pool), secrets_(secrets) {}
+  explicit PgRolloutStore(PgPool* pool, const SecretBox* secrets = nullptr);
   PgRolloutStore(const PgRolloutStore&) = delete;
   PgRolloutStore& operator=(const PgRolloutStore&) = delete;
 
@@ -46,10 +45,9 @@ class PgRolloutStore : public rollout::RolloutStore {
                           const std::string& error, const std::optional<hoist::v1::StepResult>& result) override;
   absl::Status MarkStepsRunning(uint64_t epoch, const std::string& rollout_id, const std::vector<int>& seqs,
                                 const std::vector<hoist::v1::RolloutEvent>& events) override;
-  // Group commit: the finishes that arrive while one is being written are
-  // written together, in one transaction of two statements, by the first
-  // of their callers; each caller returns once its own is written. A batch
-  // of a hundred steps ending at once is a few commits, not a hundred.
+  // Group-committed (group_commit.h): the finishes that arrive while one is
+  // being written go together, in one transaction of two statements. A
+  // batch of a hundred steps ending at once is a few commits, not a hundred.
   absl::Status FinishStepWithEvent(uint64_t epoch, const std::string& rollout_id, int seq, hoist::v1::StepState state,
                                    const std::string& error, const std::optional<hoist::v1::StepResult>& result,
                                    const hoist::v1::RolloutEvent& event) override;
@@ -79,8 +77,8 @@ class PgRolloutStore : public rollout::RolloutStore {
   // A step's action as stored: its env values sealed (with a SecretBox).
   absl::StatusOr<std::string> ActionBytes(const hoist::v1::Step& action) const;
 
-  // One FinishStepWithEvent waiting to be written.
-  struct PendingFinish {
+  // One FinishStepWithEvent's arguments.
+  struct FinishArgs {
     uint64_t epoch = 0;
     const std::string* rollout_id = nullptr;
     int seq = 0;
@@ -88,18 +86,14 @@ class PgRolloutStore : public rollout::RolloutStore {
     const std::string* error = nullptr;
     const std::optional<hoist::v1::StepResult>* result = nullptr;
     const hoist::v1::RolloutEvent* event = nullptr;
-    absl::Status status;
-    bool done = false;
   };
-  // Writes `batch` (one epoch): all at once, or each alone when that fails,
-  // so that one bad row fails only its own caller.
-  void WriteFinishes(const std::vector<PendingFinish*>& batch);
+  // Writes finishes of one epoch: all at once, or each alone when that
+  // fails, so that one bad row fails only its own caller.
+  void WriteFinishes(const std::vector<GroupCommit<FinishArgs>::Entry*>& batch);
 
   PgPool* const pool_;
   const SecretBox* const secrets_;
-  absl::Mutex finish_mu_;
-  std::vector<PendingFinish*> finish_queue_ ABSL_GUARDED_BY(finish_mu_);
-  bool finish_writing_ ABSL_GUARDED_BY(finish_mu_) = false;
+  GroupCommit<FinishArgs> finishes_;
 };
 
 }  // namespace hoist

@@ -160,13 +160,20 @@ std::pair<double, double> PgWrites(const std::string& url) {
   return {row[0].as<double>(), row[1].as<double>()};
 }
 
-// Waits until the leader (or replica `only`) has all n hosts in session.
-bool WaitForSessions(HoistFleet& fleet, int n, absl::Time since, int only = -1) {
+// Waits until the leader (or replica `only`) has all n hosts in session;
+// prints when there was a leader, and half and nine tenths of the hosts, as
+// <key>_leader_s, <key>_half_s and <key>_p90_s.
+bool WaitForSessions(HoistFleet& fleet, int n, absl::Time since, const std::string& key, int only = -1) {
   const absl::Time deadline = since + absl::Minutes(3);
   int sessions = 0;
+  bool leader = false, half = false, p90 = false;
   while (absl::Now() < deadline) {
     const int replica = only >= 0 ? only : fleet.Leader();
     sessions = replica >= 0 ? fleet.SessionsAt(replica) : 0;
+    const double at = absl::ToDoubleSeconds(absl::Now() - since);
+    if (!leader && replica >= 0) Print(n, key + "_leader_s", at), leader = true;
+    if (!half && sessions * 2 >= n) Print(n, key + "_half_s", at), half = true;
+    if (!p90 && sessions * 10 >= n * 9) Print(n, key + "_p90_s", at), p90 = true;
     if (sessions == n) return true;
     absl::SleepFor(absl::Milliseconds(100));
   }
@@ -192,7 +199,7 @@ void RunSize(int n) {
   for (const char* name : {"hoistd-1", "hoistd-2"}) {
     if (auto s = fleet.Restart(name); !s.ok()) return Error(n, std::string(s.message()));
   }
-  if (!WaitForSessions(fleet, n, c0)) return;
+  if (!WaitForSessions(fleet, n, c0, "connect")) return;
   Print(n, "connect_s", absl::ToDoubleSeconds(absl::Now() - c0));
   // Let the agents' rows settle (the CLI waits for them too).
   for (absl::Time until = absl::Now() + absl::Minutes(3); absl::Now() < until;) {
@@ -252,7 +259,7 @@ void RunSize(int n) {
   const int other = 1 - leader;
   const absl::Time k0 = absl::Now();
   if (auto s = fleet.Signal(absl::StrCat("hoistd-", leader + 1), SIGKILL); !s.ok()) return Error(n, std::string(s.message()));
-  if (!WaitForSessions(fleet, n, k0, other)) return;
+  if (!WaitForSessions(fleet, n, k0, "reconnect", other)) return;
   Print(n, "reconnect_s", absl::ToDoubleSeconds(absl::Now() - k0));
   fleet.set_dump_logs_at_exit(false);
 }

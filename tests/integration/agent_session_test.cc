@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -321,6 +322,46 @@ TEST_F(AgentSessionTest, SessionThatSendsNoHelloIsEndedAfterTheHelloTimeout) {
   EXPECT_NE(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
   EXPECT_LT(held, absl::Seconds(5)) << "a silent stream held a session for " << held;
   EXPECT_TRUE(leader.hub.ConnectedAgents().empty());
+}
+
+// Hellos are group-committed (PgAgentStore::RecordHello): a burst of them,
+// one agent twice among them, is recorded whole, each agent once.
+TEST_F(AgentSessionTest, AHelloBurstIsRecordedWholeEvenWithOneAgentTwice) {
+  Replica leader(url_, "r1", true);
+  const uint64_t epoch = leader.hub.epoch();
+  ASSERT_NE(epoch, 0u);
+  constexpr int kAgents = 40;
+  std::vector<absl::Status> results(kAgents + 1);
+  std::vector<std::thread> threads;
+  const std::string controller = "r1";
+  for (int i = 0; i <= kAgents; ++i) {
+    threads.emplace_back([&, i] {
+      hoist::v1::Hello hello;
+      hello.set_agent_id(absl::StrCat("burst-", i == kAgents ? 7 : i));  // burst-7 says hello twice
+      hello.set_host_name(absl::StrCat("burst-", i, ".test"));
+      (*hello.mutable_labels())["zone"] = i % 2 ? "a" : "b";
+      hello.add_deployments("shop");
+      hello.set_protocol_version(1);
+      results[i] = leader.store.RecordHello(epoch, hello, controller);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i <= kAgents; ++i) EXPECT_TRUE(results[i].ok()) << i << ": " << results[i];
+  auto agents = leader.store.ListAgents();
+  ASSERT_TRUE(agents.ok()) << agents.status();
+  ASSERT_EQ(agents->size(), static_cast<size_t>(kAgents));
+  for (const auto& a : *agents) {
+    EXPECT_TRUE(a.connected()) << a.id();
+    // Each row is one hello's, whole (burst-7's is either of its two).
+    const std::string& host = a.host_name();
+    const int sent_by = std::stoi(host.substr(6, host.find('.') - 6));
+    EXPECT_EQ(a.labels().at("zone"), sent_by % 2 ? "a" : "b") << a.id();
+  }
+  // A stale epoch records nobody.
+  hoist::v1::Hello late;
+  late.set_agent_id("burst-late");
+  late.set_protocol_version(1);
+  EXPECT_EQ(leader.store.RecordHello(epoch + 1, late, controller).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 // mTLS with a fleet CA made by the same code as `hoist ca`.

@@ -1,0 +1,82 @@
+#pragma once
+
+// Group commit: callers that each want one small write, arriving together,
+// are written together. The first caller to find nobody writing writes
+// everything queued (its own included) with one call of `write`; the others
+// queue meanwhile and are written by the next one. Each caller returns its
+// own outcome once its write is done. Nothing waits on a timer: a caller
+// alone is written at once, and a burst costs a few transactions instead
+// of one each.
+
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+
+namespace hoist {
+
+template <typename T>
+class GroupCommit {
+ public:
+  struct Entry {
+    const T* value = nullptr;
+    // Set by `write`, for this caller.
+    absl::Status status;
+  };
+  // Writes the entries (one or more, in arrival order) and sets each one's
+  // status. Called by one caller at a time.
+  using WriteFn = std::function<void(const std::vector<Entry*>&)>;
+
+  explicit GroupCommit(WriteFn write) : write_(std::move(write)) {}
+  GroupCommit(const GroupCommit&) = delete;
+  GroupCommit& operator=(const GroupCommit&) = delete;
+
+  absl::Status Commit(const T& value) {
+    Waiting me;
+    me.entry.value = &value;
+    me.self = this;
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(&me);
+    while (true) {
+      mu_.Await(absl::Condition(
+          +[](Waiting* w) ABSL_NO_THREAD_SAFETY_ANALYSIS { return w->done || !w->self->writing_; },
+          &me));
+      if (me.done) return me.entry.status;
+      // Nobody writes, and this caller is still queued: write the queue.
+      writing_ = true;
+      std::vector<Waiting*> batch;
+      batch.swap(queue_);
+      mu_.Unlock();
+      std::vector<Entry*> entries;
+      entries.reserve(batch.size());
+      for (Waiting* w : batch) entries.push_back(&w->entry);
+      write_(entries);
+      mu_.Lock();
+      for (Waiting* w : batch) w->done = true;
+      writing_ = false;
+    }
+  }
+
+  // Callers waiting for the next write.
+  size_t Queued() {
+    absl::MutexLock lock(&mu_);
+    return queue_.size();
+  }
+
+ private:
+  struct Waiting {
+    Entry entry;
+    bool done = false;
+    GroupCommit* self = nullptr;
+  };
+
+  const WriteFn write_;
+  absl::Mutex mu_;
+  std::vector<Waiting*> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace hoist
