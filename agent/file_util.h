@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "shared/sha256.h"
 
 namespace hoist::agent {
 
@@ -51,23 +52,6 @@ struct TarEntry {
 std::string TarArchive(const std::vector<TarEntry>& entries);
 
 // Incremental SHA-256 over OpenSSL's EVP interface.
-class Sha256 {
- public:
-  Sha256();
-  ~Sha256();
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void Update(absl::string_view data);
-  // Lower-case hex digest; the hasher must not be updated afterwards.
-  std::string HexDigest();
-
- private:
-  void* ctx_;  // EVP_MD_CTX*, kept opaque so that callers need no OpenSSL header
-};
-
-// Hex SHA-256 of a string.
-std::string Sha256Hex(absl::string_view data);
-
 struct FileDigest {
   uint64_t size_bytes = 0;
   std::string sha256;

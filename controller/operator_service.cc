@@ -114,8 +114,15 @@ grpc::Status OperatorServiceImpl::PlanRollout(grpc::ServerContext* context, cons
                                               hoist::v1::PlanRolloutResponse* response) {
   std::string actor;
   if (grpc::Status s = auth_->CheckOperator(*context, "PlanRollout", request->deployment(), &actor); !s.ok()) return s;
-  auto plan = manager_->PlanUpgrade(request->deployment(), request->target_version(), request->strategy(),
-                                     request->skip_backup());
+  hoist::v1::StartRolloutRequest as_started;
+  as_started.set_deployment(request->deployment());
+  as_started.set_target_version(request->target_version());
+  as_started.set_strategy(request->strategy());
+  as_started.set_skip_backup(request->skip_backup());
+  as_started.set_on_failure(request->on_failure());
+  *as_started.mutable_smoke_test() = request->smoke_test();
+  if (request->has_grace_period()) *as_started.mutable_grace_period() = request->grace_period();
+  auto plan = manager_->PlanUpgrade(as_started);
   if (plan.ok()) *response->mutable_plan() = rollout::ToProto(*plan);
   return Done(plan);
 }

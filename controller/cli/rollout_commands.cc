@@ -235,25 +235,37 @@ int RunUpgrade(const Args& args, CliIo& io) {
   if (!deployment.ok()) return inv.Fail(deployment.status());
   req.set_deployment(*deployment);
 
-  if (!inv.json()) {
-    v1::PlanRolloutRequest plan_req;
-    plan_req.set_deployment(*deployment);
-    plan_req.set_target_version(version);
-    plan_req.set_strategy(*strategy);
-    plan_req.set_skip_backup(req.skip_backup());
-    v1::PlanRolloutResponse plan;
-    if (auto s = inv.Call("PlanRollout", &Stub::PlanRollout, plan_req, &plan); !s.ok()) {
+  // The plan shown is the plan that runs: the start carries its digest, and
+  // a plan that changed in between is shown again (and asked about again).
+  v1::StartRolloutResponse started;
+  for (int round = 1;; ++round) {
+    if (!inv.json()) {
+      v1::PlanRolloutRequest plan_req;
+      plan_req.set_deployment(*deployment);
+      plan_req.set_target_version(version);
+      plan_req.set_strategy(*strategy);
+      plan_req.set_skip_backup(req.skip_backup());
+      plan_req.set_on_failure(req.on_failure());
+      *plan_req.mutable_smoke_test() = req.smoke_test();
+      if (req.has_grace_period()) *plan_req.mutable_grace_period() = req.grace_period();
+      v1::PlanRolloutResponse plan;
+      if (auto s = inv.Call("PlanRollout", &Stub::PlanRollout, plan_req, &plan); !s.ok()) {
+        return inv.Fail(s, kReleaseHint);
+      }
+      PrintPlanSummary(inv.out(), plan.plan(), io.stdout_tty);
+      if (ask && !Confirm(inv, absl::StrCat("Upgrade ", *deployment, " to ", version, "?"))) {
+        inv.out() << "Not started; nothing changed.\n";
+        return kExitFailed;
+      }
+      req.set_expected_plan_digest(plan.plan().digest());
+    }
+    absl::Status s = inv.Call("StartRollout", &Stub::StartRollout, req, &started);
+    if (s.ok()) break;
+    if (s.code() != absl::StatusCode::kAborted || req.expected_plan_digest().empty() || round == 3) {
       return inv.Fail(s, kReleaseHint);
     }
-    PrintPlanSummary(inv.out(), plan.plan(), io.stdout_tty);
-    if (ask && !Confirm(inv, absl::StrCat("Upgrade ", *deployment, " to ", version, "?"))) {
-      inv.out() << "Not started; nothing changed.\n";
-      return kExitFailed;
-    }
-  }
-  v1::StartRolloutResponse started;
-  if (auto s = inv.Call("StartRollout", &Stub::StartRollout, req, &started); !s.ok()) {
-    return inv.Fail(s, kReleaseHint);
+    inv.err() << "hoist: " << s.message() << "\n";
+    inv.out() << "\nThe plan as it is now:\n";
   }
   if (inv.json()) {
     inv.PrintJson(started);

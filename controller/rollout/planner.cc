@@ -8,14 +8,17 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "controller/rollout/move_order.h"
 #include "controller/rollout/status_macros.h"
 #include "google/protobuf/duration.pb.h"
+#include "google/protobuf/text_format.h"
 #include "shared/semver.h"
+#include "shared/sha256.h"
 
 namespace hoist::rollout {
 namespace {
@@ -2158,6 +2161,44 @@ absl::StatusOr<Plan> PlanRollback(const PlanInput& input, const RollbackOptions&
   return planner.Build(&options);
 }
 
+std::string PlanDigest(const Plan& plan) {
+  Sha256 hash;
+  auto clean = [&](absl::string_view text) {
+    return plan.backup_id.empty() ? std::string(text) : absl::StrReplaceAll(text, {{plan.backup_id, "<backup>"}});
+  };
+  // Each value with its length first: no two different plans read the same.
+  auto add = [&](absl::string_view value) {
+    hash.Update(absl::StrCat(value.size(), ":"));
+    hash.Update(value);
+  };
+  // Text, not wire bytes: the placeholder must replace the backup id
+  // without a length in front of it telling the two apart. (Map entries
+  // print in key order.)
+  auto text = [](const google::protobuf::Message& m) {
+    std::string out;
+    google::protobuf::TextFormat::PrintToString(m, &out);
+    return out;
+  };
+  add(plan.deployment);
+  add(plan.from_version);
+  add(plan.to_version);
+  add(absl::StrCat(plan.strategy, "/", plan.target_slot, "/", absl::ToInt64Milliseconds(plan.grace_period), "/",
+                   plan.on_failure));
+  for (const std::string& w : plan.warnings) add(clean(w));
+  for (const PlanPhase& ph : plan.phases) {
+    add(ph.name);
+    for (const PlanStep& st : ph.steps) {
+      add(st.kind);
+      add(st.agent_id);
+      add(clean(st.description));
+      add(absl::StrCat(st.batch, "/", absl::ToInt64Milliseconds(st.timeout)));
+      add(st.instance.has_value() ? text(*st.instance) : std::string());
+      add(clean(text(st.action)));
+    }
+  }
+  return hash.HexDigest().substr(0, 16);
+}
+
 hoist::v1::Plan ToProto(const Plan& plan) {
   hoist::v1::Plan out;
   out.set_deployment(plan.deployment);
@@ -2183,6 +2224,7 @@ hoist::v1::Plan ToProto(const Plan& plan) {
   }
   for (const hoist::v1::Release& r : plan.notes) *out.add_notes() = r;
   for (const std::string& w : plan.warnings) out.add_warnings(w);
+  out.set_digest(PlanDigest(plan));
   return out;
 }
 

@@ -187,6 +187,15 @@ struct RollbackOptions {
 absl::StatusOr<Plan> PlanRollback(const PlanInput& input, const RollbackOptions& options);
 
 // The plan as the operator API carries it.
+// What the plan does, as 16 hex digits of a SHA-256: deployment, versions,
+// strategy, warnings, and every phase's steps with their batches, timeouts
+// and complete actions, in order; not step ids, states, times or release
+// notes. The plan's backup id (which carries the time stamp of the rollout
+// that takes it) is read as a placeholder, so a plan shown and the same plan
+// started a minute later agree.
+std::string PlanDigest(const Plan& plan);
+
+// The plan for the API, its digest included.
 hoist::v1::Plan ToProto(const Plan& plan);
 
 }  // namespace hoist::rollout

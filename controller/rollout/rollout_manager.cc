@@ -9,7 +9,6 @@
 #include <set>
 #include <tuple>
 
-#include <openssl/sha.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -17,21 +16,10 @@
 #include "shared/proto_names.h"
 #include "shared/proto_time.h"
 #include "shared/semver.h"
+#include "shared/sha256.h"
 #include "spdlog/spdlog.h"
 
 namespace hoist::rollout {
-namespace {
-
-std::string Sha256Hex(absl::string_view data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  std::string hex;
-  for (unsigned char c : digest) absl::StrAppendFormat(&hex, "%02x", c);
-  return hex;
-}
-
-}  // namespace
-
 hoist::v1::Deployment RolloutManager::DeploymentProto(const StoredDeployment& d) const {
   hoist::v1::Deployment out;
   out.set_name(d.name);
@@ -267,9 +255,17 @@ void RolloutManager::ReadHostEnv(PlanInput* in) {
 
 absl::StatusOr<Plan> RolloutManager::PlanUpgrade(const std::string& deployment, const std::string& target,
                                                  hoist::v1::Strategy strategy, bool skip_backup) {
-  auto in = Input(deployment, target, strategy, false);
+  hoist::v1::StartRolloutRequest request;
+  request.set_deployment(deployment);
+  request.set_target_version(target);
+  request.set_strategy(strategy);
+  request.set_skip_backup(skip_backup);
+  return PlanUpgrade(request);
+}
+
+absl::StatusOr<Plan> RolloutManager::PlanUpgrade(const hoist::v1::StartRolloutRequest& request) {
+  auto in = UpgradeInput(request, "");
   if (!in.ok()) return in.status();
-  in->options.skip_backup = skip_backup;
   return PlanRollout(*in);
 }
 
@@ -323,46 +319,58 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::Store(uint64_t epoch, const P
   return GetRollout(r.id);
 }
 
-absl::StatusOr<hoist::v1::Rollout> RolloutManager::StartRollout(uint64_t epoch,
-                                                                const hoist::v1::StartRolloutRequest& request,
-                                                                const std::string& actor) {
+absl::StatusOr<PlanInput> RolloutManager::UpgradeInput(const hoist::v1::StartRolloutRequest& request,
+                                                       const std::string& stamp) {
   auto in = Input(request.deployment(), request.target_version(), request.strategy(), false);
-  if (!in.ok()) {
-    Audit(actor, "rollout.upgrade", request.deployment(), "", in.status(), "");
-    return in.status();
-  }
+  if (!in.ok()) return in.status();
   in->options.on_failure = request.on_failure();
   in->options.skip_backup = request.skip_backup();
   if (request.has_grace_period()) {
     const absl::Duration grace = ToDuration(request.grace_period());
-    if (grace < absl::ZeroDuration()) {
-      absl::Status s = absl::InvalidArgumentError("grace_period: must not be negative");
-      Audit(actor, "rollout.upgrade", request.deployment(), "", s, "");
-      return s;
-    }
+    if (grace < absl::ZeroDuration()) return absl::InvalidArgumentError("grace_period: must not be negative");
     if (grace > absl::ZeroDuration()) in->options.grace_period = grace;
   }
   // --smoke-test replaces the manifest's smoke test command for this rollout;
   // the manifest says which service's new image runs it.
   if (request.smoke_test_size() > 0) {
     if (!in->manifest.smoke_test.has_value()) {
-      absl::Status s = absl::InvalidArgumentError(absl::StrCat(
+      return absl::InvalidArgumentError(absl::StrCat(
           "smoke_test: ", in->manifest.file_name, " has no smoke_test section, which names the service whose new "
           "image runs the test; add `smoke_test: {service: NAME, command: [...]}` to it and apply it, or leave out "
           "--smoke-test"));
-      Audit(actor, "rollout.upgrade", request.deployment(), "", s, "");
-      return s;
     }
     in->manifest.smoke_test->job.command.assign(request.smoke_test().begin(), request.smoke_test().end());
   }
+  in->options.backup_suffix = stamp;
+  return in;
+}
+
+absl::StatusOr<hoist::v1::Rollout> RolloutManager::StartRollout(uint64_t epoch,
+                                                                const hoist::v1::StartRolloutRequest& request,
+                                                                const std::string& actor) {
   // The rollout's id and its backup's share a time stamp: a retry of the same
   // upgrade, or an upgrade again after a rollback, takes a backup of its own.
   const std::string stamp = NewStamp();
-  in->options.backup_suffix = stamp;
+  auto in = UpgradeInput(request, stamp);
+  if (!in.ok()) {
+    Audit(actor, "rollout.upgrade", request.deployment(), "", in.status(), "");
+    return in.status();
+  }
   auto plan = PlanRollout(*in);
   if (!plan.ok()) {
     Audit(actor, "rollout.upgrade", request.deployment(), "", plan.status(), "");
     return plan.status();
+  }
+  if (!request.expected_plan_digest().empty()) {
+    const std::string digest = PlanDigest(*plan);
+    if (digest != request.expected_plan_digest()) {
+      absl::Status s = absl::AbortedError(absl::StrCat(
+          "the plan changed since it was shown (plan ", request.expected_plan_digest(), ", now ", digest,
+          "): the deployment's containers, hosts, manifest or releases changed in between. Nothing was started; "
+          "review the new plan and confirm it again"));
+      Audit(actor, "rollout.upgrade", request.deployment(), "", s, "");
+      return s;
+    }
   }
   return Store(epoch, *plan, plan->initial_deploy ? "deploy" : "upgrade", request.on_failure(), actor, stamp);
 }

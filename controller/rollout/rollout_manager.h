@@ -44,6 +44,11 @@ class RolloutManager {
   // What an upgrade (or the first deploy) to target would do; touches nothing.
   absl::StatusOr<Plan> PlanUpgrade(const std::string& deployment, const std::string& target,
                                    hoist::v1::Strategy strategy, bool skip_backup = false);
+  // What StartRollout(request) would do now; touches nothing. Its digest
+  // (PlanDigest) is what request.expected_plan_digest is compared with.
+  absl::StatusOr<Plan> PlanUpgrade(const hoist::v1::StartRolloutRequest& request);
+  // ABORTED when request.expected_plan_digest is set and the plan is no
+  // longer that one.
   absl::StatusOr<hoist::v1::Rollout> StartRollout(uint64_t epoch, const hoist::v1::StartRolloutRequest& request,
                                                   const std::string& actor);
   absl::StatusOr<hoist::v1::Rollout> Rollback(uint64_t epoch, const hoist::v1::RollbackRequest& request,
@@ -78,6 +83,8 @@ class RolloutManager {
   absl::Status CheckRelease(const hoist::v1::CreateReleaseRequest& request);
   absl::StatusOr<PlanInput> Input(const std::string& deployment, const std::string& target,
                                   hoist::v1::Strategy strategy, bool for_rollback);
+  // Input with the request's options; `stamp` suffixes the backup's id.
+  absl::StatusOr<PlanInput> UpgradeInput(const hoist::v1::StartRolloutRequest& request, const std::string& stamp);
   // Fills in->options.host_env: which of the target release's required and
   // renamed env names each host's env files set (names only; values stay on
   // the hosts).

@@ -13,6 +13,13 @@
 //                                batch, the slowest host's chain of steps as the
 //                                agents timed them, summed
 //   scale_<N>_rollout_over_critical  the ratio of the two
+//   scale_<N>_batches            how many batches (each a barrier: the next starts when all
+//                                its steps are recorded) that rollout ran
+//   scale_<N>_batch_overhead_ms  per batch, on average: its span in the controller (first
+//                                start to last recorded finish) less its slowest host's
+//                                chain as the agents timed it
+//   scale_<N>_batch_gap_ms       per batch, on average: from the last finish recorded to the
+//                                next batch's start
 //   scale_<N>_push_ack_p50_ms, _p99_ms, _max_ms   one pull step pushed to every host
 //                                at once: controller time from dispatch to the
 //                                stored result, less the agent's own time
@@ -108,6 +115,7 @@ bool Hoist(HoistFleet& fleet, int n, std::vector<std::string> args, double* seco
 struct StepRow {
   std::string kind, agent;
   int phase = 0, batch = 0;
+  double started = 0, finished = 0;  // in the controller (epoch seconds)
   double controller_s = 0;  // dispatch to stored result
   double agent_s = 0;       // the agent's own start to end
 };
@@ -117,7 +125,8 @@ std::vector<StepRow> StepsOf(const std::string& url, const std::string& to_versi
   pqxx::connection c(url);
   pqxx::nontransaction tx(c);
   auto rows = tx.exec_params(
-      "SELECT s.kind, s.agent_id, s.phase, s.batch, extract(epoch FROM s.finished_at - s.started_at), s.result"
+      "SELECT s.kind, s.agent_id, s.phase, s.batch, extract(epoch FROM s.finished_at - s.started_at), s.result,"
+      " extract(epoch FROM s.started_at), extract(epoch FROM s.finished_at)"
       " FROM rollout_steps s JOIN rollouts r ON r.id = s.rollout_id"
       " WHERE r.to_version = $1 AND s.state = 'succeeded' AND s.result IS NOT NULL",
       to_version);
@@ -128,6 +137,8 @@ std::vector<StepRow> StepsOf(const std::string& url, const std::string& to_versi
     s.phase = row[2].as<int>();
     s.batch = row[3].as<int>();
     s.controller_s = row[4].as<double>();
+    s.started = row[6].as<double>();
+    s.finished = row[7].as<double>();
     hoist::v1::StepResult result;
     pqxx::binarystring bytes(row[5]);
     if (!result.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) continue;
@@ -135,6 +146,40 @@ std::vector<StepRow> StepsOf(const std::string& url, const std::string& to_versi
     out.push_back(std::move(s));
   }
   return out;
+}
+
+// Batches in order, with the averages of their overhead and of the gaps
+// between them (see the header).
+struct BatchCosts {
+  int batches = 0;
+  double overhead_ms = 0, gap_ms = 0;
+};
+BatchCosts CostsOf(const std::vector<StepRow>& steps) {
+  struct Span {
+    double first = 1e300, last = 0;
+    std::map<std::string, double> chain;
+  };
+  std::map<std::pair<int, int>, Span> spans;
+  for (const StepRow& s : steps) {
+    Span& b = spans[{s.phase, s.batch}];
+    b.first = std::min(b.first, s.started);
+    b.last = std::max(b.last, s.finished);
+    b.chain[s.agent] += s.agent_s;
+  }
+  BatchCosts c;
+  c.batches = static_cast<int>(spans.size());
+  double prev_last = -1;
+  int gaps = 0;
+  for (const auto& [key, b] : spans) {
+    double slowest = 0;
+    for (const auto& [agent, t] : b.chain) slowest = std::max(slowest, t);
+    c.overhead_ms += (b.last - b.first - slowest) * 1000;
+    if (prev_last >= 0) c.gap_ms += (b.first - prev_last) * 1000, ++gaps;
+    prev_last = b.last;
+  }
+  if (c.batches > 0) c.overhead_ms /= c.batches;
+  if (gaps > 0) c.gap_ms /= gaps;
+  return c;
 }
 
 // Per phase and batch, the slowest host's chain of steps (as the agents
@@ -229,6 +274,10 @@ void RunSize(int n) {
   const double critical = CriticalPath(steps);
   Print(n, "critical_path_s", critical);
   Print(n, "rollout_over_critical", critical > 0 ? wall / critical : -1);
+  const BatchCosts costs = CostsOf(steps);
+  Print(n, "batches", costs.batches);
+  Print(n, "batch_overhead_ms", costs.overhead_ms);
+  Print(n, "batch_gap_ms", costs.gap_ms);
   std::vector<double> push_ack;
   for (const StepRow& s : steps) {
     if (s.kind == "pull_image") push_ack.push_back((s.controller_s - s.agent_s) * 1000);

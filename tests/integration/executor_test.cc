@@ -779,6 +779,53 @@ TEST_F(ExecutorTest, StepFinishesArrivingTogetherAreWrittenTogetherAndEachCaller
   EXPECT_EQ(Steps(*id)[0].state, hoist::v1::STEP_STATE_FAILED) << "a fenced write changed a step";
 }
 
+// `hoist upgrade` runs the plan it showed: a start that names the digest of
+// the plan shown starts it; when the deployment changed in between (here a
+// host's containers, as the next inventory reports them) the start is
+// refused with ABORTED and nothing is stored or locked.
+TEST_F(ExecutorTest, StartNamingThePlanShownRunsItAndAChangedPlanIsRefusedWithNothingStarted) {
+  Leader* l = NewLeader();
+  Deployed(l, "shown");
+  hoist::v1::StartRolloutRequest req;
+  req.set_deployment("shown");
+  req.set_target_version("1.1.0");
+  auto shown = l->manager.PlanUpgrade(req);
+  ASSERT_TRUE(shown.ok()) << shown.status();
+  const std::string digest = ToProto(*shown).digest();
+  ASSERT_EQ(digest.size(), 16u);
+
+  // The state moves on: one container the plan counted on is gone.
+  ASSERT_TRUE(pool_->Run([](pqxx::connection& c) {
+                     pqxx::work tx(c);
+                     tx.exec("DELETE FROM agent_containers WHERE ctid IN (SELECT ctid FROM agent_containers"
+                             " WHERE deployment = 'shown' ORDER BY agent_id, name LIMIT 1)");
+                     tx.commit();
+                     return absl::OkStatus();
+                   })
+                  .ok());
+  req.set_expected_plan_digest(digest);
+  auto refused = l->manager.StartRollout(l->epoch, req, "tester");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAborted) << refused.status();
+  EXPECT_THAT(refused.status().message(), HasSubstr("the plan changed since it was shown"));
+  EXPECT_THAT(refused.status().message(), HasSubstr(digest));
+  auto locks = pg_store_->ListLocks();
+  ASSERT_TRUE(locks.ok());
+  EXPECT_TRUE(locks->empty()) << "a refused start must not take the lock";
+  auto history = pg_store_->ListRollouts("shown", 10);
+  ASSERT_TRUE(history.ok());
+  EXPECT_EQ(history->size(), 1u) << "only the first deploy is stored";
+
+  // The inventory as it really is again: the same plan, the same digest, started.
+  SyncInventory(l->epoch);
+  auto again = l->manager.PlanUpgrade(req);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ToProto(*again).digest(), digest);
+  auto started = l->manager.StartRollout(l->epoch, req, "tester");
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(WaitDone(started->id()).state, hoist::v1::ROLLOUT_STATE_SUCCEEDED);
+}
+
 TEST_F(ExecutorTest, NewLeaderResendsTheStepThatWasRunningAndTheAgentRunsItOnce) {
   std::vector<std::string> agent_steps;  // plan ids of agent steps
   for (const StoredStep& s : ReferenceDeploy()) {

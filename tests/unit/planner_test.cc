@@ -1317,5 +1317,31 @@ TEST(PlannerTest, RestoreRefusesABackupHeldAwayFromTheDatabase) {
   EXPECT_THAT(Msg(plan.status()), HasSubstr("backup piprio-pre-1.1.0 is held by app-1 but postgres runs on db-1"));
 }
 
+// The digest that ties a plan shown to the plan started (hoist upgrade).
+TEST(PlanDigestTest, SamePlanAgreesWhateverItsBackupStampAndAnyChangeDisagrees) {
+  PlanInput shown = UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0");
+  PlanInput started = shown;
+  started.options.backup_suffix = "20261201-101500-0a1b";  // StartRollout's time stamp
+  const Plan a = MustPlan(shown);
+  const Plan b = MustPlan(started);
+  ASSERT_NE(a.backup_id, b.backup_id);
+  EXPECT_EQ(PlanDigest(a), PlanDigest(b)) << "only the backup's time stamp differs";
+  EXPECT_EQ(PlanDigest(a).size(), 16u);
+  EXPECT_EQ(ToProto(a).digest(), PlanDigest(a));
+
+  // What runs where changed (a host on an engine of its own now), the
+  // failure policy, or the backup left out: another plan.
+  PlanInput separate = shown;
+  OnSeparateEngines(separate);
+  EXPECT_NE(PlanDigest(MustPlan(separate)), PlanDigest(a));
+  PlanInput rolled_back_on_failure = shown;
+  rolled_back_on_failure.options.on_failure = hoist::v1::ON_FAILURE_ROLLBACK;
+  EXPECT_NE(PlanDigest(MustPlan(rolled_back_on_failure)), PlanDigest(a));
+  PlanInput no_backup = shown;
+  no_backup.options.skip_backup = true;
+  EXPECT_NE(PlanDigest(MustPlan(no_backup)), PlanDigest(a));
+}
+
+
 }  // namespace
 }  // namespace hoist::rollout
