@@ -191,14 +191,19 @@ void AgentHub::OnMessage(const std::string& agent_id, AgentConnection* conn,
       }
       return;
     case hoist::v1::SessionRequest::kProgress: {
-      ProgressFn fn;
+      std::shared_ptr<Waiter> waiter;
       {
         absl::MutexLock lock(&mu_);
         auto it = waiters_.find(message.progress().step_id());
-        if (it == waiters_.end() || it->second->agent_id != agent_id) return;
-        fn = it->second->on_progress;
+        if (it == waiters_.end() || it->second->agent_id != agent_id || !it->second->on_progress) return;
+        waiter = it->second;
+        // RunStep does not return while its progress callback runs: the
+        // callback may refer to the caller's frame.
+        ++waiter->progress_calls;
       }
-      if (fn) fn(message.progress());
+      waiter->on_progress(message.progress());
+      absl::MutexLock lock(&mu_);
+      if (--waiter->progress_calls == 0) waiter->cv.Signal();
       return;
     }
     case hoist::v1::SessionRequest::kResult: {
@@ -299,6 +304,7 @@ absl::StatusOr<hoist::v1::StepResult> AgentHub::RunStep(const std::string& agent
     // to check cancel and the deadline.
     waiter->cv.WaitWithTimeout(&mu_, std::min(absl::Milliseconds(200), give_up - now));
   }
+  while (waiter->progress_calls > 0) waiter->cv.Wait(&mu_);
   waiters_.erase(step.step_id());
   if (!outcome.ok()) return outcome;
   if (observer_) {

@@ -115,6 +115,8 @@ class AgentHub : public rollout::StepDispatcher {
     std::string agent_id;
     ProgressFn on_progress;
     bool done = false;
+    // Progress callbacks running now (RunStep waits for them to end).
+    int progress_calls = 0;
     hoist::v1::StepResult result;
     // Signalled (with mu_) on its result, a reconnect of its agent, a
     // leadership change and shutdown. One per waiter: a thousand steps in

@@ -13,14 +13,19 @@ using hoist::v1::SessionRequest;
 using hoist::v1::SessionResponse;
 
 // One session. gRPC calls its On* reactions on its own threads; the hub
-// calls Send and Close from any thread. Nothing here holds mu_ while it
-// calls into gRPC or the hub.
+// calls Send and Close from any thread.
 //
 // Its life: the hello is read; a follower answers with a redirect; the
 // leader hands the hello to a worker, which opens the session in the hub
 // (a Postgres write) and starts reading the session's messages. Every
-// failure ends in one Finish; OnDone, after the last reaction, tells the
-// hub the session closed (on a worker) and deletes the reactor.
+// failure ends in one Finish; after OnDone (the last reaction) the hub is
+// told the session closed, on a worker, and the reactor is deleted - by the
+// opening worker instead when OnDone came while it opened the session.
+//
+// Every Start*, Finish and TryCancel is made holding mu_ and only while the
+// call is not finishing: none after Finish, none after OnDone. (gRPC runs no
+// reaction inline from those calls, so holding mu_ there cannot deadlock;
+// the lock order is hub or service first, then a reactor.)
 class SessionReactor final : public grpc::ServerBidiReactor<SessionRequest, SessionResponse>,
                              public AgentConnection {
  public:
@@ -48,20 +53,18 @@ class SessionReactor final : public grpc::ServerBidiReactor<SessionRequest, Sess
       return;
     }
     registered_ = true;
-    StartRead(&in_);
+    absl::MutexLock lock(&mu_);
+    ReadNextLocked();
   }
 
   bool Send(const SessionResponse& message) override {
-    const SessionResponse* next = nullptr;
-    {
-      absl::MutexLock lock(&mu_);
-      if (finish_requested_ || done_) return false;
-      out_.push_back(message);
-      if (writing_) return true;
+    absl::MutexLock lock(&mu_);
+    if (finish_requested_ || done_) return false;
+    out_.push_back(message);
+    if (!writing_) {
       writing_ = true;
-      next = &out_.front();  // a deque's elements stay put while it grows
+      StartWrite(&out_.front());  // a deque's elements stay put while it grows
     }
-    StartWrite(next);
     return true;
   }
 
@@ -83,15 +86,19 @@ class SessionReactor final : public grpc::ServerBidiReactor<SessionRequest, Sess
  private:
   enum class Phase { kHello, kOpening, kOpen };
 
+  void ReadNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!finish_requested_ && !done_) StartRead(&in_);
+  }
+
   void OnReadDone(bool ok) override {
+    Phase phase;
+    bool timed_out;
+    {
+      absl::MutexLock lock(&mu_);
+      phase = phase_;
+      timed_out = hello_timed_out_;
+    }
     if (!ok) {
-      bool timed_out;
-      Phase phase;
-      {
-        absl::MutexLock lock(&mu_);
-        timed_out = hello_timed_out_;
-        phase = phase_;
-      }
       if (phase == Phase::kHello) {
         RequestFinish(grpc::Status(
             grpc::StatusCode::CANCELLED,
@@ -103,17 +110,13 @@ class SessionReactor final : public grpc::ServerBidiReactor<SessionRequest, Sess
       }
       return;
     }
-    Phase phase;
-    {
-      absl::MutexLock lock(&mu_);
-      phase = phase_;
-    }
     if (phase == Phase::kHello) {
       OnHello();
       return;
     }
     service_->hub_->OnMessage(agent_id_, this, in_);
-    StartRead(&in_);
+    absl::MutexLock lock(&mu_);
+    ReadNextLocked();
   }
 
   void OnHello() {
@@ -149,52 +152,57 @@ class SessionReactor final : public grpc::ServerBidiReactor<SessionRequest, Sess
       absl::MutexLock lock(&mu_);
       phase_ = Phase::kOpening;
       agent_id_ = hello.agent_id();
+      opening_ = true;
     }
     // Opening records the agent in Postgres: not on gRPC's thread.
-    service_->Post([this] {
-      // Open sends the Welcome.
-      absl::Status opened = service_->hub_->Open(in_.hello(), this);
-      if (!opened.ok()) {
-        spdlog::warn("session of agent \"{}\" from {} refused: {}", agent_id_, context_->peer(), opened.message());
-        RequestFinish(grpc::Status(static_cast<grpc::StatusCode>(opened.code()), std::string(opened.message())));
-        return;
-      }
-      {
-        absl::MutexLock lock(&mu_);
-        phase_ = Phase::kOpen;
+    service_->Post([this] { OpenInHub(); });
+  }
+
+  // On a worker. Open sends the Welcome and makes the session visible to
+  // the hub, which may send and close from then on.
+  void OpenInHub() {
+    absl::Status opened = service_->hub_->Open(in_.hello(), this);
+    bool done;
+    {
+      absl::MutexLock lock(&mu_);
+      opening_ = false;
+      done = done_;
+      if (opened.ok()) {
         opened_ = true;
+        phase_ = Phase::kOpen;
+        ReadNextLocked();
       }
-      StartRead(&in_);
-    });
+    }
+    if (done) {
+      // The call ended while the hub opened the session (its Welcome could
+      // not be written, it was cancelled): OnDone left the clean-up here.
+      if (opened.ok()) service_->hub_->Closed(agent_id_, this);
+      delete this;
+      return;
+    }
+    if (!opened.ok()) {
+      spdlog::warn("session of agent \"{}\" from {} refused: {}", agent_id_, context_->peer(), opened.message());
+      RequestFinish(grpc::Status(static_cast<grpc::StatusCode>(opened.code()), std::string(opened.message())));
+    }
   }
 
   void OnWriteDone(bool ok) override {
-    const SessionResponse* next = nullptr;
-    bool finish = false;
-    {
-      absl::MutexLock lock(&mu_);
-      out_.pop_front();
-      if (!ok) {
-        // The stream is gone: nothing queued will be delivered.
-        out_.clear();
-        if (!finish_requested_) {
-          finish_requested_ = true;
-          status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "writing to the agent failed");
-          context_->TryCancel();
-        }
-      }
-      if (finish_requested_) out_.clear();
-      if (!out_.empty()) {
-        next = &out_.front();
-      } else {
-        writing_ = false;
-        finish = finish_requested_ && !finished_;
-        if (finish) finished_ = true;
-      }
+    absl::MutexLock lock(&mu_);
+    out_.pop_front();
+    if (!ok && !finish_requested_) {
+      // The stream is gone: nothing queued will be delivered.
+      finish_requested_ = true;
+      status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "writing to the agent failed");
+      context_->TryCancel();
     }
-    if (next != nullptr) {
-      StartWrite(next);
-    } else if (finish) {
+    if (finish_requested_) out_.clear();  // what is queued behind a finish is dropped
+    if (!out_.empty()) {
+      StartWrite(&out_.front());
+      return;
+    }
+    writing_ = false;
+    if (finish_requested_ && !finished_) {
+      finished_ = true;
       Finish(status_);
     }
   }
@@ -202,27 +210,27 @@ class SessionReactor final : public grpc::ServerBidiReactor<SessionRequest, Sess
   // Ends the call with `status` once the write in flight is done; messages
   // queued behind it are dropped. The first request wins.
   void RequestFinish(grpc::Status status) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (finish_requested_) return;
-      finish_requested_ = true;
-      status_ = std::move(status);
-      if (writing_) return;  // OnWriteDone finishes
-      finished_ = true;
-    }
+    absl::MutexLock lock(&mu_);
+    if (finish_requested_) return;
+    finish_requested_ = true;
+    status_ = std::move(status);
+    if (writing_) return;  // OnWriteDone finishes
+    finished_ = true;
     Finish(status_);
   }
 
   void OnCancel() override {}
 
   void OnDone() override {
-    bool opened;
+    bool opening, opened;
     {
       absl::MutexLock lock(&mu_);
       done_ = true;
+      opening = opening_;
       opened = opened_;
     }
     if (registered_) service_->End(this, serial_);
+    if (opening) return;  // OpenInHub cleans up
     if (!opened) {
       delete this;
       return;
@@ -247,13 +255,13 @@ class SessionReactor final : public grpc::ServerBidiReactor<SessionRequest, Sess
   absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kHello;
   bool hello_timed_out_ ABSL_GUARDED_BY(mu_) = false;
-  bool opened_ ABSL_GUARDED_BY(mu_) = false;
+  bool opening_ ABSL_GUARDED_BY(mu_) = false;  // OpenInHub posted, not yet done
+  bool opened_ ABSL_GUARDED_BY(mu_) = false;   // the hub knows this session
   std::deque<SessionResponse> out_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_requested_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  // Written once, before finished_ is set; read by the one Finish.
-  grpc::Status status_;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 

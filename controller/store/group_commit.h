@@ -8,12 +8,14 @@
 // alone is written at once, and a burst costs a few transactions instead
 // of one each.
 
+#include <exception>
 #include <functional>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 
 namespace hoist {
@@ -53,7 +55,13 @@ class GroupCommit {
       std::vector<Entry*> entries;
       entries.reserve(batch.size());
       for (Waiting* w : batch) entries.push_back(&w->entry);
-      write_(entries);
+      try {
+        write_(entries);
+      } catch (const std::exception& e) {
+        // Whatever threw, every caller of this write hears of it and the
+        // next write can still happen.
+        for (Entry* e2 : entries) e2->status = absl::InternalError(absl::StrCat("writing: ", e.what()));
+      }
       mu_.Lock();
       for (Waiting* w : batch) w->done = true;
       writing_ = false;

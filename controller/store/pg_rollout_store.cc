@@ -532,8 +532,10 @@ void PgRolloutStore::WriteFinishes(const std::vector<GroupCommit<FinishArgs>::En
     for (auto* e : batch) e->status = absl::OkStatus();
     return;
   }
-  // A lost fence is every caller's answer; anything else may be one row's.
-  if (s.code() == absl::StatusCode::kFailedPrecondition) {
+  // A lost fence is every caller's answer, and so is a commit that may have
+  // happened (written again row by row, the events would be there twice);
+  // anything else may be one row's.
+  if (s.code() == absl::StatusCode::kFailedPrecondition || s.code() == absl::StatusCode::kUnavailable) {
     for (auto* e : batch) e->status = s;
     return;
   }

@@ -324,6 +324,31 @@ TEST_F(AgentSessionTest, SessionThatSendsNoHelloIsEndedAfterTheHelloTimeout) {
   EXPECT_TRUE(leader.hub.ConnectedAgents().empty());
 }
 
+// Sessions cancelled by their agent while the hub opens them (the Welcome
+// cannot be written any more) leave nothing behind: the hub forgets each
+// one, and the agent's next session is served.
+TEST_F(AgentSessionTest, SessionsCancelledWhileTheyOpenLeaveNoSessionBehind) {
+  Replica leader(url_, "r1", true);
+  auto channel = grpc::CreateChannel(leader.address, grpc::InsecureChannelCredentials());
+  auto stub = hoist::v1::AgentService::NewStub(channel);
+  for (int i = 0; i < 40; ++i) {
+    grpc::ClientContext ctx;
+    auto stream = stub->Session(&ctx);
+    hoist::v1::SessionRequest hello;
+    hello.mutable_hello()->set_agent_id("host-flaky");
+    hello.mutable_hello()->set_protocol_version(1);
+    stream->Write(hello);
+    if (i % 2 == 1) absl::SleepFor(absl::Microseconds(200 * i));  // at different points of the opening
+    ctx.TryCancel();
+    stream->Finish().IgnoreError();
+  }
+  EXPECT_TRUE(WaitUntil([&] { return !leader.hub.IsConnected("host-flaky"); }))
+      << "a cancelled session is still in the hub";
+  AgentLog log;
+  auto agent = Agent("host-flaky", {leader.address}, &log);
+  EXPECT_TRUE(WaitUntil([&] { return leader.hub.IsConnected("host-flaky"); })) << "the agent's real session was refused";
+}
+
 // Hellos are group-committed (PgAgentStore::RecordHello): a burst of them,
 // one agent twice among them, is recorded whole, each agent once.
 TEST_F(AgentSessionTest, AHelloBurstIsRecordedWholeEvenWithOneAgentTwice) {
