@@ -15,8 +15,6 @@ bool IsNameChar(char c) {
 
 }  // namespace
 
-std::string SlotName(hoist::v1::Slot slot) { return slot == hoist::v1::SLOT_GREEN ? "green" : "blue"; }
-
 std::string SanitizeContainerName(absl::string_view text) {
   std::string out;
   out.reserve(text.size() + 1);

@@ -13,11 +13,9 @@
 #include "agent/agent_policy.h"
 #include "agent/docker/docker_api.h"
 #include "hoist/v1/common.pb.h"
+#include "shared/proto_names.h"
 
 namespace hoist::agent {
-
-// "blue" or "green" (SLOT_UNSPECIFIED is blue).
-std::string SlotName(hoist::v1::Slot slot);
 
 // Maps text onto Docker's name charset [a-zA-Z0-9][a-zA-Z0-9_.-]*: other
 // characters become '-', and a name that would not start with a letter or

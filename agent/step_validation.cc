@@ -14,6 +14,7 @@
 #include "agent/container_names.h"
 #include "agent/haproxy.h"
 #include "shared/labels.h"
+#include "shared/status_macros.h"
 
 namespace hoist::agent {
 namespace {
@@ -26,10 +27,6 @@ absl::Status Denied(absl::string_view field, absl::string_view problem) {
   return absl::PermissionDeniedError(absl::StrCat(field, ": ", problem));
 }
 
-#define HOIST_RETURN_IF_ERROR(expr)              \
-  do {                                           \
-    if (absl::Status s_ = (expr); !s_.ok()) return s_; \
-  } while (0)
 
 absl::Status NonEmpty(absl::string_view field, absl::string_view value) {
   if (value.empty()) return Invalid(field, "missing");

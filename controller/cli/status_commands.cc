@@ -15,6 +15,7 @@
 #include "controller/cli/rollout_watch.h"
 #include "controller/cli/table.h"
 #include "shared/protocol.h"
+#include "shared/proto_names.h"
 
 namespace hoist::cli {
 namespace {
@@ -22,7 +23,6 @@ namespace {
 namespace v1 = hoist::v1;
 using Stub = OperatorClient::Stub;
 
-std::string SlotName(v1::Slot slot) { return slot == v1::SLOT_GREEN ? "green" : "blue"; }
 
 std::string HealthName(v1::Health h) {
   switch (h) {

@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "controller/rollout/status_macros.h"
+#include "shared/status_macros.h"
 #include "shared/yaml_text.h"
 #include "yaml-cpp/yaml.h"
 

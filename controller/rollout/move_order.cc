@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "controller/rollout/status_macros.h"
+#include "shared/status_macros.h"
 #include "shared/semver.h"
 
 namespace hoist::rollout {

@@ -14,7 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "controller/rollout/move_order.h"
-#include "controller/rollout/status_macros.h"
+#include "shared/status_macros.h"
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/text_format.h"
 #include "shared/semver.h"

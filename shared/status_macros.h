@@ -1,7 +1,8 @@
 #pragma once
 
-// Early-return helpers for absl::Status and absl::StatusOr inside the rollout
-// library, where parsing and planning chain many fallible calls.
+// Early-return helpers for absl::Status and absl::StatusOr, where parsing,
+// checking and planning chain many fallible calls (the manifest, the planner,
+// the agent's step checks).
 
 #include <utility>
 
