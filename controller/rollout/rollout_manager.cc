@@ -253,16 +253,6 @@ void RolloutManager::ReadHostEnv(PlanInput* in) {
   }
 }
 
-absl::StatusOr<Plan> RolloutManager::PlanUpgrade(const std::string& deployment, const std::string& target,
-                                                 hoist::v1::Strategy strategy, bool skip_backup) {
-  hoist::v1::StartRolloutRequest request;
-  request.set_deployment(deployment);
-  request.set_target_version(target);
-  request.set_strategy(strategy);
-  request.set_skip_backup(skip_backup);
-  return PlanUpgrade(request);
-}
-
 absl::StatusOr<Plan> RolloutManager::PlanUpgrade(const hoist::v1::StartRolloutRequest& request) {
   auto in = UpgradeInput(request, "");
   if (!in.ok()) return in.status();

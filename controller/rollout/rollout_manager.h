@@ -41,10 +41,8 @@ class RolloutManager {
     *request.mutable_release() = release;
     return CreateRelease(epoch, request, actor);
   }
-  // What an upgrade (or the first deploy) to target would do; touches nothing.
-  absl::StatusOr<Plan> PlanUpgrade(const std::string& deployment, const std::string& target,
-                                   hoist::v1::Strategy strategy, bool skip_backup = false);
-  // What StartRollout(request) would do now; touches nothing. Its digest
+  // What StartRollout(request) (an upgrade, or the first deploy) would do
+  // now; touches nothing. Its digest
   // (PlanDigest) is what request.expected_plan_digest is compared with.
   absl::StatusOr<Plan> PlanUpgrade(const hoist::v1::StartRolloutRequest& request);
   // ABORTED when request.expected_plan_digest is set and the plan is no

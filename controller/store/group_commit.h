@@ -9,7 +9,9 @@
 // of one each.
 
 #include <exception>
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -32,7 +34,11 @@ class GroupCommit {
   // status. Called by one caller at a time.
   using WriteFn = std::function<void(const std::vector<Entry*>&)>;
 
-  explicit GroupCommit(WriteFn write) : write_(std::move(write)) {}
+  // What must be the same for entries written together (a leader epoch:
+  // one fenced write per epoch); `write` gets one group at a time.
+  using KeyFn = std::function<uint64_t(const T&)>;
+
+  explicit GroupCommit(WriteFn write, KeyFn key = nullptr) : write_(std::move(write)), key_(std::move(key)) {}
   GroupCommit(const GroupCommit&) = delete;
   GroupCommit& operator=(const GroupCommit&) = delete;
 
@@ -52,15 +58,16 @@ class GroupCommit {
       std::vector<Waiting*> batch;
       batch.swap(queue_);
       mu_.Unlock();
-      std::vector<Entry*> entries;
-      entries.reserve(batch.size());
-      for (Waiting* w : batch) entries.push_back(&w->entry);
-      try {
-        write_(entries);
-      } catch (const std::exception& e) {
-        // Whatever threw, every caller of this write hears of it and the
-        // next write can still happen.
-        for (Entry* e2 : entries) e2->status = absl::InternalError(absl::StrCat("writing: ", e.what()));
+      std::map<uint64_t, std::vector<Entry*>> groups;  // in arrival order within each
+      for (Waiting* w : batch) groups[key_ ? key_(*w->entry.value) : 0].push_back(&w->entry);
+      for (const auto& [key, entries] : groups) {
+        try {
+          write_(entries);
+        } catch (const std::exception& e) {
+          // Whatever threw, every caller of this write hears of it and the
+          // next write can still happen.
+          for (Entry* entry : entries) entry->status = absl::InternalError(absl::StrCat("writing: ", e.what()));
+        }
       }
       mu_.Lock();
       for (Waiting* w : batch) w->done = true;
@@ -82,6 +89,7 @@ class GroupCommit {
   };
 
   const WriteFn write_;
+  const KeyFn key_;
   absl::Mutex mu_;
   std::vector<Waiting*> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;

@@ -52,7 +52,7 @@ int64_t ClampBytes(uint64_t v) { return v > INT64_MAX ? INT64_MAX : static_cast<
 }  // namespace
 
 PgAgentStore::PgAgentStore(PgPool* pool)
-    : pool_(pool), hellos_([this](const auto& batch) { WriteHellos(batch); }) {}
+    : pool_(pool), hellos_([this](const auto& batch) { WriteHellos(batch); }, [](const HelloArgs& h) { return h.epoch; }) {}
 
 absl::Status PgAgentStore::RecordHello(uint64_t epoch, const hoist::v1::Hello& hello,
                                        const std::string& controller_id) {
@@ -84,12 +84,6 @@ nlohmann::json HelloRow(const hoist::v1::Hello& hello, const std::string& contro
 }  // namespace
 
 void PgAgentStore::WriteHellos(const std::vector<GroupCommit<HelloArgs>::Entry*>& entries) {
-  std::map<uint64_t, std::vector<GroupCommit<HelloArgs>::Entry*>> by_epoch;
-  for (auto* e : entries) by_epoch[e->value->epoch].push_back(e);
-  if (by_epoch.size() > 1) {
-    for (const auto& [epoch, batch] : by_epoch) WriteHellos(batch);
-    return;
-  }
   auto write = [this](uint64_t epoch, const nlohmann::json& rows) {
     return pool_->FencedWrite(epoch, [&](pqxx::work& tx) {
       tx.exec_params0(

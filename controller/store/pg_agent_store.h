@@ -33,7 +33,7 @@ class PgAgentStore : public AgentStore {
     const hoist::v1::Hello* hello = nullptr;
     const std::string* controller_id = nullptr;
   };
-  // Records hellos of one epoch in one statement, or each alone when that
+  // Records hellos of one epoch (GroupCommit groups them so) in one statement, or each alone when that
   // fails (one agent twice in the batch, a bad row).
   void WriteHellos(const std::vector<GroupCommit<HelloArgs>::Entry*>& batch);
 

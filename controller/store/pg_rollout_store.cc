@@ -324,7 +324,7 @@ absl::StatusOr<StoredRollout> PgRolloutStore::GetRollout(const std::string& id) 
 }
 
 PgRolloutStore::PgRolloutStore(PgPool* pool, const SecretBox* secrets)
-    : pool_(pool), secrets_(secrets), finishes_([this](const auto& batch) { WriteFinishes(batch); }) {}
+    : pool_(pool), secrets_(secrets), finishes_([this](const auto& batch) { WriteFinishes(batch); }, [](const FinishArgs& f) { return f.epoch; }) {}
 
 absl::StatusOr<rollout::RolloutStatus> PgRolloutStore::GetRolloutStatus(const std::string& id) {
   absl::StatusOr<rollout::RolloutStatus> out = absl::NotFoundError(absl::StrCat("no rollout with id \"", id, "\""));
@@ -478,15 +478,7 @@ absl::Status PgRolloutStore::FinishStepWithEvent(uint64_t epoch, const std::stri
   return finishes_.Commit(FinishArgs{epoch, &rollout_id, seq, state, &error, &result, &event});
 }
 
-void PgRolloutStore::WriteFinishes(const std::vector<GroupCommit<FinishArgs>::Entry*>& entries) {
-  // One write per epoch (in practice there is one).
-  std::map<uint64_t, std::vector<GroupCommit<FinishArgs>::Entry*>> by_epoch;
-  for (auto* e : entries) by_epoch[e->value->epoch].push_back(e);
-  if (by_epoch.size() > 1) {
-    for (const auto& [epoch, batch] : by_epoch) WriteFinishes(batch);
-    return;
-  }
-  const auto& batch = entries;
+void PgRolloutStore::WriteFinishes(const std::vector<GroupCommit<FinishArgs>::Entry*>& batch) {
   auto one = [this](GroupCommit<FinishArgs>::Entry* e) {
     const FinishArgs& p = *e->value;
     e->status = pool_->FencedWrite(p.epoch, [&](pqxx::work& tx) {

@@ -87,7 +87,7 @@ class PgRolloutStore : public rollout::RolloutStore {
     const std::optional<hoist::v1::StepResult>* result = nullptr;
     const hoist::v1::RolloutEvent* event = nullptr;
   };
-  // Writes finishes of one epoch: all at once, or each alone when that
+  // Writes finishes of one epoch (GroupCommit groups them so): all at once, or each alone when that
   // fails, so that one bad row fails only its own caller.
   void WriteFinishes(const std::vector<GroupCommit<FinishArgs>::Entry*>& batch);
 

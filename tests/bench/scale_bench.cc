@@ -216,7 +216,8 @@ bool WaitForSessions(HoistFleet& fleet, int n, absl::Time since, const std::stri
     const int replica = only >= 0 ? only : fleet.Leader();
     sessions = replica >= 0 ? fleet.SessionsAt(replica) : 0;
     const double at = absl::ToDoubleSeconds(absl::Now() - since);
-    if (!leader && replica >= 0) Print(n, key + "_leader_s", at), leader = true;
+    // With `only`, the time that replica took over; without, the time any did.
+    if (!leader && replica >= 0 && (only < 0 || fleet.Leader() == only)) Print(n, key + "_leader_s", at), leader = true;
     if (!half && sessions * 2 >= n) Print(n, key + "_half_s", at), half = true;
     if (!p90 && sessions * 10 >= n * 9) Print(n, key + "_p90_s", at), p90 = true;
     if (sessions == n) return true;

@@ -1550,7 +1550,11 @@ TEST_F(BlueGreenExecutorTest, FailedGreenHealthCheckLeavesBlueServingAndTheProxy
 
   // The next blue-green rollout clears the green leftovers first.
   SyncInventory(l->epoch);
-  auto next = l->manager.PlanUpgrade("sick", "1.1.0", hoist::v1::STRATEGY_BLUE_GREEN);
+  hoist::v1::StartRolloutRequest next_req;
+  next_req.set_deployment("sick");
+  next_req.set_target_version("1.1.0");
+  next_req.set_strategy(hoist::v1::STRATEGY_BLUE_GREEN);
+  auto next = l->manager.PlanUpgrade(next_req);
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_NE(next->FindPhase("clear-green"), nullptr);
 }
