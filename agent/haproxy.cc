@@ -398,6 +398,30 @@ absl::StatusOr<HaproxyApplyReport> HaproxyRuntime::Apply(const hoist::v1::ProxyU
                                                          const std::function<bool()>& stopping) {
   if (drain_timeout <= absl::ZeroDuration()) drain_timeout = kDefaultDrainTimeout;
   // Checks: nothing is changed unless every route and address is known.
+  if (absl::Status s = CheckRoutes(update, addresses); !s.ok()) return s;
+  auto current = Servers();
+  if (!current.ok()) return current.status();
+  std::map<std::string, HaproxyServer> now;
+  for (HaproxyServer& s : *current) now[Key(s.backend, s.name)] = std::move(s);
+
+  HaproxyApplyReport report;
+  // 1. Capacity first: new servers in, listed servers pointed at their address, READY ones serving.
+  if (absl::Status s = AddCapacity(update, addresses, &now, &report); !s.ok()) return s;
+  // 2. Drain: servers asked to, and servers no longer listed; maintenance where asked.
+  std::vector<std::string> watched;
+  std::vector<std::string> removed;
+  if (absl::Status s = Drain(update, &now, &watched, &removed, &report); !s.ok()) return s;
+  // 3. Wait until the drained servers hold no session, or the drain timeout.
+  if (absl::Status s = WaitDrained(watched, drain_timeout, stopping, &report); !s.ok()) return s;
+  // 4. Remove the servers no longer listed.
+  if (absl::Status s = RemoveServers(removed, &now, &report); !s.ok()) return s;
+  // 5. Read back what HAProxy does now.
+  if (absl::Status s = CheckApplied(update, addresses, removed); !s.ok()) return s;
+  return report;
+}
+
+absl::Status HaproxyRuntime::CheckRoutes(const hoist::v1::ProxyUpdate& update,
+                                         const std::map<std::string, std::string>& addresses) {
   auto backends = Backends();
   if (!backends.ok()) return backends.status();
   std::vector<std::string> known_routes;
@@ -419,13 +443,13 @@ absl::StatusOr<HaproxyApplyReport> HaproxyRuntime::Apply(const hoist::v1::ProxyU
       }
     }
   }
-  auto current = Servers();
-  if (!current.ok()) return current.status();
-  std::map<std::string, HaproxyServer> now;
-  for (HaproxyServer& s : *current) now[Key(s.backend, s.name)] = std::move(s);
+  return absl::OkStatus();
+}
 
-  HaproxyApplyReport report;
-  // 1. Capacity first: new servers in, listed servers pointed at their address, READY ones serving.
+absl::Status HaproxyRuntime::AddCapacity(const hoist::v1::ProxyUpdate& update,
+                                         const std::map<std::string, std::string>& addresses,
+                                         std::map<std::string, HaproxyServer>* servers, HaproxyApplyReport* report) {
+  std::map<std::string, HaproxyServer>& now = *servers;
   for (const auto& r : update.routes()) {
     std::string be = HaproxyBackendName(r.name());
     for (const auto& b : r.backends()) {
@@ -435,7 +459,7 @@ absl::StatusOr<HaproxyApplyReport> HaproxyRuntime::Apply(const hoist::v1::ProxyU
       if (it == now.end()) {
         // A new server starts in maintenance.
         std::string addr = absl::StrContains(ip, ':') ? absl::StrCat("[", ip, "]") : ip;
-        if (absl::Status s = Command(absl::StrCat("add server ", key, " ", addr, ":", b.port()), {"New server registered"}, &report);
+        if (absl::Status s = Command(absl::StrCat("add server ", key, " ", addr, ":", b.port()), {"New server registered"}, report);
             !s.ok()) {
           return s;
         }
@@ -448,19 +472,23 @@ absl::StatusOr<HaproxyApplyReport> HaproxyRuntime::Apply(const hoist::v1::ProxyU
         it = now.emplace(key, std::move(added)).first;
       } else if (it->second.address != ip || it->second.port != b.port()) {
         if (absl::Status s = Command(absl::StrCat("set server ", key, " addr ", ip, " port ", b.port()),
-                                     {"IP changed", "no need to change", "port changed"}, &report);
+                                     {"IP changed", "no need to change", "port changed"}, report);
             !s.ok()) {
           return s;
         }
       }
       if (Wanted(b.state()) == hoist::v1::BACKEND_STATE_READY && it->second.state != hoist::v1::BACKEND_STATE_READY) {
-        if (absl::Status s = Command(absl::StrCat("set server ", key, " state ready"), {}, &report); !s.ok()) return s;
+        if (absl::Status s = Command(absl::StrCat("set server ", key, " state ready"), {}, report); !s.ok()) return s;
       }
     }
   }
-  // 2. Drain: servers asked to, and servers no longer listed; maintenance where asked.
-  std::vector<std::string> watched;
-  std::vector<std::string> removed;
+  return absl::OkStatus();
+}
+
+absl::Status HaproxyRuntime::Drain(const hoist::v1::ProxyUpdate& update, std::map<std::string, HaproxyServer>* servers,
+                                   std::vector<std::string>* watched, std::vector<std::string>* removed,
+                                   HaproxyApplyReport* report) {
+  std::map<std::string, HaproxyServer>& now = *servers;
   for (const auto& r : update.routes()) {
     std::string be = HaproxyBackendName(r.name());
     std::set<std::string> listed;
@@ -469,23 +497,27 @@ absl::StatusOr<HaproxyApplyReport> HaproxyRuntime::Apply(const hoist::v1::ProxyU
       listed.insert(key);
       hoist::v1::BackendState want = Wanted(b.state());
       if (want == hoist::v1::BACKEND_STATE_READY || now[key].state == want) {
-        if (want == hoist::v1::BACKEND_STATE_DRAIN) watched.push_back(key);
+        if (want == hoist::v1::BACKEND_STATE_DRAIN) watched->push_back(key);
         continue;
       }
-      if (absl::Status s = Command(absl::StrCat("set server ", key, " state ", StateWord(want)), {}, &report); !s.ok()) {
+      if (absl::Status s = Command(absl::StrCat("set server ", key, " state ", StateWord(want)), {}, report); !s.ok()) {
         return s;
       }
-      if (want == hoist::v1::BACKEND_STATE_DRAIN) watched.push_back(key);
+      if (want == hoist::v1::BACKEND_STATE_DRAIN) watched->push_back(key);
     }
     for (const auto& [key, server] : now) {
       if (server.backend != be || listed.contains(key)) continue;
-      removed.push_back(key);
+      removed->push_back(key);
       if (server.state != hoist::v1::BACKEND_STATE_READY) continue;
-      if (absl::Status s = Command(absl::StrCat("set server ", key, " state drain"), {}, &report); !s.ok()) return s;
-      watched.push_back(key);
+      if (absl::Status s = Command(absl::StrCat("set server ", key, " state drain"), {}, report); !s.ok()) return s;
+      watched->push_back(key);
     }
   }
-  // 3. Wait until the drained servers hold no session, or the drain timeout.
+  return absl::OkStatus();
+}
+
+absl::Status HaproxyRuntime::WaitDrained(const std::vector<std::string>& watched, absl::Duration drain_timeout,
+                                         const std::function<bool()>& stopping, HaproxyApplyReport* report) {
   absl::Time drain_deadline = clock_->Now() + drain_timeout;
   while (!watched.empty()) {
     auto sessions = Sessions();
@@ -494,20 +526,30 @@ absl::StatusOr<HaproxyApplyReport> HaproxyRuntime::Apply(const hoist::v1::ProxyU
     for (const std::string& key : watched) open += (*sessions)[key];
     if (open == 0) break;
     if (clock_->Now() >= drain_deadline || (stopping && stopping())) {
-      report.drained_sessions_left = open;
+      report->drained_sessions_left = open;
       break;
     }
     clock_->SleepFor(kPollInterval);
   }
-  // 4. Remove the servers no longer listed.
+  return absl::OkStatus();
+}
+
+absl::Status HaproxyRuntime::RemoveServers(const std::vector<std::string>& removed,
+                                           std::map<std::string, HaproxyServer>* servers, HaproxyApplyReport* report) {
+  std::map<std::string, HaproxyServer>& now = *servers;
   for (const std::string& key : removed) {
     if (now[key].state != hoist::v1::BACKEND_STATE_MAINT) {
-      if (absl::Status s = Command(absl::StrCat("set server ", key, " state maint"), {}, &report); !s.ok()) return s;
+      if (absl::Status s = Command(absl::StrCat("set server ", key, " state maint"), {}, report); !s.ok()) return s;
     }
-    if (absl::Status s = Command(absl::StrCat("shutdown sessions server ", key), {}, &report); !s.ok()) return s;
-    if (absl::Status s = Command(absl::StrCat("del server ", key), {"Server deleted"}, &report); !s.ok()) return s;
+    if (absl::Status s = Command(absl::StrCat("shutdown sessions server ", key), {}, report); !s.ok()) return s;
+    if (absl::Status s = Command(absl::StrCat("del server ", key), {"Server deleted"}, report); !s.ok()) return s;
   }
-  // 5. Read back what HAProxy does now.
+  return absl::OkStatus();
+}
+
+absl::Status HaproxyRuntime::CheckApplied(const hoist::v1::ProxyUpdate& update,
+                                          const std::map<std::string, std::string>& addresses,
+                                          const std::vector<std::string>& removed) {
   auto after = Servers();
   if (!after.ok()) return after.status();
   std::map<std::string, const HaproxyServer*> got;
@@ -529,7 +571,7 @@ absl::StatusOr<HaproxyApplyReport> HaproxyRuntime::Apply(const hoist::v1::ProxyU
       if (got.contains(key)) return absl::InternalError(absl::StrCat("after the update, server ", key, " is still there"));
     }
   }
-  return report;
+  return absl::OkStatus();
 }
 
 }  // namespace hoist::agent

@@ -133,6 +133,28 @@ class HaproxyRuntime {
                        HaproxyApplyReport* report);
   absl::StatusOr<std::map<std::string, int>> Sessions();
 
+  // Apply's steps, in order. `servers` is the proxy's servers by
+  // "backend/server" as Apply has left them so far.
+  // Every route of the update has a backend here and every address an IP.
+  absl::Status CheckRoutes(const hoist::v1::ProxyUpdate& update, const std::map<std::string, std::string>& addresses);
+  // New servers added, moved ones pointed at their address, READY ones serving.
+  absl::Status AddCapacity(const hoist::v1::ProxyUpdate& update, const std::map<std::string, std::string>& addresses,
+                           std::map<std::string, HaproxyServer>* servers, HaproxyApplyReport* report);
+  // Servers drained or put in maintenance as asked, and the unlisted ones
+  // (*removed) drained; *watched gets every server draining.
+  absl::Status Drain(const hoist::v1::ProxyUpdate& update, std::map<std::string, HaproxyServer>* servers,
+                     std::vector<std::string>* watched, std::vector<std::string>* removed,
+                     HaproxyApplyReport* report);
+  // Waits until the watched servers hold no session, drain_timeout passes or
+  // `stopping` says so.
+  absl::Status WaitDrained(const std::vector<std::string>& watched, absl::Duration drain_timeout,
+                           const std::function<bool()>& stopping, HaproxyApplyReport* report);
+  absl::Status RemoveServers(const std::vector<std::string>& removed, std::map<std::string, HaproxyServer>* servers,
+                             HaproxyApplyReport* report);
+  // `show servers state` read back and compared with what the update asked.
+  absl::Status CheckApplied(const hoist::v1::ProxyUpdate& update, const std::map<std::string, std::string>& addresses,
+                            const std::vector<std::string>& removed);
+
   HaproxySocket* const socket_;
   Clock* const clock_;
 };

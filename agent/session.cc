@@ -107,18 +107,7 @@ void AgentSession::CloseIfControllerRevoked() {
 }
 
 std::string AgentSession::RunOnce(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time)));
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_timeout)));
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  // gRPC waits 20 s for a connection by default; a frozen host would hold
-  // the agent that long before it tried the next controller.
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.hello_timeout)));
-  // A connection of this session's own: sessions of one process (simulated
-  // hosts) would otherwise share one and its stream limit.
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto channel = grpc::CreateCustomChannel(address, options_.credentials, args);
+  std::shared_ptr<grpc::Channel> channel = Dial(address);
   auto stub = hoist::v1::AgentService::NewStub(channel);
   grpc::ClientContext context;
   {
@@ -126,22 +115,7 @@ std::string AgentSession::RunOnce(const std::string& address) {
     if (stop_) return "";
     active_context_ = &context;
   }
-  // The connection first, within hello_timeout; a refused or failed one
-  // moves on at once. Watched in slices, so that Stop is not held up.
-  const absl::Time connect_by = absl::Now() + options_.hello_timeout;
-  grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
-  while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE && state != GRPC_CHANNEL_SHUTDOWN &&
-         absl::Now() < connect_by && !Stopping()) {
-    channel->WaitForStateChange(state, absl::ToChronoTime(std::min(connect_by, absl::Now() + absl::Milliseconds(200))));
-    state = channel->GetState(/*try_to_connect=*/true);
-  }
-  if (state != GRPC_CHANNEL_READY) {
-    if (!Stopping()) {
-      spdlog::warn("{} {}; trying the next controller", address,
-                   state == GRPC_CHANNEL_TRANSIENT_FAILURE
-                       ? std::string("refused the connection or cannot be reached")
-                       : absl::StrCat("did not accept a connection within ", absl::FormatDuration(options_.hello_timeout)));
-    }
+  if (!AwaitConnection(*channel, address)) {
     absl::MutexLock lock(&mu_);
     active_context_ = nullptr;
     return "";
@@ -165,17 +139,7 @@ std::string AgentSession::RunOnce(const std::string& address) {
     if (hello_watch.joinable()) hello_watch.join();
   };
   std::unique_ptr<Stream> stream = stub->Session(&context);
-  hoist::v1::SessionRequest hello_message;
-  hoist::v1::Hello* hello = hello_message.mutable_hello();
-  *hello = options_.hello;
-  hello->set_protocol_version(kProtocolVersion);
-  hello->set_agent_version(HOIST_VERSION);
-  if (options_.highest_epoch) hello->set_highest_epoch(options_.highest_epoch());
-  if (options_.disk_free) {
-    auto [images, backups] = options_.disk_free();
-    hello->set_image_disk_free_bytes(images);
-    hello->set_backup_disk_free_bytes(backups);
-  }
+  hoist::v1::SessionRequest hello_message = HelloMessage();
   std::string hint;
   bool served = false;
   hoist::v1::SessionResponse first;
@@ -189,21 +153,8 @@ std::string AgentSession::RunOnce(const std::string& address) {
     } else if (first.has_welcome() && !ControllerCertificateOk(context, address)) {
       // Refused: said why; the next controller is tried.
     } else if (first.has_welcome()) {
-      const hoist::v1::Welcome& welcome = first.welcome();
-      absl::Duration interval = absl::Milliseconds(TimeUtil::DurationToMilliseconds(welcome.heartbeat_interval()));
-      if (interval <= absl::ZeroDuration()) interval = absl::Seconds(2);
-      spdlog::info("session open with {} (leader epoch {}, controller {})", address, welcome.epoch(),
-                   welcome.controller_version());
-      session_epoch_ = welcome.epoch();
-      connected_ = true;
       served = true;
-      Serve(stream.get(), &context, interval);
-      connected_ = false;
-      session_epoch_ = 0;
-      {
-        absl::MutexLock lock(&mu_);
-        controller_serial_.clear();
-      }
+      ServeWelcome(stream.get(), &context, address, first.welcome());
     } else {
       spdlog::warn("{} answered the hello with an unexpected message; reconnecting", address);
     }
@@ -221,6 +172,73 @@ std::string AgentSession::RunOnce(const std::string& address) {
   absl::MutexLock lock(&mu_);
   active_context_ = nullptr;
   return hint;
+}
+
+std::shared_ptr<grpc::Channel> AgentSession::Dial(const std::string& address) const {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_timeout)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // gRPC waits 20 s for a connection by default; a frozen host would hold
+  // the agent that long before it tried the next controller.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(absl::ToInt64Milliseconds(options_.hello_timeout)));
+  // A connection of this session's own: sessions of one process (simulated
+  // hosts) would otherwise share one and its stream limit.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, options_.credentials, args);
+}
+
+bool AgentSession::AwaitConnection(grpc::Channel& channel, const std::string& address) {
+  // The connection first, within hello_timeout; a refused or failed one
+  // moves on at once. Watched in slices, so that Stop is not held up.
+  const absl::Time connect_by = absl::Now() + options_.hello_timeout;
+  grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE && state != GRPC_CHANNEL_SHUTDOWN &&
+         absl::Now() < connect_by && !Stopping()) {
+    channel.WaitForStateChange(state, absl::ToChronoTime(std::min(connect_by, absl::Now() + absl::Milliseconds(200))));
+    state = channel.GetState(/*try_to_connect=*/true);
+  }
+  if (state == GRPC_CHANNEL_READY) return true;
+  if (!Stopping()) {
+    spdlog::warn("{} {}; trying the next controller", address,
+                 state == GRPC_CHANNEL_TRANSIENT_FAILURE
+                     ? std::string("refused the connection or cannot be reached")
+                     : absl::StrCat("did not accept a connection within ", absl::FormatDuration(options_.hello_timeout)));
+  }
+  return false;
+}
+
+hoist::v1::SessionRequest AgentSession::HelloMessage() const {
+  hoist::v1::SessionRequest hello_message;
+  hoist::v1::Hello* hello = hello_message.mutable_hello();
+  *hello = options_.hello;
+  hello->set_protocol_version(kProtocolVersion);
+  hello->set_agent_version(HOIST_VERSION);
+  if (options_.highest_epoch) hello->set_highest_epoch(options_.highest_epoch());
+  if (options_.disk_free) {
+    auto [images, backups] = options_.disk_free();
+    hello->set_image_disk_free_bytes(images);
+    hello->set_backup_disk_free_bytes(backups);
+  }
+  return hello_message;
+}
+
+void AgentSession::ServeWelcome(Stream* stream, grpc::ClientContext* context, const std::string& address,
+                                const hoist::v1::Welcome& welcome) {
+  absl::Duration interval = absl::Milliseconds(TimeUtil::DurationToMilliseconds(welcome.heartbeat_interval()));
+  if (interval <= absl::ZeroDuration()) interval = absl::Seconds(2);
+  spdlog::info("session open with {} (leader epoch {}, controller {})", address, welcome.epoch(),
+               welcome.controller_version());
+  session_epoch_ = welcome.epoch();
+  connected_ = true;
+  Serve(stream, context, interval);
+  connected_ = false;
+  session_epoch_ = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    controller_serial_.clear();
+  }
 }
 
 bool AgentSession::Write(const hoist::v1::SessionRequest& message) {
@@ -360,3 +378,4 @@ void AgentSession::ReapWorkers(bool all) {
 }
 
 }  // namespace hoist
+

@@ -97,6 +97,15 @@ class AgentSession {
   // One connection attempt and, on Welcome, the whole session. Returns the
   // leader address hinted by a NotLeader, if any.
   std::string RunOnce(const std::string& address);
+  // RunOnce's parts: a channel to the controller with the session's
+  // keepalive and reconnect settings; the wait for its connection (false,
+  // and says why, when it is not up within hello_timeout); the hello this
+  // agent sends; and the session served after a Welcome.
+  std::shared_ptr<grpc::Channel> Dial(const std::string& address) const;
+  bool AwaitConnection(grpc::Channel& channel, const std::string& address);
+  hoist::v1::SessionRequest HelloMessage() const;
+  void ServeWelcome(Stream* stream, grpc::ClientContext* context, const std::string& address,
+                    const hoist::v1::Welcome& welcome);
   void Serve(Stream* stream, grpc::ClientContext* context, absl::Duration heartbeat_interval);
   // Checks the certificate of the controller that welcomed the agent; false
   // (and says why) when it is not a controller's or is revoked.

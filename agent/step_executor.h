@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "agent/agent_policy.h"
 #include "agent/docker/docker_api.h"
+#include "agent/file_util.h"
 #include "agent/journal.h"
 #include "hoist/v1/agent.pb.h"
 #include "shared/clock.h"
@@ -104,18 +105,43 @@ class StepExecutor {
   // its repository, or its id); FAILED_PRECONDITION naming both otherwise.
   absl::Status CheckImageDigest(const std::string& image, const std::string& digest);
   absl::Status StartInstance(const StepContext& ctx, hoist::v1::StepResult* result);
+  // start_instance's parts (step_executor_start.cc): the spec of the
+  // container to create (proxy prepared, image digest checked), and the
+  // result and progress of a started one.
+  absl::StatusOr<docker::ContainerSpec> InstanceSpec(const StepContext& ctx, const std::string& name,
+                                                     const std::map<std::string, std::string>& labels);
+  absl::Status ReportStarted(const StepContext& ctx, const std::string& id, const std::string& name,
+                             const hoist::v1::ContainerSpec& spec, hoist::v1::StepResult* result);
   absl::Status StopInstance(const StepContext& ctx);
   absl::Status RemoveInstance(const StepContext& ctx);
   absl::Status ProbeHealth(const StepContext& ctx, hoist::v1::StepResult* result);
   absl::Status RunJob(const StepContext& ctx, hoist::v1::StepResult* result);
+  // run_job's parts (step_executor_job.cc): the job's container, created and
+  // started once per step (or found from before a restart); and its exit
+  // code, waited for in slices until the step's deadline.
+  absl::StatusOr<std::string> EnsureJobContainer(const StepContext& ctx, const std::string& name);
+  absl::StatusOr<int> WaitForJob(const StepContext& ctx, const std::string& id, const std::string& name);
   absl::Status Backup(const StepContext& ctx, hoist::v1::StepResult* result);
+  // Backup's parts (step_executor_backup.cc): BackupItem writes item `index`
+  // into partial_dir, reads it back and checks it, and describes it as it
+  // will be under final_dir; WriteArtifact writes its bytes (pg_dump, a
+  // volume's archive, a copied file); VerifyDump lists a dump's table of
+  // contents with pg_restore and says what it found.
+  absl::StatusOr<hoist::v1::BackupArtifact> BackupItem(const StepContext& ctx, int index,
+                                                       const std::string& partial_dir, const std::string& final_dir);
+  absl::StatusOr<FileDigest> WriteArtifact(const StepContext& ctx, int index, const std::string& path);
+  absl::StatusOr<std::string> VerifyDump(const StepContext& ctx, const hoist::v1::PostgresDump& pg,
+                                         const std::string& path);
   absl::Status Restore(const StepContext& ctx);
   absl::Status ProxyUpdate(const StepContext& ctx);
   absl::Status ReadEnvNames(const StepContext& ctx, hoist::v1::StepResult* result);
   // Forwarders (step_executor_forward.cc): ForwardUpdate keeps the
-  // service's forwarder container; ForwarderImage imports its image once.
+  // service's forwarder container; ForwarderImage imports its image once;
+  // StartForwarder creates one with the configuration in tar and starts it.
   absl::Status ForwardUpdate(const StepContext& ctx);
   absl::StatusOr<std::string> ForwarderImage(const StepContext& ctx);
+  absl::Status StartForwarder(const StepContext& ctx, const std::string& name, const std::string& image,
+                              const std::string& ports_label, const std::string& tar);
 
   // Proxy helpers (step_executor_proxy.cc). PrepareProxy publishes the
   // runtime API on loopback, labels the container with its frontends and
@@ -136,6 +162,16 @@ class StepExecutor {
   absl::StatusOr<docker::ContainerSpec> DockerSpec(const StepContext& ctx, absl::string_view field,
                                                    const hoist::v1::ContainerSpec& spec, std::string name,
                                                    std::map<std::string, std::string> labels);
+  // DockerSpec's parts (step_executor_spec.cc): whether a volume or network
+  // that exists, labelled `theirs`, may be used by `deployment`; the spec's
+  // volumes mounted (named ones made when missing); its network joined by id
+  // (made on first use).
+  absl::Status CheckOwner(absl::string_view what, const std::string& name,
+                          const std::map<std::string, std::string>& theirs, const std::string& deployment) const;
+  absl::Status AddVolumeMounts(absl::string_view field, const hoist::v1::ContainerSpec& spec,
+                               const std::string& deployment, docker::ContainerSpec* out);
+  absl::Status JoinNetwork(absl::string_view field, const std::map<std::string, std::string>& labels,
+                           const std::string& deployment, docker::ContainerSpec* out);
   absl::StatusOr<hoist::v1::StartResult> DescribeStarted(const docker::ContainerInfo& info,
                                                          const hoist::v1::ContainerSpec& spec);
   absl::StatusOr<docker::ContainerInfo> RunningContainerOf(const hoist::v1::InstanceRef& instance,

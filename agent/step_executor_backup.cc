@@ -80,6 +80,59 @@ std::string ParentDir(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
+// Names the artifact of item `index` (its kind and source into *artifact)
+// and returns its file name in the backup directory.
+std::string ArtifactFile(const hoist::v1::BackupItem& item, int index, hoist::v1::BackupArtifact* artifact) {
+  if (item.has_postgres()) {
+    artifact->set_kind("postgres");
+    artifact->set_source(item.postgres().database());
+    return absl::StrFormat("%02d-postgres-%s.dump", index + 1, FileSafe(item.postgres().database()));
+  }
+  if (item.has_volume()) {
+    artifact->set_kind("volume");
+    artifact->set_source(item.volume().volume());
+    return absl::StrFormat("%02d-volume-%s.tar", index + 1, FileSafe(item.volume().volume()));
+  }
+  artifact->set_kind("config");
+  artifact->set_source(item.config().path());
+  return absl::StrFormat("%02d-config-%s", index + 1, FileSafe(item.config().path()));
+}
+
+nlohmann::json ArtifactJson(const hoist::v1::BackupArtifact& artifact) {
+  return {{"kind", artifact.kind()},
+          {"source", artifact.source()},
+          {"path", artifact.path()},
+          {"size_bytes", artifact.size_bytes()},
+          {"sha256", artifact.sha256()},
+          {"verified_by", artifact.verified_by()}};
+}
+
+// Writes the manifest into partial_dir and makes the backup visible, whole,
+// under final_dir.
+absl::Status PublishBackup(const std::string& partial_dir, const std::string& final_dir,
+                           const nlohmann::json& manifest) {
+  if (absl::Status s = WriteFileAtomic(absl::StrCat(partial_dir, "/", kManifest), manifest.dump(2)); !s.ok()) return s;
+  if (std::rename(partial_dir.c_str(), final_dir.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", partial_dir, " to ", final_dir));
+  }
+  return FsyncDir(ParentDir(final_dir));
+}
+
+// Removes the deployment's older backups beyond backup.keep() and lists them
+// in the result; a failure is only logged (the new backup stands).
+void PruneOldBackups(const std::string& dir, const hoist::v1::Backup& backup, hoist::v1::StepResult* result) {
+  auto pruned = PruneBackups(dir, backup.backup_id(), backup.keep());
+  if (!pruned.ok()) {
+    spdlog::warn("backup {}: older backups were not pruned: {}", backup.backup_id(), pruned.status());
+    return;
+  }
+  for (const std::string& id : *pruned) result->mutable_backup()->add_pruned(id);
+  if (!pruned->empty()) {
+    spdlog::info("backup {}: removed {} older backup(s) of {} (keep {}): {}", backup.backup_id(), pruned->size(),
+                 backup.deployment(), backup.keep(), absl::StrJoin(*pruned, ", "));
+  }
+}
+
 }  // namespace
 
 void StepExecutor::RemoveHelper(const std::string& id) {
@@ -182,141 +235,129 @@ absl::Status StepExecutor::Backup(const StepContext& ctx, hoist::v1::StepResult*
   absl::Status status = [&]() -> absl::Status {
     nlohmann::json artifacts = nlohmann::json::array();
     for (int i = 0; i < backup.items_size(); ++i) {
-      const auto& item = backup.items(i);
       if (absl::Status s = CheckDeadline(ctx, absl::StrCat("backing up item ", i)); !s.ok()) return s;
-      hoist::v1::BackupArtifact artifact;
-      std::string file;
-      if (item.has_postgres()) {
-        artifact.set_kind("postgres");
-        artifact.set_source(item.postgres().database());
-        file = absl::StrFormat("%02d-postgres-%s.dump", i + 1, FileSafe(item.postgres().database()));
-      } else if (item.has_volume()) {
-        artifact.set_kind("volume");
-        artifact.set_source(item.volume().volume());
-        file = absl::StrFormat("%02d-volume-%s.tar", i + 1, FileSafe(item.volume().volume()));
-      } else {
-        artifact.set_kind("config");
-        artifact.set_source(item.config().path());
-        file = absl::StrFormat("%02d-config-%s", i + 1, FileSafe(item.config().path()));
-      }
-      std::string partial_path = absl::StrCat(partial_dir, "/", file);
-      absl::StatusOr<FileDigest> written;
-      if (item.has_postgres()) {
-        auto container = RunningContainerOf(item.postgres().instance(), "");
-        if (!container.ok()) return container.status();
-        auto writer = HashingFileWriter::Create(partial_path);
-        if (!writer.ok()) return writer.status();
-        std::vector<std::string> argv = {"pg_dump", "--format=custom", "-U", item.postgres().user(),
-                                         item.postgres().database()};
-        auto exec = docker_->Exec(container->id, argv, ctx.deadline - clock_->Now(),
-                                  [&](absl::string_view chunk) { return (*writer)->Write(chunk); });
-        if (!exec.ok()) {
-          return absl::Status(exec.status().code(), absl::StrCat("pg_dump in ", container->name, ": ",
-                                                                 exec.status().message()));
-        }
-        if (exec->exit_code != 0) {
-          return absl::InternalError(absl::StrCat("pg_dump of database ", item.postgres().database(), " in ",
-                                                  container->name, " exited with ", exec->exit_code, ": ",
-                                                  Tail(exec->output, 500)));
-        }
-        written = (*writer)->Finish();
-      } else if (item.has_volume()) {
-        auto helper = CreateVolumeHelper(ctx, backup.deployment(), item.volume().volume(), i, /*read_only=*/true);
-        if (!helper.ok()) return helper.status();
-        auto writer = HashingFileWriter::Create(partial_path);
-        absl::Status s = writer.ok() ? docker_->GetArchive(*helper, kHelperMount,
-                                                           [&](absl::string_view chunk) { return (*writer)->Write(chunk); })
-                                     : writer.status();
-        RemoveHelper(*helper);
-        if (!s.ok()) {
-          return absl::Status(s.code(), absl::StrCat("archive volume ", item.volume().volume(), ": ", s.message()));
-        }
-        written = (*writer)->Finish();
-      } else {
-        written = CopyFileHashed(item.config().path(), partial_path);
-      }
-      if (!written.ok()) return written.status();
-      // Read back from disk: the artifact must be readable and unchanged.
-      auto reread = HashFile(partial_path);
-      if (!reread.ok()) return reread.status();
-      if (reread->sha256 != written->sha256 || reread->size_bytes != written->size_bytes) {
-        return absl::DataLossError(absl::StrCat("artifact ", file, " reads back differently from what was written"));
-      }
-      std::string verified_by = "sha256 and size read back from disk";
-      if (item.has_postgres()) {
-        // The dump must be one pg_restore can read: its table of contents is
-        // listed in the database's own container (the same pg_restore a
-        // restore would use).
-        auto container = RunningContainerOf(item.postgres().instance(), "");
-        if (!container.ok()) return container.status();
-        auto dump = ReadFileToString(partial_path);
-        if (!dump.ok()) return dump.status();
-        auto listed = docker_->Exec(container->id, {"pg_restore", "--list"}, ctx.deadline - clock_->Now(), nullptr,
-                                    *dump);
-        if (!listed.ok()) {
-          return absl::Status(listed.status().code(), absl::StrCat("verifying the dump of ", item.postgres().database(),
-                                                                   ": pg_restore --list in ", container->name, ": ",
-                                                                   listed.status().message()));
-        }
-        if (listed->exit_code != 0) {
-          return absl::DataLossError(absl::StrCat("the dump of database ", item.postgres().database(),
-                                                  " cannot be read back: pg_restore --list exited with ",
-                                                  listed->exit_code, ": ", Tail(listed->output, 500)));
-        }
-        int tables = 0, entries = 0;
-        for (absl::string_view line : absl::StrSplit(listed->output, '\n')) {
-          if (line.empty() || line[0] == ';') continue;
-          ++entries;
-          if (absl::StrContains(line, " TABLE DATA ")) ++tables;
-        }
-        absl::StrAppend(&verified_by, "; pg_restore --list reads ", entries, " entries, ", tables,
-                        tables == 1 ? " table's data" : " tables' data");
-      }
-      artifact.set_path(absl::StrCat(final_dir, "/", file));
-      artifact.set_size_bytes(written->size_bytes);
-      artifact.set_sha256(written->sha256);
-      artifact.set_verified_by(verified_by);
-      artifacts.push_back({{"kind", artifact.kind()},
-                           {"source", artifact.source()},
-                           {"path", artifact.path()},
-                           {"size_bytes", artifact.size_bytes()},
-                           {"sha256", artifact.sha256()},
-                           {"verified_by", artifact.verified_by()}});
+      auto artifact = BackupItem(ctx, i, partial_dir, final_dir);
+      if (!artifact.ok()) return artifact.status();
+      artifacts.push_back(ArtifactJson(*artifact));
       hoist::v1::StepProgress progress;
-      progress.set_message(absl::StrCat("backed up ", artifact.kind(), " ", artifact.source(), ": ",
-                                        artifact.size_bytes(), " bytes, sha256 ", artifact.sha256()));
+      progress.set_message(absl::StrCat("backed up ", artifact->kind(), " ", artifact->source(), ": ",
+                                        artifact->size_bytes(), " bytes, sha256 ", artifact->sha256()));
       Progress(ctx, std::move(progress));
-      *result->mutable_backup()->add_artifacts() = std::move(artifact);
+      *result->mutable_backup()->add_artifacts() = std::move(*artifact);
     }
     nlohmann::json manifest = {{"step_id", ctx.step.step_id()},
                                {"deployment", backup.deployment()},
                                {"backup_id", backup.backup_id()},
                                {"taken_at", absl::FormatTime(clock_->Now(), absl::UTCTimeZone())},
                                {"artifacts", artifacts}};
-    if (absl::Status s = WriteFileAtomic(absl::StrCat(partial_dir, "/", kManifest), manifest.dump(2)); !s.ok()) return s;
-    if (std::rename(partial_dir.c_str(), final_dir.c_str()) != 0) {
-      return absl::InternalError(absl::StrCat("cannot rename ", partial_dir, " to ", final_dir));
-    }
-    return FsyncDir(ParentDir(final_dir));
+    return PublishBackup(partial_dir, final_dir, manifest);
   }();
   if (!status.ok()) {
     result->clear_backup();
     if (absl::Status s = RemoveAll(partial_dir); !s.ok()) spdlog::error("cannot remove {}: {}", partial_dir, s);
   }
   if (status.ok() && backup.keep() > 0) {
-    auto pruned = PruneBackups(absl::StrCat(policy_.backup_dir, "/", backup.deployment()), backup.backup_id(),
-                               backup.keep());
-    if (!pruned.ok()) {
-      spdlog::warn("backup {}: older backups were not pruned: {}", backup.backup_id(), pruned.status());
-    } else {
-      for (const std::string& id : *pruned) result->mutable_backup()->add_pruned(id);
-      if (!pruned->empty()) {
-        spdlog::info("backup {}: removed {} older backup(s) of {} (keep {}): {}", backup.backup_id(), pruned->size(),
-                     backup.deployment(), backup.keep(), absl::StrJoin(*pruned, ", "));
-      }
-    }
+    PruneOldBackups(absl::StrCat(policy_.backup_dir, "/", backup.deployment()), backup, result);
   }
   return status;
+}
+
+absl::StatusOr<hoist::v1::BackupArtifact> StepExecutor::BackupItem(const StepContext& ctx, int index,
+                                                                   const std::string& partial_dir,
+                                                                   const std::string& final_dir) {
+  const auto& item = ctx.step.backup().items(index);
+  hoist::v1::BackupArtifact artifact;
+  const std::string file = ArtifactFile(item, index, &artifact);
+  const std::string partial_path = absl::StrCat(partial_dir, "/", file);
+  auto written = WriteArtifact(ctx, index, partial_path);
+  if (!written.ok()) return written.status();
+  // Read back from disk: the artifact must be readable and unchanged.
+  auto reread = HashFile(partial_path);
+  if (!reread.ok()) return reread.status();
+  if (reread->sha256 != written->sha256 || reread->size_bytes != written->size_bytes) {
+    return absl::DataLossError(absl::StrCat("artifact ", file, " reads back differently from what was written"));
+  }
+  std::string verified_by = "sha256 and size read back from disk";
+  if (item.has_postgres()) {
+    auto listed = VerifyDump(ctx, item.postgres(), partial_path);
+    if (!listed.ok()) return listed.status();
+    absl::StrAppend(&verified_by, *listed);
+  }
+  artifact.set_path(absl::StrCat(final_dir, "/", file));
+  artifact.set_size_bytes(written->size_bytes);
+  artifact.set_sha256(written->sha256);
+  artifact.set_verified_by(verified_by);
+  return artifact;
+}
+
+absl::StatusOr<FileDigest> StepExecutor::WriteArtifact(const StepContext& ctx, int index, const std::string& path) {
+  const auto& backup = ctx.step.backup();
+  const auto& item = backup.items(index);
+  if (item.has_postgres()) {
+    auto container = RunningContainerOf(item.postgres().instance(), "");
+    if (!container.ok()) return container.status();
+    auto writer = HashingFileWriter::Create(path);
+    if (!writer.ok()) return writer.status();
+    std::vector<std::string> argv = {"pg_dump", "--format=custom", "-U", item.postgres().user(),
+                                     item.postgres().database()};
+    auto exec = docker_->Exec(container->id, argv, ctx.deadline - clock_->Now(),
+                              [&](absl::string_view chunk) { return (*writer)->Write(chunk); });
+    if (!exec.ok()) {
+      return absl::Status(exec.status().code(), absl::StrCat("pg_dump in ", container->name, ": ",
+                                                             exec.status().message()));
+    }
+    if (exec->exit_code != 0) {
+      return absl::InternalError(absl::StrCat("pg_dump of database ", item.postgres().database(), " in ",
+                                              container->name, " exited with ", exec->exit_code, ": ",
+                                              Tail(exec->output, 500)));
+    }
+    return (*writer)->Finish();
+  }
+  if (item.has_volume()) {
+    auto helper = CreateVolumeHelper(ctx, backup.deployment(), item.volume().volume(), index, /*read_only=*/true);
+    if (!helper.ok()) return helper.status();
+    auto writer = HashingFileWriter::Create(path);
+    absl::Status s = writer.ok() ? docker_->GetArchive(*helper, kHelperMount,
+                                                       [&](absl::string_view chunk) { return (*writer)->Write(chunk); })
+                                 : writer.status();
+    RemoveHelper(*helper);
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("archive volume ", item.volume().volume(), ": ", s.message()));
+    }
+    return (*writer)->Finish();
+  }
+  return CopyFileHashed(item.config().path(), path);
+}
+
+// The dump must be one pg_restore can read: its table of contents is listed
+// in the database's own container (the same pg_restore a restore would
+// use). Returns what the listing showed, for the artifact's verified_by.
+absl::StatusOr<std::string> StepExecutor::VerifyDump(const StepContext& ctx, const hoist::v1::PostgresDump& pg,
+                                                     const std::string& path) {
+  auto container = RunningContainerOf(pg.instance(), "");
+  if (!container.ok()) return container.status();
+  auto dump = ReadFileToString(path);
+  if (!dump.ok()) return dump.status();
+  auto listed = docker_->Exec(container->id, {"pg_restore", "--list"}, ctx.deadline - clock_->Now(), nullptr,
+                              *dump);
+  if (!listed.ok()) {
+    return absl::Status(listed.status().code(), absl::StrCat("verifying the dump of ", pg.database(),
+                                                             ": pg_restore --list in ", container->name, ": ",
+                                                             listed.status().message()));
+  }
+  if (listed->exit_code != 0) {
+    return absl::DataLossError(absl::StrCat("the dump of database ", pg.database(),
+                                            " cannot be read back: pg_restore --list exited with ",
+                                            listed->exit_code, ": ", Tail(listed->output, 500)));
+  }
+  int tables = 0, entries = 0;
+  for (absl::string_view line : absl::StrSplit(listed->output, '\n')) {
+    if (line.empty() || line[0] == ';') continue;
+    ++entries;
+    if (absl::StrContains(line, " TABLE DATA ")) ++tables;
+  }
+  return absl::StrCat("; pg_restore --list reads ", entries, " entries, ", tables,
+                      tables == 1 ? " table's data" : " tables' data");
 }
 
 absl::Status StepExecutor::Restore(const StepContext& ctx) {

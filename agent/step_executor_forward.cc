@@ -9,6 +9,8 @@
 // tagged with the binary's digest, so that a new agent brings its own.
 
 #include <set>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -29,6 +31,34 @@ constexpr absl::string_view kForwardPortsLabel = "hoist.forward.ports";  // "543
 
 std::string ForwarderName(const hoist::v1::ForwardUpdate& f) {
   return SanitizeContainerName(absl::StrCat(f.deployment(), "-forward-", f.service()));
+}
+
+// What a forwarder is told: one line per listen port with the address and
+// port of each target that takes connections, then "end".
+struct ForwarderConfig {
+  std::string text;
+  std::vector<std::string> summary;  // "5432 -> 2 target(s)", for the log
+  std::string ports_label;           // the listen ports, "5432,8000"
+};
+
+ForwarderConfig RenderForwarderConfig(const hoist::v1::ForwardUpdate& f) {
+  ForwarderConfig out;
+  std::set<uint32_t> listen;
+  for (const hoist::v1::ForwardPort& p : f.ports()) {
+    listen.insert(p.listen_port());
+    std::string line = absl::StrCat(p.listen_port());
+    int n = 0;
+    for (const hoist::v1::ProxyBackend& t : p.targets()) {
+      if (t.state() != hoist::v1::BACKEND_STATE_READY && t.state() != hoist::v1::BACKEND_STATE_UNSPECIFIED) continue;
+      absl::StrAppend(&line, " ", t.address(), " ", t.port());
+      ++n;
+    }
+    absl::StrAppend(&out.text, line, "\n");
+    out.summary.push_back(absl::StrCat(p.listen_port(), " -> ", n, " target(s)"));
+  }
+  absl::StrAppend(&out.text, "end\n");  // hoist-forward reads a file without it again
+  out.ports_label = absl::StrJoin(listen, ",");
+  return out;
 }
 
 }  // namespace
@@ -88,35 +118,17 @@ absl::Status StepExecutor::ForwardUpdate(const StepContext& ctx) {
     return absl::OkStatus();
   }
 
-  // The configuration: one line per listen port.
-  std::string config;
-  std::vector<std::string> summary;
-  std::set<uint32_t> listen;
-  for (const hoist::v1::ForwardPort& p : f.ports()) {
-    listen.insert(p.listen_port());
-    std::string line = absl::StrCat(p.listen_port());
-    int n = 0;
-    for (const hoist::v1::ProxyBackend& t : p.targets()) {
-      if (t.state() != hoist::v1::BACKEND_STATE_READY && t.state() != hoist::v1::BACKEND_STATE_UNSPECIFIED) continue;
-      absl::StrAppend(&line, " ", t.address(), " ", t.port());
-      ++n;
-    }
-    absl::StrAppend(&config, line, "\n");
-    summary.push_back(absl::StrCat(p.listen_port(), " -> ", n, " target(s)"));
-  }
-  absl::StrAppend(&config, "end\n");  // hoist-forward reads a file without it again
-  const std::string ports_label = absl::StrJoin(listen, ",");
-
+  const ForwarderConfig config = RenderForwarderConfig(f);
   auto image = ForwarderImage(ctx);
   if (!image.ok()) return image.status();
   const bool reusable = existing.ok() && existing->state == "running" && existing->image == *image &&
-                        LabelOf(*existing, kForwardPortsLabel) == ports_label &&
+                        LabelOf(*existing, kForwardPortsLabel) == config.ports_label &&
                         existing->network_ips.contains(f.network());
 
   std::string dir = absl::StrCat(journal_->state_dir(), "/forward");
   if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
   std::string tar = absl::StrCat(dir, "/", StepJournal::FileKey(ctx.step.step_id()), ".tar");
-  if (absl::Status s = WriteFileAtomic(tar, TarArchive({{"targets", config, 0644}})); !s.ok()) return s;
+  if (absl::Status s = WriteFileAtomic(tar, TarArchive({{"targets", config.text, 0644}})); !s.ok()) return s;
   struct TarCleanup {
     std::string path;
     ~TarCleanup() { (void)RemoveAll(path); }
@@ -124,17 +136,24 @@ absl::Status StepExecutor::ForwardUpdate(const StepContext& ctx) {
 
   if (reusable) {  // same listen ports: new targets without a restart
     if (absl::Status s = docker_->PutArchive(existing->id, kForwardConfigDir, tar); !s.ok()) return s;
-    spdlog::info("forwarder {} now relays {}", name, absl::StrJoin(summary, ", "));
+    spdlog::info("forwarder {} now relays {}", name, absl::StrJoin(config.summary, ", "));
     return absl::OkStatus();
   }
   if (existing.ok()) {
     if (absl::Status s = docker_->Remove(existing->id, /*force=*/true, /*remove_volumes=*/true); !s.ok()) return s;
   }
+  if (absl::Status s = StartForwarder(ctx, name, *image, config.ports_label, tar); !s.ok()) return s;
+  return absl::OkStatus();
+}
+
+absl::Status StepExecutor::StartForwarder(const StepContext& ctx, const std::string& name, const std::string& image,
+                                          const std::string& ports_label, const std::string& tar) {
+  const hoist::v1::ForwardUpdate& f = ctx.step.forward_update();
   if (absl::Status s = CheckDeadline(ctx, "creating the forwarder"); !s.ok()) return s;
   // The same path as an instance's container: the deployment network made
   // on first use and joined by id, the agent's object labels added.
   hoist::v1::ContainerSpec forwarder;
-  forwarder.set_image(*image);
+  forwarder.set_image(image);
   for (const std::string& a : {std::string("/hoist-forward"), std::string("--config"),
                                absl::StrCat(kForwardConfigDir, "/targets")}) {
     forwarder.add_command(a);
@@ -171,7 +190,6 @@ absl::Status StepExecutor::ForwardUpdate(const StepContext& ctx) {
     }
     if (!SleepUntil(clock_->Now() + absl::Milliseconds(20))) break;
   }
-  spdlog::info("forwarder {} ({} on {}) relays {}", name, f.service(), f.network(), absl::StrJoin(summary, ", "));
   return absl::OkStatus();
 }
 

@@ -136,8 +136,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<SessionRequest, Sess
                                               "\"; issue one with: hoist ca issue agent ", hello.agent_id())));
       return;
     }
-    if (service_->hub_->epoch() == 0) {
-      LeaderInfo leader = service_->current_leader_();
+    if (service_->leadership_->epoch() == 0) {
+      LeaderInfo leader = service_->leadership_->CurrentLeader();
       SessionResponse redirect;
       redirect.mutable_not_leader()->set_leader_address(leader.address);
       redirect.mutable_not_leader()->set_leader_epoch(leader.epoch);
@@ -265,9 +265,9 @@ class SessionReactor final : public grpc::ServerBidiReactor<SessionRequest, Sess
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-AgentServiceImpl::AgentServiceImpl(AgentHub* hub, std::function<LeaderInfo()> current_leader, const Authorizer* auth,
+AgentServiceImpl::AgentServiceImpl(AgentHub* hub, const Leadership* leadership, const Authorizer* auth,
                                    AgentServiceOptions options)
-    : hub_(hub), current_leader_(std::move(current_leader)), auth_(auth), options_(std::move(options)) {
+    : hub_(hub), leadership_(leadership), auth_(auth), options_(std::move(options)) {
   for (int i = 0; i < std::max(1, options_.workers); ++i) workers_.emplace_back([this] { WorkLoop(); });
   hello_watch_ = std::thread([this] { HelloWatchLoop(); });
 }

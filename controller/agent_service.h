@@ -26,7 +26,7 @@
 #include "absl/time/time.h"
 #include "controller/agent_hub.h"
 #include "controller/authorizer.h"
-#include "controller/leader_election.h"
+#include "controller/leadership.h"
 #include "hoist/v1/agent.grpc.pb.h"
 
 namespace hoist {
@@ -46,11 +46,12 @@ struct AgentServiceOptions {
 
 class AgentServiceImpl final : public hoist::v1::AgentService::CallbackService {
  public:
-  // current_leader tells a follower where to send agents. With an
+  // Sessions are opened only while `leadership` says this replica leads; a
+  // follower sends agents to the leader it names. With an
   // authorizer under mTLS, the client certificate must be an agent's, not
   // revoked, and its common name must equal Hello.agent_id; auth may be
   // null (development, nothing checked).
-  AgentServiceImpl(AgentHub* hub, std::function<LeaderInfo()> current_leader, const Authorizer* auth,
+  AgentServiceImpl(AgentHub* hub, const Leadership* leadership, const Authorizer* auth,
                    AgentServiceOptions options = {});
   // The gRPC server must be shut down first (it waits for every session to
   // end); this then finishes the work those sessions left.
@@ -81,7 +82,7 @@ class AgentServiceImpl final : public hoist::v1::AgentService::CallbackService {
   void End(SessionReactor* reactor, const std::string& serial);
 
   AgentHub* const hub_;
-  const std::function<LeaderInfo()> current_leader_;
+  const Leadership* const leadership_;
   const Authorizer* const auth_;
   const AgentServiceOptions options_;
 

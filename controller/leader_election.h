@@ -1,34 +1,38 @@
 #pragma once
 
-// Leader election among hoistd replicas that share one Postgres.
+// Leader election among hoistd replicas that share one database.
 //
-// The leader holds a session-level advisory lock on a dedicated connection and
-// bumps the epoch row (the fencing token) each time it wins. It heartbeats on
-// that connection and believes it leads only while its last heartbeat is
-// younger than the lease. The lock session runs with a server-side
-// idle_session_timeout longer than the lease, so a frozen or cut-off leader's
-// session is ended by Postgres, which frees the lock, only after the leader
-// has stopped believing it leads. Followers poll the try-lock with jitter and
-// LISTEN for a graceful release, so that they take over at once.
+// The leader holds the lock (controller/store/leader_lock.h) and bumps the
+// epoch, the fencing token, each time it wins. It heartbeats through the lock
+// and believes it leads only while its last heartbeat is younger than the
+// lease, by this process's clock; the database ends a silent lock session
+// only after a longer timeout, so a frozen or cut-off leader has always
+// stopped believing it leads before another can win. Followers try the lock
+// with jitter and wait for a graceful release in between, so that they take
+// over at once.
+//
+// The decisions are made one round at a time (Round) against the LeaderLock
+// interface and the Clock, so they run on a fake of each in unit tests; the
+// election thread only runs rounds and waits between them.
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "controller/leadership.h"
+#include "controller/store/leader_lock.h"
 #include "shared/clock.h"
 
 namespace hoist {
-
-// The advisory lock key of leadership ("hoistldr").
-inline constexpr int64_t kLeaderLockKey = 0x686f6973746c6472;
-// The channel a leader notifies when it steps down gracefully.
-inline constexpr const char* kLeaderReleasedChannel = "hoist_leader_released";
 
 struct LeaderElectionOptions {
   // Unique name of this replica, recorded in the leader row.
@@ -41,28 +45,29 @@ struct LeaderElectionOptions {
   absl::Duration heartbeat_interval = absl::Milliseconds(400);
   // The leader demotes itself when no heartbeat succeeded for this long.
   absl::Duration lease = absl::Milliseconds(2500);
-  // Postgres ends the lock session after this much silence; must exceed the
-  // lease so that a stale leader has always demoted itself first.
+  // The database ends the lock session after this much silence; must exceed
+  // the lease so that a stale leader has always demoted itself first.
   absl::Duration idle_session_timeout = absl::Seconds(3);
 };
 
-struct LeaderInfo {
-  std::string replica_id;  // empty when nobody has led yet
-  std::string address;
-  uint64_t epoch = 0;
-};
-
-class LeaderElector {
+class LeaderElector final : public Leadership {
  public:
   // Called on the election thread when this replica wins (with the new epoch)
   // or loses (with 0) leadership.
-  using RoleCallback = std::function<void(uint64_t epoch)>;
+  using RoleCallback = Observer;
 
+  // Elects through Postgres (PgLeaderLock on `conninfo`).
   LeaderElector(std::string conninfo, LeaderElectionOptions options, Clock* clock);
+  // Elects through `lock`.
+  LeaderElector(std::unique_ptr<LeaderLock> lock, LeaderElectionOptions options, Clock* clock);
   // Stops the election thread, releasing leadership if held.
-  ~LeaderElector();
+  ~LeaderElector() override;
 
-  // Starts the election thread.
+  // The address recorded for followers to hand out, when it is known only
+  // after the options were made (a port picked at bind time); before Start.
+  void SetAdvertiseAddress(std::string address);
+
+  // Starts the election thread; `on_change`, when given, is observed first.
   void Start(RoleCallback on_change = nullptr);
 
   // Stops the thread. When leading, releases the lock and notifies the
@@ -73,23 +78,44 @@ class LeaderElector {
   // the lease, by this process's clock.
   bool IsLeader() const;
 
-  // The epoch this replica leads with, or 0 when it does not lead.
-  uint64_t epoch() const;
-
-  // The leader as last read from Postgres (this replica when it leads).
-  LeaderInfo CurrentLeader() const;
+  // Leadership: the epoch is 0 as soon as the lease has run out, before the
+  // election thread has noticed.
+  uint64_t epoch() const override;
+  LeaderInfo CurrentLeader() const override;
+  void Observe(Observer observer) override;
 
   // Blocks until this replica leads or the timeout passes; for tests and tools.
   bool WaitForLeadership(absl::Duration timeout) const;
 
+  // What the election does after a round: wait for a release notification
+  // (a follower), or wait without one.
+  struct Pause {
+    bool await_release = false;
+    absl::Duration wait;
+  };
+  // One round of the election: connect if needed, then try the lock (a
+  // follower) or prove it still held (the leader). The election thread runs
+  // these; unit tests run them by hand.
+  Pause Round();
+  // The end of the election: releases the lock when leading, disconnects.
+  void Finish();
+
  private:
   void Run();
+  Pause FollowerRound();
+  Pause LeaderRound(uint64_t epoch, absl::Time last_ok);
+  // Drops the lock's session (which frees a held lock) and demotes.
+  void Drop(absl::string_view why);
   void SetRole(bool leader, uint64_t epoch);
+  absl::Duration Jittered(absl::Duration d);
+  bool Stopping() const;
+  // This replica as the lock records it.
+  LeaderInfo Me(uint64_t epoch) const;
 
-  const std::string conninfo_;
   const LeaderElectionOptions options_;
   Clock* const clock_;
-  RoleCallback on_change_;
+  const std::unique_ptr<LeaderLock> lock_;
+  std::mt19937_64 rng_;  // the election thread's (or the test's) only
 
   mutable absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
@@ -97,6 +123,8 @@ class LeaderElector {
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_heartbeat_ok_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   LeaderInfo known_leader_ ABSL_GUARDED_BY(mu_);
+  std::vector<Observer> observers_ ABSL_GUARDED_BY(mu_);
+  std::string advertise_address_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

@@ -16,19 +16,18 @@ grpc::Status Done(const absl::StatusOr<T>& s) {
 }  // namespace
 
 OperatorServiceImpl::OperatorServiceImpl(rollout::RolloutManager* manager, rollout::RolloutStore* store,
-                                         AgentStore* agents, AgentHub* hub, std::function<LeaderInfo()> current_leader,
+                                         AgentStore* agents, const Leadership* leadership,
                                          const Authorizer* auth)
     : manager_(manager),
       store_(store),
       agents_(agents),
-      hub_(hub),
-      current_leader_(std::move(current_leader)),
+      leadership_(leadership),
       auth_(auth) {}
 
 grpc::Status OperatorServiceImpl::RequireLeader(grpc::ServerContext* context, uint64_t* epoch) {
-  *epoch = hub_->epoch();
+  *epoch = leadership_->epoch();
   if (*epoch != 0) return grpc::Status::OK;
-  LeaderInfo leader = current_leader_();
+  LeaderInfo leader = leadership_->CurrentLeader();
   if (!leader.address.empty()) context->AddTrailingMetadata(kLeaderTrailer, leader.address);
   return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                       leader.address.empty() ? std::string("this replica does not lead and no leader is known yet; retry")

@@ -13,7 +13,7 @@
 
 #include "controller/agent_hub.h"
 #include "controller/authorizer.h"
-#include "controller/leader_election.h"
+#include "controller/leadership.h"
 #include "controller/rollout/rollout_manager.h"
 #include "controller/rollout/rollout_store.h"
 #include "controller/store/agent_store.h"
@@ -26,8 +26,10 @@ inline constexpr const char* kLeaderTrailer = "hoist-leader";
 
 class OperatorServiceImpl final : public hoist::v1::OperatorService::Service {
  public:
+  // Writes are served only while `leadership` says this replica leads
+  // (with its epoch); a follower names the leader in kLeaderTrailer.
   OperatorServiceImpl(rollout::RolloutManager* manager, rollout::RolloutStore* store, AgentStore* agents,
-                      AgentHub* hub, std::function<LeaderInfo()> current_leader, const Authorizer* auth);
+                      const Leadership* leadership, const Authorizer* auth);
 
   grpc::Status ApplyStack(grpc::ServerContext*, const hoist::v1::ApplyStackRequest*,
                           hoist::v1::ApplyStackResponse*) override;
@@ -78,8 +80,7 @@ class OperatorServiceImpl final : public hoist::v1::OperatorService::Service {
   rollout::RolloutManager* const manager_;
   rollout::RolloutStore* const store_;
   AgentStore* const agents_;
-  AgentHub* const hub_;
-  const std::function<LeaderInfo()> current_leader_;
+  const Leadership* const leadership_;
   const Authorizer* const auth_;
 };
 

@@ -1,19 +1,17 @@
+// The CA's own work: kinds, levels and names; subjectAltNames; certificates
+// built and signed (CaInit, CaIssue). Reading certificates, the files and
+// the revocation list live beside it (see ca_internal.h).
+
 #include "shared/ca.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <ctime>
-#include <algorithm>
-#include <memory>
+#include <utility>
 
-#include <openssl/bio.h>
-#include <openssl/bn.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -25,164 +23,26 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "shared/ca_internal.h"
 
 namespace hoist {
+
+using ca_internal::BnPtr;
+using ca_internal::ExtPtr;
+using ca_internal::JoinPath;
+using ca_internal::kLevelPrefix;
+using ca_internal::kRolePrefix;
+using ca_internal::LoadCa;
+using ca_internal::OpenSslError;
+using ca_internal::PathExists;
+using ca_internal::PkeyPtr;
+using ca_internal::ToPem;
+using ca_internal::WriteFileAtomic;
+using ca_internal::X509Ptr;
+
 namespace {
 
-struct OpenSslFree {
-  void operator()(X509* p) const { X509_free(p); }
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-  void operator()(BIO* p) const { BIO_free(p); }
-  void operator()(BIGNUM* p) const { BN_free(p); }
-  void operator()(X509_EXTENSION* p) const { X509_EXTENSION_free(p); }
-  void operator()(X509_STORE* p) const { X509_STORE_free(p); }
-  void operator()(X509_STORE_CTX* p) const { X509_STORE_CTX_free(p); }
-  void operator()(GENERAL_NAMES* p) const { GENERAL_NAMES_free(p); }
-  void operator()(BASIC_CONSTRAINTS* p) const { BASIC_CONSTRAINTS_free(p); }
-  void operator()(X509_CRL* p) const { X509_CRL_free(p); }
-  void operator()(X509_REVOKED* p) const { X509_REVOKED_free(p); }
-};
-// ASN1_TIME and ASN1_INTEGER are the same C type, so each has a deleter of its own.
-struct Asn1TimeFree {
-  void operator()(ASN1_TIME* p) const { ASN1_TIME_free(p); }
-};
-struct Asn1IntegerFree {
-  void operator()(ASN1_INTEGER* p) const { ASN1_INTEGER_free(p); }
-};
-using X509Ptr = std::unique_ptr<X509, OpenSslFree>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, OpenSslFree>;
-using BioPtr = std::unique_ptr<BIO, OpenSslFree>;
-using BnPtr = std::unique_ptr<BIGNUM, OpenSslFree>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION, OpenSslFree>;
-using StorePtr = std::unique_ptr<X509_STORE, OpenSslFree>;
-using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, OpenSslFree>;
-using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, OpenSslFree>;
-using BasicConstraintsPtr = std::unique_ptr<BASIC_CONSTRAINTS, OpenSslFree>;
-using CrlPtr = std::unique_ptr<X509_CRL, OpenSslFree>;
-using RevokedPtr = std::unique_ptr<X509_REVOKED, OpenSslFree>;
-using Asn1TimePtr = std::unique_ptr<ASN1_TIME, Asn1TimeFree>;
-using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, Asn1IntegerFree>;
-
-constexpr absl::string_view kRolePrefix = "role:";
-constexpr absl::string_view kLevelPrefix = "level:";
-
 constexpr absl::Duration kClockSkew = absl::Minutes(5);
-
-// Drains OpenSSL's thread-local error queue into one readable string.
-std::string OpenSslErrors() {
-  std::vector<std::string> parts;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof(buf));
-    parts.emplace_back(buf);
-  }
-  return parts.empty() ? "no detail from OpenSSL" : absl::StrJoin(parts, "; ");
-}
-
-absl::Status OpenSslError(absl::string_view what) {
-  return absl::InternalError(absl::StrCat(what, ": ", OpenSslErrors()));
-}
-
-std::string JoinPath(absl::string_view dir, absl::string_view file) {
-  if (dir.empty()) return std::string(file);
-  if (absl::EndsWith(dir, "/")) return absl::StrCat(dir, file);
-  return absl::StrCat(dir, "/", file);
-}
-
-bool PathExists(const std::string& path) {
-  struct stat st;
-  return lstat(path.c_str(), &st) == 0;
-}
-
-absl::StatusOr<std::string> ReadFile(absl::string_view path, absl::string_view what) {
-  std::string p(path);
-  if (p.empty()) return absl::InvalidArgumentError(absl::StrCat("no path given for the ", what));
-  int fd = open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT) {
-      return absl::NotFoundError(absl::StrCat("the ", what, " file ", p, " does not exist"));
-    }
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot read the ", what, " file ", p, ": ", std::strerror(err)));
-  }
-  std::string out;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      return absl::PermissionDeniedError(
-          absl::StrCat("cannot read the ", what, " file ", p, ": ", std::strerror(err)));
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > (1 << 20)) {
-      close(fd);
-      return absl::InvalidArgumentError(absl::StrCat("the ", what, " file ", p, " is over 1 MiB: not a PEM file"));
-    }
-  }
-  close(fd);
-  return out;
-}
-
-// Writes `data` to `path` with `mode` atomically: a temporary file in the same
-// directory, then link() (fails if path exists) or rename() when overwriting.
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mode_t mode, bool overwrite) {
-  std::string tmp = path + ".tmp-XXXXXX";
-  int fd = mkstemp(tmp.data());
-  if (fd < 0) return absl::PermissionDeniedError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
-  auto fail = [&](absl::string_view step) {
-    int err = errno;
-    close(fd);
-    unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat(step, " ", path, ": ", std::strerror(err)));
-  };
-  if (fchmod(fd, mode) != 0) return fail("chmod");
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = write(fd, data.data() + off, data.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail("write");
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (fsync(fd) != 0) return fail("fsync");
-  if (close(fd) != 0) {
-    int err = errno;
-    unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("close ", path, ": ", std::strerror(err)));
-  }
-  if (overwrite) {
-    if (rename(tmp.c_str(), path.c_str()) != 0) {
-      int err = errno;
-      unlink(tmp.c_str());
-      return absl::InternalError(absl::StrCat("rename to ", path, ": ", std::strerror(err)));
-    }
-    return absl::OkStatus();
-  }
-  int rc = link(tmp.c_str(), path.c_str());
-  int err = errno;
-  unlink(tmp.c_str());
-  if (rc != 0) {
-    if (err == EEXIST) return absl::AlreadyExistsError(absl::StrCat(path, " already exists"));
-    return absl::InternalError(absl::StrCat("link to ", path, ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
-}
-
-// Runs `write` on a memory BIO and returns what it wrote.
-template <typename WriteFn>
-absl::StatusOr<std::string> ToPem(absl::string_view what, WriteFn write) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || write(bio.get()) != 1) return OpenSslError(absl::StrCat("encoding ", what));
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(len));
-}
 
 absl::StatusOr<std::string> PemOfKey(EVP_PKEY* key) {
   return ToPem("a private key", [key](BIO* b) {
@@ -194,58 +54,10 @@ absl::StatusOr<std::string> PemOfCert(X509* cert) {
   return ToPem("a certificate", [cert](BIO* b) { return PEM_write_bio_X509(b, cert); });
 }
 
-BioPtr MemBio(absl::string_view pem) {
-  return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-}
-
-absl::StatusOr<X509Ptr> ParseCert(absl::string_view pem, absl::string_view where) {
-  BioPtr bio = MemBio(pem);
-  X509Ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!cert) {
-    ERR_clear_error();
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, " does not hold a PEM certificate (\"-----BEGIN CERTIFICATE-----\")"));
-  }
-  return cert;
-}
-
-absl::StatusOr<PkeyPtr> ParseKey(absl::string_view pem, absl::string_view where) {
-  BioPtr bio = MemBio(pem);
-  PkeyPtr key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!key) {
-    ERR_clear_error();
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, " does not hold an unencrypted PEM private key (\"-----BEGIN PRIVATE KEY-----\")"));
-  }
-  return key;
-}
-
 absl::StatusOr<PkeyPtr> NewP256Key() {
   PkeyPtr key(EVP_EC_gen("P-256"));
   if (!key) return OpenSslError("generating a P-256 key");
   return key;
-}
-
-absl::Time AbslTimeOf(const ASN1_TIME* t) {
-  struct tm tm {};
-  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return absl::InfinitePast();
-  return absl::FromTimeT(timegm(&tm));
-}
-
-std::string FormatUtc(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", t, absl::UTCTimeZone());
-}
-
-std::string CommonNameOf(const X509_NAME* name) {
-  int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
-  if (idx < 0) return "";
-  const ASN1_STRING* s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
-  unsigned char* utf8 = nullptr;
-  int len = ASN1_STRING_to_UTF8(&utf8, s);
-  if (len < 0) return "";
-  std::string out(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
-  OPENSSL_free(utf8);
-  return out;
 }
 
 absl::Status AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
@@ -329,128 +141,6 @@ absl::StatusOr<std::string> NormalizeSan(absl::string_view san) {
     }
   }
   return absl::StrCat("DNS:", absl::AsciiStrToLower(value));
-}
-
-absl::Status CheckKeyMatches(X509* cert, EVP_PKEY* key, absl::string_view cert_path, absl::string_view key_path) {
-  if (X509_check_private_key(cert, key) != 1) {
-    ERR_clear_error();
-    return absl::InvalidArgumentError(absl::StrCat("the key ", key_path, " does not belong to the certificate ",
-                                                   cert_path, ": pass the key issued with it"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status VerifyParsed(X509* ca, X509* cert, absl::Time at) {
-  StorePtr store(X509_STORE_new());
-  StoreCtxPtr ctx(X509_STORE_CTX_new());
-  if (!store || !ctx || X509_STORE_add_cert(store.get(), ca) != 1 ||
-      X509_STORE_CTX_init(ctx.get(), store.get(), cert, nullptr) != 1) {
-    return OpenSslError("setting up certificate verification");
-  }
-  X509_STORE_CTX_set_time(ctx.get(), 0, absl::ToTimeT(at));
-  if (X509_verify_cert(ctx.get()) != 1) {
-    int err = X509_STORE_CTX_get_error(ctx.get());
-    ERR_clear_error();
-    return absl::UnauthenticatedError(X509_verify_cert_error_string(err));
-  }
-  return absl::OkStatus();
-}
-
-std::string SerialHex(const ASN1_INTEGER* serial) {
-  BnPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
-  if (!bn) return "";
-  char* hex = BN_bn2hex(bn.get());
-  if (hex == nullptr) return "";
-  std::string out(hex);
-  OPENSSL_free(hex);
-  return out;
-}
-
-// Reads OU=role:<kind> and OU=level:<level>; anything else is ignored.
-void ReadUnits(const X509_NAME* name, CertInfo* info) {
-  for (int idx = X509_NAME_get_index_by_NID(name, NID_organizationalUnitName, -1); idx >= 0;
-       idx = X509_NAME_get_index_by_NID(name, NID_organizationalUnitName, idx)) {
-    const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
-    absl::string_view unit(reinterpret_cast<const char*>(ASN1_STRING_get0_data(data)),
-                           static_cast<size_t>(ASN1_STRING_length(data)));
-    if (absl::ConsumePrefix(&unit, kRolePrefix)) {
-      if (auto kind = ParseCertKind(unit); kind.ok()) info->kind = *kind;
-    } else if (absl::ConsumePrefix(&unit, kLevelPrefix)) {
-      if (auto level = ParseOperatorLevel(unit); level.ok()) info->level = *level;
-    }
-  }
-}
-
-CertInfo InfoOf(X509* cert) {
-  CertInfo info;
-  ReadUnits(X509_get_subject_name(cert), &info);
-  info.serial = SerialHex(X509_get0_serialNumber(cert));
-  info.common_name = CommonNameOf(X509_get_subject_name(cert));
-  info.issuer_common_name = CommonNameOf(X509_get_issuer_name(cert));
-  info.not_before = AbslTimeOf(X509_get0_notBefore(cert));
-  info.not_after = AbslTimeOf(X509_get0_notAfter(cert));
-  GeneralNamesPtr names(
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
-  for (int i = 0; names && i < sk_GENERAL_NAME_num(names.get()); ++i) {
-    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
-    if (gn->type == GEN_DNS) {
-      const ASN1_STRING* s = gn->d.dNSName;
-      info.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                                  static_cast<size_t>(ASN1_STRING_length(s)));
-    } else if (gn->type == GEN_IPADD) {
-      const ASN1_OCTET_STRING* s = gn->d.iPAddress;
-      char text[INET6_ADDRSTRLEN] = {};
-      int len = ASN1_STRING_length(s);
-      int family = len == 4 ? AF_INET : len == 16 ? AF_INET6 : -1;
-      if (family > 0 && inet_ntop(family, ASN1_STRING_get0_data(s), text, sizeof(text)) != nullptr) {
-        info.ip_addresses.emplace_back(text);
-      }
-    }
-  }
-  BasicConstraintsPtr bc(
-      static_cast<BASIC_CONSTRAINTS*>(X509_get_ext_d2i(cert, NID_basic_constraints, nullptr, nullptr)));
-  info.is_ca = bc && bc->ca;
-  uint32_t xku = X509_get_extended_key_usage(cert);  // UINT32_MAX when absent
-  info.server_auth = (xku & XKU_SSL_SERVER) != 0;
-  info.client_auth = (xku & XKU_SSL_CLIENT) != 0;
-  ERR_clear_error();
-  return info;
-}
-
-struct LoadedCa {
-  X509Ptr cert;
-  PkeyPtr key;
-};
-
-absl::StatusOr<LoadedCa> LoadCa(absl::string_view dir) {
-  std::string key_path = JoinPath(dir, "ca.key");
-  std::string cert_path = JoinPath(dir, "ca.crt");
-  auto key_pem = ReadFile(key_path, "CA key");
-  auto cert_pem = ReadFile(cert_path, "CA certificate");
-  if (absl::IsNotFound(key_pem.status()) || absl::IsNotFound(cert_pem.status())) {
-    return absl::FailedPreconditionError(absl::StrCat("no CA in ", dir, " (", key_path, " and ", cert_path,
-                                                      "): create one with `hoist ca init --dir ", dir, "`"));
-  }
-  if (!key_pem.ok()) return key_pem.status();
-  if (!cert_pem.ok()) return cert_pem.status();
-  LoadedCa ca;
-  auto cert = ParseCert(*cert_pem, cert_path);
-  if (!cert.ok()) return cert.status();
-  auto key = ParseKey(*key_pem, key_path);
-  if (!key.ok()) return key.status();
-  ca.cert = std::move(*cert);
-  ca.key = std::move(*key);
-  if (absl::Status s = CheckKeyMatches(ca.cert.get(), ca.key.get(), cert_path, key_path); !s.ok()) return s;
-  CertInfo info = InfoOf(ca.cert.get());
-  if (!info.is_ca) {
-    return absl::FailedPreconditionError(absl::StrCat(cert_path, " is not a CA certificate (no CA:TRUE)"));
-  }
-  if (info.not_after < absl::Now()) {
-    return absl::FailedPreconditionError(absl::StrCat("the CA in ", dir, " expired on ", FormatUtc(info.not_after),
-                                                      ": create a new one with `hoist ca init --force --dir ", dir,
-                                                      "` and reissue every certificate"));
-  }
-  return ca;
 }
 
 }  // namespace
@@ -616,212 +306,6 @@ absl::StatusOr<IssuedCert> CaIssue(absl::string_view dir_view, CertKind kind, ab
   if (absl::Status s = WriteFileAtomic(out.files.key_path, *key_pem, 0600, options.force); !s.ok()) return s;
   if (absl::Status s = WriteFileAtomic(out.files.cert_path, *cert_pem, 0644, options.force); !s.ok()) return s;
   return out;
-}
-
-absl::StatusOr<CertInfo> InspectCertificate(absl::string_view cert_pem) {
-  auto cert = ParseCert(cert_pem, "the text");
-  if (!cert.ok()) return cert.status();
-  return InfoOf(cert->get());
-}
-
-absl::Status VerifyCertificate(absl::string_view ca_pem, absl::string_view cert_pem, absl::Time at) {
-  auto ca = ParseCert(ca_pem, "the CA text");
-  if (!ca.ok()) return ca.status();
-  auto cert = ParseCert(cert_pem, "the certificate text");
-  if (!cert.ok()) return cert.status();
-  return VerifyParsed(ca->get(), cert->get(), at);
-}
-
-absl::StatusOr<TlsMaterial> LoadTlsMaterial(absl::string_view ca_path, absl::string_view cert_path,
-                                            absl::string_view key_path, TlsRole role, absl::Time now) {
-  TlsMaterial m;
-  auto ca_pem = ReadFile(ca_path, "CA certificate");
-  if (!ca_pem.ok()) return ca_pem.status();
-  auto cert_pem = ReadFile(cert_path, "certificate");
-  if (!cert_pem.ok()) return cert_pem.status();
-  auto key_pem = ReadFile(key_path, "private key");
-  if (!key_pem.ok()) return key_pem.status();
-  auto ca = ParseCert(*ca_pem, ca_path);
-  if (!ca.ok()) return ca.status();
-  auto cert = ParseCert(*cert_pem, cert_path);
-  if (!cert.ok()) return cert.status();
-  auto key = ParseKey(*key_pem, key_path);
-  if (!key.ok()) return key.status();
-  if (absl::Status s = CheckKeyMatches(cert->get(), key->get(), cert_path, key_path); !s.ok()) return s;
-
-  m.cert = InfoOf(cert->get());
-  const std::string reissue = absl::StrCat("issue a new one with `hoist ca issue ... ", m.cert.common_name, "`");
-  if (m.cert.not_after < now) {
-    return absl::FailedPreconditionError(absl::StrCat("the certificate ", cert_path, " (CN ", m.cert.common_name,
-                                                      ") expired on ", FormatUtc(m.cert.not_after), ": ", reissue));
-  }
-  if (m.cert.not_before > now) {
-    return absl::FailedPreconditionError(absl::StrCat("the certificate ", cert_path, " is not valid before ",
-                                                      FormatUtc(m.cert.not_before),
-                                                      ": check this machine's clock"));
-  }
-  CertInfo ca_info = InfoOf(ca->get());
-  if (ca_info.not_after < now) {
-    return absl::FailedPreconditionError(absl::StrCat("the CA certificate ", ca_path, " expired on ",
-                                                      FormatUtc(ca_info.not_after)));
-  }
-  if (absl::Status s = VerifyParsed(ca->get(), cert->get(), now); !s.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("the certificate ", cert_path, " (issuer \"",
-                                                      m.cert.issuer_common_name, "\") does not verify against the CA ",
-                                                      ca_path, ": ", s.message(),
-                                                      "; use the CA that issued it, or ", reissue));
-  }
-  if (role == TlsRole::kServer && !m.cert.server_auth) {
-    return absl::FailedPreconditionError(absl::StrCat("the certificate ", cert_path,
-                                                      " is not for servers (no serverAuth): use a controller "
-                                                      "certificate (hoist ca issue controller NAME)"));
-  }
-  if (role == TlsRole::kClient && !m.cert.client_auth) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the certificate ", cert_path, " is not for clients (no clientAuth)"));
-  }
-  m.ca_pem = std::move(*ca_pem);
-  m.cert_pem = std::move(*cert_pem);
-  m.key_pem = std::move(*key_pem);
-  return m;
-}
-
-bool RevocationList::Contains(absl::string_view serial) const {
-  return std::binary_search(serials.begin(), serials.end(), serial);
-}
-
-namespace {
-
-absl::StatusOr<CrlPtr> ParseCrl(absl::string_view pem, absl::string_view where) {
-  BioPtr bio = MemBio(pem);
-  CrlPtr crl(bio ? PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!crl) {
-    ERR_clear_error();
-    return absl::InvalidArgumentError(absl::StrCat(where, " is not a PEM certificate revocation list"));
-  }
-  return crl;
-}
-
-absl::Status CheckCrlSignature(X509_CRL* crl, X509* ca, absl::string_view where) {
-  if (X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
-    ERR_clear_error();
-    return absl::UnauthenticatedError(
-        absl::StrCat(where, " is not signed by this fleet's CA; write it with `hoist ca revoke` from that CA"));
-  }
-  return absl::OkStatus();
-}
-
-// The certificate files NAME may mean: <dir>/<kind>-<name>.crt.
-std::vector<std::pair<CertKind, std::string>> CertFilesNamed(const std::string& dir, absl::string_view name,
-                                                            std::optional<CertKind> only) {
-  std::vector<std::pair<CertKind, std::string>> found;
-  for (CertKind kind : {CertKind::kController, CertKind::kAgent, CertKind::kOperator}) {
-    if (only && *only != kind) continue;
-    std::string path = JoinPath(dir, absl::StrCat(CertKindName(kind), "-", name, ".crt"));
-    if (PathExists(path)) found.emplace_back(kind, path);
-  }
-  return found;
-}
-
-}  // namespace
-
-absl::StatusOr<Revoked> CaRevoke(absl::string_view dir_view, absl::string_view name, const CaRevokeOptions& options) {
-  std::string dir(dir_view.empty() ? "." : dir_view);
-  auto ca = LoadCa(dir);
-  if (!ca.ok()) return ca.status();
-  Revoked out;
-  out.crl_path = JoinPath(dir, kCrlFileName);
-  if (!options.serial.empty()) {
-    BnPtr bn;
-    BIGNUM* raw = nullptr;
-    if (BN_hex2bn(&raw, options.serial.c_str()) != static_cast<int>(options.serial.size())) {
-      BN_free(raw);
-      return absl::InvalidArgumentError(absl::StrCat("--serial \"", options.serial, "\" is not a hex number"));
-    }
-    bn.reset(raw);
-    char* hex = BN_bn2hex(bn.get());
-    out.serial = hex;
-    OPENSSL_free(hex);
-    out.subject = absl::StrCat("serial ", out.serial);
-  } else {
-    if (absl::Status s = ValidateCertName(name); !s.ok()) return s;
-    auto files = CertFilesNamed(dir, name, options.kind);
-    if (files.empty()) {
-      return absl::NotFoundError(absl::StrCat("no certificate named \"", name, "\" in ", dir,
-                                              " (KIND-", name, ".crt); give its serial with --serial HEX instead"));
-    }
-    if (files.size() > 1) {
-      return absl::InvalidArgumentError(absl::StrCat("\"", name, "\" names certificates of ", files.size(),
-                                                     " kinds in ", dir, "; say which with --kind"));
-    }
-    auto pem = ReadFile(files[0].second, "certificate");
-    if (!pem.ok()) return pem.status();
-    auto cert = ParseCert(*pem, files[0].second);
-    if (!cert.ok()) return cert.status();
-    out.serial = SerialHex(X509_get0_serialNumber(cert->get()));
-    out.subject = absl::StrCat(CertKindName(files[0].first), " ", name);
-  }
-
-  // Keep what the list held, with the dates it was revoked on.
-  CrlPtr crl(X509_CRL_new());
-  if (!crl || X509_CRL_set_version(crl.get(), 1) != 1 ||
-      X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca->cert.get())) != 1) {
-    return OpenSslError("building the revocation list");
-  }
-  if (PathExists(out.crl_path)) {
-    auto old_pem = ReadFile(out.crl_path, "revocation list");
-    if (!old_pem.ok()) return old_pem.status();
-    auto old = ParseCrl(*old_pem, out.crl_path);
-    if (!old.ok()) return old.status();
-    if (absl::Status s = CheckCrlSignature(old->get(), ca->cert.get(), out.crl_path); !s.ok()) return s;
-    STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(old->get());
-    for (int i = 0; i < sk_X509_REVOKED_num(entries); ++i) {
-      X509_REVOKED* entry = sk_X509_REVOKED_value(entries, i);
-      if (SerialHex(X509_REVOKED_get0_serialNumber(entry)) == out.serial) out.already = true;
-      RevokedPtr copy(X509_REVOKED_dup(entry));
-      if (!copy || X509_CRL_add0_revoked(crl.get(), copy.get()) != 1) return OpenSslError("copying the list");
-      copy.release();
-    }
-  }
-  Asn1TimePtr now(ASN1_TIME_set(nullptr, absl::ToTimeT(absl::Now())));
-  if (!now || X509_CRL_set1_lastUpdate(crl.get(), now.get()) != 1) return OpenSslError("dating the list");
-  if (!out.already) {
-    BIGNUM* raw = nullptr;
-    BN_hex2bn(&raw, out.serial.c_str());
-    BnPtr bn(raw);
-    Asn1IntegerPtr serial(bn ? BN_to_ASN1_INTEGER(bn.get(), nullptr) : nullptr);
-    RevokedPtr entry(X509_REVOKED_new());
-    if (!serial || !entry || X509_REVOKED_set_serialNumber(entry.get(), serial.get()) != 1 ||
-        X509_REVOKED_set_revocationDate(entry.get(), now.get()) != 1 ||
-        X509_CRL_add0_revoked(crl.get(), entry.get()) != 1) {
-      return OpenSslError("adding the serial to the list");
-    }
-    entry.release();
-  }
-  if (X509_CRL_sort(crl.get()) != 1 || X509_CRL_sign(crl.get(), ca->key.get(), EVP_sha256()) <= 0) {
-    return OpenSslError("signing the revocation list");
-  }
-  out.total_revoked = static_cast<size_t>(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get())));
-  auto pem = ToPem("the revocation list", [&](BIO* bio) { return PEM_write_bio_X509_CRL(bio, crl.get()); });
-  if (!pem.ok()) return pem.status();
-  if (absl::Status s = WriteFileAtomic(out.crl_path, *pem, 0644, /*overwrite=*/true); !s.ok()) return s;
-  return out;
-}
-
-absl::StatusOr<RevocationList> ParseRevocationList(absl::string_view ca_pem, absl::string_view crl_pem) {
-  auto ca = ParseCert(ca_pem, "the CA certificate");
-  if (!ca.ok()) return ca.status();
-  auto crl = ParseCrl(crl_pem, "the revocation list");
-  if (!crl.ok()) return crl.status();
-  if (absl::Status s = CheckCrlSignature(crl->get(), ca->get(), "the revocation list"); !s.ok()) return s;
-  RevocationList list;
-  list.last_update = AbslTimeOf(X509_CRL_get0_lastUpdate(crl->get()));
-  STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(crl->get());
-  for (int i = 0; i < sk_X509_REVOKED_num(entries); ++i) {
-    list.serials.push_back(SerialHex(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(entries, i))));
-  }
-  std::sort(list.serials.begin(), list.serials.end());
-  return list;
 }
 
 }  // namespace hoist

@@ -47,6 +47,71 @@ absl::Status ErrnoError(absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
 }
 
+// The parent's ends of a child's stdin, stdout and stderr; -1 once closed.
+struct ChildPipes {
+  int in_fd = -1;
+  int out_fd = -1;
+  int err_fd = -1;
+};
+
+// Writes stdin_data to the child (then closes its stdin) while collecting
+// its stdout and stderr into *result, until both close or `deadline`
+// passes; closes every pipe. True when the deadline passed.
+bool ExchangeWithChild(ChildPipes pipes, absl::string_view stdin_data, absl::Time deadline, CommandResult* result) {
+  int in_fd = pipes.in_fd, out_fd = pipes.out_fd, err_fd = pipes.err_fd;
+  size_t written = 0;
+  bool timed_out = false;
+  char buf[16384];
+  while (out_fd >= 0 || err_fd >= 0) {
+    pollfd fds[3];
+    int n = 0;
+    if (out_fd >= 0) fds[n++] = {out_fd, POLLIN, 0};
+    if (err_fd >= 0) fds[n++] = {err_fd, POLLIN, 0};
+    if (in_fd >= 0) fds[n++] = {in_fd, POLLOUT, 0};
+    int wait_ms = -1;
+    if (deadline != absl::InfiniteFuture()) {
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        timed_out = true;
+        break;
+      }
+      wait_ms = static_cast<int>(absl::ToInt64Milliseconds(left)) + 1;
+    }
+    int r = poll(fds, n, wait_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) break;
+    for (int i = 0; i < n; ++i) {
+      if (fds[i].revents == 0) continue;
+      if (fds[i].fd == in_fd) {
+        ssize_t w = write(in_fd, stdin_data.data() + written, stdin_data.size() - written);
+        if (w > 0) written += static_cast<size_t>(w);
+        if (w < 0 && errno != EAGAIN) written = stdin_data.size();
+        if (written >= stdin_data.size()) {
+          close(in_fd);
+          in_fd = -1;
+        }
+        continue;
+      }
+      ssize_t got = read(fds[i].fd, buf, sizeof(buf));
+      if (got > 0) {
+        (fds[i].fd == out_fd ? result->stdout_text : result->stderr_text).append(buf, got);
+      } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+        if (fds[i].fd == out_fd) {
+          close(out_fd);
+          out_fd = -1;
+        } else {
+          close(err_fd);
+          err_fd = -1;
+        }
+      }
+    }
+  }
+  if (in_fd >= 0) close(in_fd);
+  if (out_fd >= 0) close(out_fd);
+  if (err_fd >= 0) close(err_fd);
+  return timed_out;
+}
+
 }  // namespace
 
 std::string QuoteArgv(const std::vector<std::string>& argv) {
@@ -100,65 +165,14 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
   const absl::Time deadline = options.timeout == absl::InfiniteDuration()
                                   ? absl::InfiniteFuture()
                                   : absl::Now() + options.timeout;
-  size_t written = 0;
-  int in_fd = in_pipe[1];
+  ChildPipes pipes{in_pipe[1], out_pipe[0], err_pipe[0]};
   if (options.stdin_data.empty()) {
-    close(in_fd);
-    in_fd = -1;
+    close(pipes.in_fd);
+    pipes.in_fd = -1;
   } else {
-    fcntl(in_fd, F_SETFL, O_NONBLOCK);
+    fcntl(pipes.in_fd, F_SETFL, O_NONBLOCK);
   }
-  int out_fd = out_pipe[0], err_fd = err_pipe[0];
-  bool timed_out = false;
-  char buf[16384];
-  while (out_fd >= 0 || err_fd >= 0) {
-    pollfd fds[3];
-    int n = 0;
-    if (out_fd >= 0) fds[n++] = {out_fd, POLLIN, 0};
-    if (err_fd >= 0) fds[n++] = {err_fd, POLLIN, 0};
-    if (in_fd >= 0) fds[n++] = {in_fd, POLLOUT, 0};
-    int wait_ms = -1;
-    if (deadline != absl::InfiniteFuture()) {
-      absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        timed_out = true;
-        break;
-      }
-      wait_ms = static_cast<int>(absl::ToInt64Milliseconds(left)) + 1;
-    }
-    int r = poll(fds, n, wait_ms);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) break;
-    for (int i = 0; i < n; ++i) {
-      if (fds[i].revents == 0) continue;
-      if (fds[i].fd == in_fd) {
-        ssize_t w = write(in_fd, options.stdin_data.data() + written,
-                          options.stdin_data.size() - written);
-        if (w > 0) written += static_cast<size_t>(w);
-        if (w < 0 && errno != EAGAIN) written = options.stdin_data.size();
-        if (written >= options.stdin_data.size()) {
-          close(in_fd);
-          in_fd = -1;
-        }
-        continue;
-      }
-      ssize_t got = read(fds[i].fd, buf, sizeof(buf));
-      if (got > 0) {
-        (fds[i].fd == out_fd ? result.stdout_text : result.stderr_text).append(buf, got);
-      } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
-        if (fds[i].fd == out_fd) {
-          close(out_fd);
-          out_fd = -1;
-        } else {
-          close(err_fd);
-          err_fd = -1;
-        }
-      }
-    }
-  }
-  if (in_fd >= 0) close(in_fd);
-  if (out_fd >= 0) close(out_fd);
-  if (err_fd >= 0) close(err_fd);
+  const bool timed_out = ExchangeWithChild(pipes, options.stdin_data, deadline, &result);
   if (timed_out) kill(pid, SIGKILL);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {

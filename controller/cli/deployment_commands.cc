@@ -7,8 +7,8 @@
 #include "absl/strings/str_split.h"
 #include "controller/cli/commands.h"
 #include "controller/cli/exit_codes.h"
-#include "controller/cli/release_file.h"
 #include "controller/cli/table.h"
+#include "controller/rollout/release_file.h"
 #include "shared/yaml_text.h"
 
 namespace hoist::cli {
@@ -87,7 +87,7 @@ int RunReleaseCreate(const Args& args, CliIo& io) {
   auto text = ReadFile(path);
   if (!text.ok()) return inv.Fail(text.status());
   std::map<std::string, uint32_t> lines;
-  auto release = ParseReleaseFile(path, *text, &lines);
+  auto release = rollout::ParseReleaseFile(path, *text, &lines);
   if (!release.ok()) return inv.Fail(release.status());
   if (release->deployment().empty()) {
     auto name = inv.Deployment();

@@ -1,3 +1,7 @@
+// The executor's runners: leadership and resuming, one rollout's run from its
+// first unfinished batch to its end, and its events (one step:
+// executor_step.cc; addressing a step: executor_resolve.cc).
+
 #include "controller/rollout/executor.h"
 
 #include <algorithm>
@@ -7,17 +11,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "controller/rollout/planner.h"
-#include "google/protobuf/util/time_util.h"
 #include "shared/logging.h"
 #include "shared/protocol.h"
 #include "spdlog/spdlog.h"
 
 namespace hoist::rollout {
 namespace {
-
-using google::protobuf::util::TimeUtil;
-
-constexpr absl::Duration kGracePoll = absl::Milliseconds(100);
 
 bool Finished(hoist::v1::StepState s) {
   return s == hoist::v1::STEP_STATE_SUCCEEDED || s == hoist::v1::STEP_STATE_SKIPPED;
@@ -167,68 +166,6 @@ absl::Status Executor::WhileGraceHeld(const std::function<absl::Status()>& fn) {
   return fn();
 }
 
-absl::Status Executor::RunGrace(const StoredRollout& rollout, const StoredStep& step, uint64_t epoch, Runner* runner,
-                                absl::Time started) {
-  const hoist::v1::Slot target = rollout.plan.target_slot();
-  const std::string new_word = target == hoist::v1::SLOT_GREEN ? "green" : "blue";
-  const std::string old_word = target == hoist::v1::SLOT_GREEN ? "blue" : "green";
-  // From the step's first start: a new leader does not restart the period.
-  const absl::Time began = step.started_at == absl::InfinitePast() ? started : step.started_at;
-  const absl::Time until = began + step.timeout;
-  if (absl::Status s = store_->SetRolloutState(epoch, rollout.id, hoist::v1::ROLLOUT_STATE_GRACE, ""); !s.ok()) {
-    return s;
-  }
-  Event(epoch, rollout, "grace_started",
-        absl::StrCat(new_word, " serves; ", old_word, " is kept until ",
-                     absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", until, absl::UTCTimeZone()),
-                     " (hoist cutover --back | --finish)"),
-        &step, hoist::v1::ROLLOUT_STATE_GRACE, hoist::v1::STEP_STATE_RUNNING);
-  for (;;) {
-    if (runner->abort.load()) return absl::FailedPreconditionError("stopped: leadership lost during the grace period");
-    {
-      absl::MutexLock lock(&grace_mu_);
-      auto r = store_->GetRollout(rollout.id);
-      auto d = store_->GetDeployment(rollout.deployment);
-      if (r.ok() && d.ok() && (r->cancel_requested || runner->cancel.load())) {
-        // Cancelled: nothing is retired, both slots keep running, and the pin
-        // follows the slot that serves (after a switch back, the old release).
-        const bool old_serves = d->live_slot != target;
-        if (old_serves) {
-          if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.from_version); !s.ok()) return s;
-        }
-        if (absl::Status s = store_->SetRolloutState(epoch, rollout.id, hoist::v1::ROLLOUT_STATE_RUNNING, "");
-            !s.ok()) {
-          return s;
-        }
-        Event(epoch, rollout, "grace_cancelled",
-              absl::StrCat("cancelled during the grace period: ", old_serves ? old_word : new_word, " serves (",
-                           old_serves ? rollout.from_version : rollout.to_version, ", pinned), ",
-                           old_serves ? new_word : old_word,
-                           " keeps running without traffic; the next blue-green rollout removes it"),
-              &step, hoist::v1::ROLLOUT_STATE_RUNNING, hoist::v1::STEP_STATE_RUNNING);
-        return absl::OkStatus();
-      }
-      if (r.ok() && d.ok() && d->live_slot == target) {
-        const bool finish = r->finish_requested;
-        if (finish || clock_->Now() >= until) {
-          if (absl::Status s = store_->SetRolloutState(epoch, rollout.id, hoist::v1::ROLLOUT_STATE_RUNNING, "");
-              !s.ok()) {
-            return s;
-          }
-          Event(epoch, rollout, "grace_ended",
-                absl::StrCat(finish ? "hoist cutover --finish" : "the grace period is over", ": retiring ", old_word),
-                &step, hoist::v1::ROLLOUT_STATE_RUNNING, hoist::v1::STEP_STATE_RUNNING);
-          return absl::OkStatus();
-        }
-      } else if (!r.ok() || !d.ok()) {
-        spdlog::warn("rollout {}: cannot read its grace state: {}", rollout.id,
-                     (!r.ok() ? r.status() : d.status()).message());
-      }
-    }
-    clock_->SleepFor(kGracePoll);
-  }
-}
-
 hoist::v1::RolloutEvent Executor::MakeEvent(const StoredRollout& rollout, const std::string& kind,
                                             const std::string& message, const StoredStep* step,
                                             hoist::v1::RolloutState state, hoist::v1::StepState step_state,
@@ -260,279 +197,6 @@ void Executor::Event(uint64_t epoch, const StoredRollout& rollout, const std::st
   }
 }
 
-absl::Status Executor::ResolveBackends(const StoredRollout& rollout, hoist::v1::Step* action) {
-  std::vector<hoist::v1::ProxyBackend*> open;
-  if (action->has_proxy_update()) {
-    for (auto& route : *action->mutable_proxy_update()->mutable_routes()) {
-      for (auto& b : *route.mutable_backends()) {
-        if (b.address().empty() && b.has_instance()) open.push_back(&b);
-      }
-    }
-  } else if (action->has_forward_update()) {
-    for (auto& port : *action->mutable_forward_update()->mutable_ports()) {
-      for (auto& b : *port.mutable_targets()) {
-        if (b.address().empty() && b.has_instance()) open.push_back(&b);
-      }
-    }
-  }
-  if (open.empty()) return absl::OkStatus();
-  absl::StatusOr<std::vector<StoredStep>> steps = store_->GetSteps(rollout.id);
-  if (!steps.ok()) return steps.status();
-  auto same = [](const hoist::v1::InstanceRef& a, const hoist::v1::InstanceRef& b) {
-    return a.deployment() == b.deployment() && a.service() == b.service() && a.replica() == b.replica() &&
-           a.slot() == b.slot();
-  };
-  for (hoist::v1::ProxyBackend* b : open) {
-    const hoist::v1::PortMapping* found = nullptr;
-    const StoredStep* started = nullptr;
-    for (const StoredStep& s : *steps) {  // the last start of that instance wins
-      if (s.state != hoist::v1::STEP_STATE_SUCCEEDED || !s.action.has_value() || !s.action->has_start_instance() ||
-          !s.result.has_value() || !s.result->has_start()) {
-        continue;
-      }
-      const hoist::v1::StartInstance& start = s.action->start_instance();
-      if (!same(start.instance(), b->instance()) || start.version() != b->version()) continue;
-      started = &s;
-      found = nullptr;
-      for (const hoist::v1::PortMapping& p : s.result->start().published_ports()) {
-        if (p.container_port() == b->container_port() && p.host_port() != 0 &&
-            (p.protocol().empty() || p.protocol() == "tcp")) {
-          found = &p;
-        }
-      }
-    }
-    const std::string what = absl::StrCat(b->instance().service(), " replica ", b->instance().replica(), " (",
-                                          b->version(), ")");
-    if (started == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot route to ", what, ": no step of this rollout started it, so the port Docker published for its "
-          "container port ", b->container_port(), " is unknown; plan again so the plan reads it from the hosts"));
-    }
-    if (found == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot route to ", what, ": its start on ", started->agent_id,
-                                                        " reported no published host port for container port ",
-                                                        b->container_port()));
-    }
-    const std::string& address = found->host_ip();
-    if (address.empty() || address == "0.0.0.0" || address == "::") {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot route to ", what, ": its container port ", b->container_port(), " was published on every address of ",
-          started->agent_id, ", not on the host's address the plan gave"));
-    }
-    b->set_address(address);
-    b->set_port(found->host_port());
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<hoist::v1::Release> Executor::ReleaseOf(Runner* runner, const StoredRollout& rollout,
-                                                      const std::string& version) {
-  // Held while reading: the steps of a batch wait for one read, not each its own.
-  absl::MutexLock lock(&runner->releases_mu);
-  auto it = runner->releases.find(version);
-  if (it != runner->releases.end()) return it->second;
-  auto release = store_->GetRelease(rollout.deployment, version);
-  if (!release.ok()) return release.status();
-  runner->releases[version] = *release;
-  return release;
-}
-
-absl::Status Executor::ResolveDigest(const StoredRollout& rollout, Runner* runner, hoist::v1::Step* action) {
-  if (!action->has_start_instance()) return absl::OkStatus();
-  hoist::v1::StartInstance* start = action->mutable_start_instance();
-  auto release = ReleaseOf(runner, rollout, start->version());
-  if (absl::IsNotFound(release.status())) return absl::OkStatus();  // a pinned image, not a release's
-  if (!release.ok()) return release.status();
-  const std::string& service = start->instance().service();
-  auto image = release->images().find(service);
-  auto digest = release->digests().find(service);
-  if (image == release->images().end() || digest == release->digests().end() ||
-      image->second != start->spec().image()) {
-    return absl::OkStatus();
-  }
-  start->set_image_digest(digest->second);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> Executor::CheckPulledDigest(uint64_t epoch, const StoredRollout& rollout, Runner* runner,
-                                                        const std::string& agent_id, const std::string& image,
-                                                        const std::string& digest) {
-  if (digest.empty() || rollout.to_version.empty()) return std::string();
-  auto release = ReleaseOf(runner, rollout, rollout.to_version);
-  if (absl::IsNotFound(release.status())) return std::string();
-  if (!release.ok()) return release.status();
-  std::map<std::string, std::string> pulled;
-  for (const auto& [service, ref] : release->images()) {
-    if (ref == image) pulled[service] = digest;
-  }
-  if (pulled.empty()) return std::string();  // a pinned image of the manifest
-  // Digests this run has seen recorded already are compared without a write.
-  std::map<std::string, std::string> recorded_before;
-  for (const auto& [service, d] : pulled) {
-    auto first = release->digests().find(service);
-    if (first == release->digests().end()) break;
-    recorded_before[service] = first->second;
-  }
-  absl::StatusOr<std::map<std::string, std::string>> recorded = recorded_before;
-  if (recorded_before.size() != pulled.size()) {
-    recorded = store_->RecordDigests(epoch, rollout.deployment, rollout.to_version, pulled);
-    if (!recorded.ok()) return recorded.status();
-    absl::MutexLock lock(&runner->releases_mu);
-    auto& digests = *runner->releases[rollout.to_version].mutable_digests();
-    for (const auto& [service, first] : *recorded) digests[service] = first;
-  }
-  for (const auto& [service, first] : *recorded) {
-    if (first == digest) continue;
-    return absl::StrCat(image, " pulled on ", agent_id, " is ", digest, ", but release ", rollout.to_version,
-                        " recorded ", first, " for ", service,
-                        " when it was first pulled: the tag was pushed again since. Publish the new image under a "
-                        "new version (or push the recorded one back to the tag)");
-  }
-  return std::string();
-}
-
-absl::Status Executor::MarkRunning(uint64_t epoch, const StoredRollout& rollout,
-                                   const std::vector<const StoredStep*>& steps) {
-  std::vector<int> seqs;
-  std::vector<hoist::v1::RolloutEvent> events;
-  for (const StoredStep* step : steps) {
-    seqs.push_back(step->seq);
-    events.push_back(MakeEvent(rollout, "step_started", step->description, step, hoist::v1::ROLLOUT_STATE_RUNNING,
-                               hoist::v1::STEP_STATE_RUNNING));
-  }
-  return store_->MarkStepsRunning(epoch, rollout.id, seqs, events);
-}
-
-absl::StatusOr<hoist::v1::StepState> Executor::RunStep(const StoredRollout& rollout, const StoredStep& step,
-                                                       uint64_t epoch, Runner* runner, std::string* error,
-                                                       bool marked, bool record_progress) {
-  if (!marked) {
-    if (absl::Status s = MarkRunning(epoch, rollout, {&step}); !s.ok()) return s;
-  }
-  const absl::Time started = clock_->Now();
-  std::optional<hoist::v1::StepResult> result;
-  hoist::v1::StepState state = hoist::v1::STEP_STATE_SUCCEEDED;
-
-  if (step.action.has_value()) {
-    hoist::v1::Step action = *step.action;
-    action.set_step_id(step.step_id);
-    action.set_rollout_id(rollout.id);
-    const absl::Duration timeout = step.timeout > absl::ZeroDuration() ? step.timeout : options_.default_step_timeout;
-    *action.mutable_deadline() = TimeUtil::MillisecondsToTimestamp(absl::ToUnixMillis(clock_->Now() + timeout));
-    absl::Mutex progress_mu;
-    absl::Time last_progress = absl::InfinitePast();
-    auto on_progress = [&](const hoist::v1::StepProgress& p) {
-      if (!record_progress) return;
-      {
-        absl::MutexLock lock(&progress_mu);
-        const absl::Time now = clock_->Now();
-        if (now - last_progress < options_.progress_interval) return;
-        last_progress = now;
-      }
-      Event(epoch, rollout, "step_progress", p.message(), &step, hoist::v1::ROLLOUT_STATE_RUNNING,
-            hoist::v1::STEP_STATE_RUNNING, &p);
-    };
-    absl::Status resolved = ResolveBackends(rollout, &action);
-    if (resolved.ok()) resolved = ResolveDigest(rollout, runner, &action);
-    absl::StatusOr<hoist::v1::StepResult> r =
-        resolved.ok() ? dispatcher_->RunStep(step.agent_id, action, on_progress, &runner->abort) : resolved;
-    if (!resolved.ok()) {
-      state = hoist::v1::STEP_STATE_FAILED;
-      *error = std::string(resolved.message());
-    } else if (!r.ok()) {
-      if (runner->abort.load() || r.status().code() == absl::StatusCode::kFailedPrecondition) {
-        return absl::FailedPreconditionError(absl::StrCat("stopped: ", r.status().message()));
-      }
-      state = hoist::v1::STEP_STATE_FAILED;
-      *error = std::string(r.status().message());
-    } else {
-      result = *r;
-      if (r->outcome() != hoist::v1::STEP_OUTCOME_SUCCEEDED) {
-        state = hoist::v1::STEP_STATE_FAILED;
-        *error = r->message().empty() ? std::string("the agent reported a failure") : r->message();
-        if (r->has_job()) {
-          *error = absl::StrCat(*error, " (exit code ", r->job().exit_code(), ")\n", r->job().log_tail());
-        }
-      } else if (r->has_pull() && action.has_pull_image()) {
-        absl::StatusOr<std::string> drift =
-            CheckPulledDigest(epoch, rollout, runner, step.agent_id, action.pull_image().image(),
-                              r->pull().image_digest());
-        if (!drift.ok()) return drift.status();
-        if (!drift->empty()) {
-          state = hoist::v1::STEP_STATE_FAILED;
-          *error = *drift;
-        }
-      } else if (r->has_backup()) {
-        hoist::v1::BackupRecord backup;
-        backup.set_id(action.backup().backup_id());
-        backup.set_deployment(rollout.deployment);
-        backup.set_version(rollout.from_version);
-        backup.set_rollout_id(rollout.id);
-        backup.set_agent_id(step.agent_id);
-        *backup.mutable_artifacts() = r->backup().artifacts();
-        // Verified means each artifact says how the agent checked it.
-        bool verified = backup.artifacts_size() > 0;
-        for (const auto& a : backup.artifacts()) verified = verified && !a.verified_by().empty();
-        backup.set_verified(verified);
-        if (absl::Status s = store_->RecordBackup(epoch, backup); !s.ok()) return s;
-        const std::vector<std::string> pruned(r->backup().pruned().begin(), r->backup().pruned().end());
-        if (absl::Status s = store_->ForgetBackups(epoch, step.agent_id, pruned); !s.ok()) return s;
-        if (!pruned.empty()) {
-          spdlog::info("rollout {}: {} removed older backups {} (backup.keep)", rollout.id, step.agent_id,
-                       absl::StrJoin(pruned, ", "));
-        }
-      }
-    }
-  } else if (step.kind == "pin") {
-    if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.to_version); !s.ok()) return s;
-  } else if (step.kind == "pin_back") {
-    if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.from_version); !s.ok()) return s;
-  } else if (step.kind == "live_slot") {
-    hoist::v1::Slot slot = rollout.plan.target_slot();
-    if (absl::Status s = store_->SetLiveSlot(epoch, rollout.deployment, slot); !s.ok()) return s;
-  } else if (step.kind == "grace") {
-    if (absl::Status s = RunGrace(rollout, step, epoch, runner, started); !s.ok()) return s;
-  } else if (step.kind == "pause") {
-    const absl::Time until = started + step.timeout;
-    while (clock_->Now() < until && !runner->cancel.load() && !runner->abort.load()) {
-      clock_->SleepFor(std::min(absl::Milliseconds(100), until - clock_->Now()));
-    }
-    // A pause cut short by losing leadership is not done: the next leader
-    // pauses again.
-    if (runner->abort.load()) return absl::FailedPreconditionError("stopped: leadership lost during the pause");
-  } else if (step.kind == "preflight" || step.kind == "postcheck") {
-    // The agents the plan needs must be connected now (the planner checked
-    // health and disk when it planned; the agents' own steps re-check).
-    absl::StatusOr<std::vector<StoredStep>> steps = store_->GetSteps(rollout.id);
-    if (!steps.ok()) return steps.status();
-    std::vector<std::string> missing;
-    for (const StoredStep& s : *steps) {
-      if (!s.agent_id.empty() && !dispatcher_->IsConnected(s.agent_id) &&
-          std::find(missing.begin(), missing.end(), s.agent_id) == missing.end()) {
-        missing.push_back(s.agent_id);
-      }
-    }
-    if (!missing.empty()) {
-      state = hoist::v1::STEP_STATE_FAILED;
-      *error = absl::StrCat("agents not connected: ", absl::StrJoin(missing, ", "),
-                            "; start them or check their controller address");
-    }
-  } else {
-    state = hoist::v1::STEP_STATE_FAILED;
-    *error = absl::StrCat("step kind \"", step.kind, "\" has no action and this controller cannot run it");
-  }
-
-  const std::string took = absl::FormatDuration(absl::Trunc(clock_->Now() - started, absl::Milliseconds(100)));
-  hoist::v1::RolloutEvent done =
-      MakeEvent(rollout, state == hoist::v1::STEP_STATE_SUCCEEDED ? "step_done" : "step_failed",
-                state == hoist::v1::STEP_STATE_SUCCEEDED ? absl::StrCat(step.description, " (", took, ")")
-                                                         : absl::StrCat(step.description, ": ", *error),
-                &step, hoist::v1::ROLLOUT_STATE_RUNNING, state);
-  if (absl::Status s = store_->FinishStepWithEvent(epoch, rollout.id, step.seq, state, *error, result, done); !s.ok()) {
-    return s;
-  }
-  return state;
-}
 
 void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
   auto finish = [this, runner] {
@@ -547,184 +211,214 @@ void Executor::Run(const std::string& id, uint64_t epoch, Runner* runner) {
     finish();
     return;
   }
-  if (rollout->state == hoist::v1::ROLLOUT_STATE_PENDING) {
-    if (absl::Status s = store_->SetRolloutState(epoch, id, hoist::v1::ROLLOUT_STATE_RUNNING, ""); !s.ok()) {
-      spdlog::error("rollout {}: {}", id, s.message());
-      finish();
-      return;
-    }
-    Event(epoch, *rollout, "rollout_started",
-          absl::StrCat(rollout->kind, " of ", rollout->deployment, " ",
-                       rollout->from_version.empty() ? std::string("") : rollout->from_version + " -> ",
-                       rollout->to_version, " (", steps->size(), " steps)"));
-  } else {
-    Event(epoch, *rollout, "rollout_resumed", absl::StrCat("resumed by the leader of epoch ", epoch));
+  if (absl::Status s = Begin(epoch, *rollout, steps->size()); !s.ok()) {
+    spdlog::error("rollout {}: {}", id, s.message());
+    finish();
+    return;
   }
+  RunOutcome outcome = RunBatches(*rollout, *steps, epoch, runner);
+  UndoFailedGate(*rollout, *steps, epoch, runner, &outcome);
+  if (outcome.stopped || runner->abort.load()) {
+    finish();
+    return;
+  }
+  End(epoch, *rollout, outcome);
+  finish();
+}
 
-  std::string failure;
-  std::string failed_phase;
-  bool cancelled = false;
-  bool stopped = false;  // leadership lost: leave the state for the next leader
+absl::Status Executor::Begin(uint64_t epoch, const StoredRollout& rollout, size_t step_count) {
+  if (rollout.state != hoist::v1::ROLLOUT_STATE_PENDING) {
+    Event(epoch, rollout, "rollout_resumed", absl::StrCat("resumed by the leader of epoch ", epoch));
+    return absl::OkStatus();
+  }
+  if (absl::Status s = store_->SetRolloutState(epoch, rollout.id, hoist::v1::ROLLOUT_STATE_RUNNING, ""); !s.ok()) {
+    return s;
+  }
+  Event(epoch, rollout, "rollout_started",
+        absl::StrCat(rollout.kind, " of ", rollout.deployment, " ",
+                     rollout.from_version.empty() ? std::string("") : rollout.from_version + " -> ",
+                     rollout.to_version, " (", step_count, " steps)"));
+  return absl::OkStatus();
+}
+
+Executor::RunOutcome Executor::RunBatches(const StoredRollout& rollout, const std::vector<StoredStep>& steps,
+                                          uint64_t epoch, Runner* runner) {
+  RunOutcome out;
   size_t i = 0;
   int current_phase = -1;
   // A runner told to stop (leadership lost) starts no further batch: its
   // epoch may still pass the fence until the next leader bumps it.
-  while (i < steps->size() && failure.empty() && !cancelled && !stopped && !runner->abort.load()) {
+  while (i < steps.size() && out.failure.empty() && !out.cancelled && !out.stopped && !runner->abort.load()) {
     // One batch: consecutive steps of the same phase and batch number.
     size_t j = i;
-    while (j < steps->size() && (*steps)[j].phase == (*steps)[i].phase && (*steps)[j].batch == (*steps)[i].batch) ++j;
-    // The phase that undoes a failed gate runs only then (below).
-    if ((*steps)[i].phase_name == kUndoGatePhase) break;
+    while (j < steps.size() && steps[j].phase == steps[i].phase && steps[j].batch == steps[i].batch) ++j;
+    // The phase that undoes a failed gate runs only then (UndoFailedGate).
+    if (steps[i].phase_name == kUndoGatePhase) break;
     std::vector<const StoredStep*> todo;
     for (size_t k = i; k < j; ++k) {
-      if (!Finished((*steps)[k].state)) todo.push_back(&(*steps)[k]);
+      if (!Finished(steps[k].state)) todo.push_back(&steps[k]);
     }
     if (!todo.empty()) {
-      auto status = store_->GetRolloutStatus(id);
+      auto status = store_->GetRolloutStatus(rollout.id);
       if (runner->cancel.load() || (status.ok() && status->cancel_requested)) {
-        cancelled = true;
+        out.cancelled = true;
         break;
       }
-      if ((*steps)[i].phase != current_phase) {
-        current_phase = (*steps)[i].phase;
+      if (steps[i].phase != current_phase) {
+        current_phase = steps[i].phase;
         std::string reason;
-        for (const auto& p : rollout->plan.phases()) {
-          if (p.name() == (*steps)[i].phase_name) reason = p.reason();
+        for (const auto& p : rollout.plan.phases()) {
+          if (p.name() == steps[i].phase_name) reason = p.reason();
         }
-        Event(epoch, *rollout, "phase_started", absl::StrCat((*steps)[i].phase_name, reason.empty() ? "" : ": ", reason),
-              &(*steps)[i]);
+        Event(epoch, rollout, "phase_started", absl::StrCat(steps[i].phase_name, reason.empty() ? "" : ": ", reason),
+              &steps[i]);
       }
-      std::vector<std::string> errors(todo.size());
-      std::vector<absl::StatusOr<hoist::v1::StepState>> states(todo.size(), hoist::v1::STEP_STATE_PENDING);
-      // The whole batch is marked running in one write, then each step runs
-      // on its own thread.
-      if (absl::Status s = MarkRunning(epoch, *rollout, todo); !s.ok()) {
-        spdlog::warn("rollout {}: runner stops: {}", id, s.message());
-        stopped = true;
-        break;
-      }
-      // A batch across hundreds of hosts records no progress lines: they
-      // would be a write per host per step, and nobody reads them one by one.
-      const bool record_progress = todo.size() <= kMaxBatchWithProgress;
-      std::vector<std::thread> threads;
-      for (size_t k = 0; k < todo.size(); ++k) {
-        threads.emplace_back([&, k] {
-          states[k] = RunStep(*rollout, *todo[k], epoch, runner, &errors[k], /*marked=*/true, record_progress);
-        });
-      }
-      for (auto& t : threads) t.join();
-      for (size_t k = 0; k < todo.size(); ++k) {
-        if (!states[k].ok()) {
-          spdlog::warn("rollout {}: runner stops: {}", id, states[k].status().message());
-          stopped = true;
-        } else if (*states[k] == hoist::v1::STEP_STATE_FAILED && failure.empty()) {
-          failure = absl::StrCat(todo[k]->description, ": ", errors[k]);
-          failed_phase = todo[k]->phase_name;
-        }
-      }
+      RunBatch(rollout, todo, epoch, runner, &out);
     }
     i = j;
   }
+  return out;
+}
+
+void Executor::RunBatch(const StoredRollout& rollout, const std::vector<const StoredStep*>& todo, uint64_t epoch,
+                        Runner* runner, RunOutcome* out) {
+  std::vector<std::string> errors(todo.size());
+  std::vector<absl::StatusOr<hoist::v1::StepState>> states(todo.size(), hoist::v1::STEP_STATE_PENDING);
+  // The whole batch is marked running in one write, then each step runs
+  // on its own thread.
+  if (absl::Status s = MarkRunning(epoch, rollout, todo); !s.ok()) {
+    spdlog::warn("rollout {}: runner stops: {}", rollout.id, s.message());
+    out->stopped = true;
+    return;
+  }
+  // A batch across hundreds of hosts records no progress lines: they
+  // would be a write per host per step, and nobody reads them one by one.
+  const bool record_progress = todo.size() <= kMaxBatchWithProgress;
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < todo.size(); ++k) {
+    threads.emplace_back([&, k] {
+      states[k] = RunStep(rollout, *todo[k], epoch, runner, &errors[k], /*marked=*/true, record_progress);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t k = 0; k < todo.size(); ++k) {
+    if (!states[k].ok()) {
+      spdlog::warn("rollout {}: runner stops: {}", rollout.id, states[k].status().message());
+      out->stopped = true;
+    } else if (*states[k] == hoist::v1::STEP_STATE_FAILED && out->failure.empty()) {
+      out->failure = absl::StrCat(todo[k]->description, ": ", errors[k]);
+      out->failed_phase = todo[k]->phase_name;
+    }
+  }
+}
+
+void Executor::UndoFailedGate(const StoredRollout& rollout, const std::vector<StoredStep>& steps, uint64_t epoch,
+                              Runner* runner, RunOutcome* out) {
   // A failed gate (a migration gate, or a one-shot job run before any
   // service moved): nothing has moved yet, so the deployment is put back as
   // it was (the old pin, the services stopped first running).
-  bool gate = absl::StartsWith(failed_phase, "migrate-") || absl::StartsWith(failed_phase, "run-");
-  for (const StoredStep& st : *steps) {
-    if (!gate || st.phase_name == failed_phase) break;
+  bool gate = absl::StartsWith(out->failed_phase, "migrate-") || absl::StartsWith(out->failed_phase, "run-");
+  for (const StoredStep& st : steps) {
+    if (!gate || st.phase_name == out->failed_phase) break;
     if (absl::StartsWith(st.phase_name, "replace-") || absl::StartsWith(st.phase_name, "start-")) gate = false;
   }
-  bool put_back = false;
-  if (!stopped && !runner->abort.load() && gate) {
-    std::vector<std::string> undone, not_undone;
-    for (const StoredStep& st : *steps) {
-      if (st.phase_name != kUndoGatePhase || Finished(st.state)) continue;
-      std::string err;
-      absl::StatusOr<hoist::v1::StepState> done = RunStep(*rollout, st, epoch, runner, &err);
-      if (!done.ok()) {
-        stopped = true;
-        break;
-      }
-      (*done == hoist::v1::STEP_STATE_SUCCEEDED ? undone : not_undone)
-          .push_back(*done == hoist::v1::STEP_STATE_SUCCEEDED ? st.description
-                                                              : absl::StrCat(st.description, ": ", err));
+  if (out->stopped || runner->abort.load() || !gate) return;
+  std::vector<std::string> undone, not_undone;
+  for (const StoredStep& st : steps) {
+    if (st.phase_name != kUndoGatePhase || Finished(st.state)) continue;
+    std::string err;
+    absl::StatusOr<hoist::v1::StepState> done = RunStep(rollout, st, epoch, runner, &err);
+    if (!done.ok()) {
+      out->stopped = true;
+      break;
     }
-    if (!undone.empty()) absl::StrAppend(&failure, "\nput back as before: ", absl::StrJoin(undone, "; "));
-    if (!not_undone.empty()) absl::StrAppend(&failure, "\nNOT put back: ", absl::StrJoin(not_undone, "; "));
-    put_back = !undone.empty() && not_undone.empty();
+    (*done == hoist::v1::STEP_STATE_SUCCEEDED ? undone : not_undone)
+        .push_back(*done == hoist::v1::STEP_STATE_SUCCEEDED ? st.description
+                                                            : absl::StrCat(st.description, ": ", err));
   }
-  if (stopped || runner->abort.load()) {
-    finish();
-    return;
+  if (!undone.empty()) absl::StrAppend(&out->failure, "\nput back as before: ", absl::StrJoin(undone, "; "));
+  if (!not_undone.empty()) absl::StrAppend(&out->failure, "\nNOT put back: ", absl::StrJoin(not_undone, "; "));
+  out->put_back = !undone.empty() && not_undone.empty();
+}
+
+hoist::v1::RolloutState Executor::EndState(const StoredRollout& rollout, const RunOutcome& outcome, bool untouched,
+                                           std::string* message) {
+  *message = absl::StrCat(rollout.deployment, " now runs ", rollout.to_version);
+  if (outcome.cancelled) {
+    *message = "cancelled by an operator; steps already done stay done";
+    return hoist::v1::ROLLOUT_STATE_CANCELLED;
   }
+  if (outcome.failure.empty()) return hoist::v1::ROLLOUT_STATE_SUCCEEDED;
+  *message = outcome.failure;
+  if (untouched) {
+    *message = absl::StrCat(*message, kNothingChangedLine, rollout.deployment, " runs ",
+                            rollout.from_version.empty() ? "what it ran" : rollout.from_version, " as before");
+  } else if (!rollout.rollback_command.empty()) {
+    *message = absl::StrCat(*message, "\nto roll back: ", rollout.rollback_command);
+  }
+  if (rollout.strategy == hoist::v1::STRATEGY_BLUE_GREEN) {
+    auto d = store_->GetDeployment(rollout.deployment);
+    if (d.ok() && d->live_slot != rollout.plan.target_slot()) {
+      const bool green = rollout.plan.target_slot() == hoist::v1::SLOT_GREEN;
+      *message = absl::StrCat(*message, "\nthe proxy was not switched: ", green ? "blue" : "green", " still serves ",
+                              rollout.from_version, "; the ", green ? "green" : "blue",
+                              " containers are left for inspection and the next blue-green rollout removes them");
+    }
+  }
+  return hoist::v1::ROLLOUT_STATE_FAILED;
+}
+
+void Executor::End(uint64_t epoch, const StoredRollout& rollout, const RunOutcome& outcome) {
   // Pre-flight checks and pulls change nothing the deployment runs on.
-  const bool untouched = failed_phase == "preflight" || failed_phase == "pull";
-  hoist::v1::RolloutState final_state = hoist::v1::ROLLOUT_STATE_SUCCEEDED;
-  std::string message = absl::StrCat(rollout->deployment, " now runs ", rollout->to_version);
-  if (cancelled) {
-    final_state = hoist::v1::ROLLOUT_STATE_CANCELLED;
-    message = "cancelled by an operator; steps already done stay done";
-  } else if (!failure.empty()) {
-    final_state = hoist::v1::ROLLOUT_STATE_FAILED;
-    message = failure;
-    if (untouched) {
-      message = absl::StrCat(message, kNothingChangedLine, rollout->deployment, " runs ",
-                             rollout->from_version.empty() ? "what it ran" : rollout->from_version, " as before");
-    } else if (!rollout->rollback_command.empty()) {
-      message = absl::StrCat(message, "\nto roll back: ", rollout->rollback_command);
-    }
-    if (rollout->strategy == hoist::v1::STRATEGY_BLUE_GREEN) {
-      auto d = store_->GetDeployment(rollout->deployment);
-      if (d.ok() && d->live_slot != rollout->plan.target_slot()) {
-        const bool green = rollout->plan.target_slot() == hoist::v1::SLOT_GREEN;
-        message = absl::StrCat(message, "\nthe proxy was not switched: ", green ? "blue" : "green", " still serves ",
-                               rollout->from_version, "; the ", green ? "green" : "blue",
-                               " containers are left for inspection and the next blue-green rollout removes them");
-      }
-    }
-  }
-  if (absl::Status s = store_->SetRolloutState(epoch, id, final_state, final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "" : message);
+  const bool untouched = outcome.failed_phase == "preflight" || outcome.failed_phase == "pull";
+  std::string message;
+  const hoist::v1::RolloutState final_state = EndState(rollout, outcome, untouched, &message);
+  if (absl::Status s = store_->SetRolloutState(epoch, rollout.id, final_state,
+                                               final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "" : message);
       !s.ok()) {
-    spdlog::error("rollout {}: cannot record its end: {}", id, s.message());
-    finish();
+    spdlog::error("rollout {}: cannot record its end: {}", rollout.id, s.message());
     return;
   }
-  Event(epoch, *rollout, final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "rollout_succeeded"
-                         : cancelled                                         ? "rollout_cancelled"
-                                                                             : "rollout_failed",
+  Event(epoch, rollout, final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "rollout_succeeded"
+                        : outcome.cancelled                                 ? "rollout_cancelled"
+                                                                            : "rollout_failed",
         message, nullptr, final_state);
-  store_->Audit({"hoistd", absl::StrCat("rollout.", rollout->kind), rollout->deployment, id,
+  store_->Audit({"hoistd", absl::StrCat("rollout.", rollout.kind), rollout.deployment, rollout.id,
                  final_state == hoist::v1::ROLLOUT_STATE_SUCCEEDED ? "ok" : "failed", message})
       .IgnoreError();
+  AfterFailure(epoch, rollout, outcome, untouched, final_state);
+}
 
+void Executor::AfterFailure(uint64_t epoch, const StoredRollout& rollout, const RunOutcome& outcome, bool untouched,
+                            hoist::v1::RolloutState final_state) {
   // A failed blue-green upgrade needs no rollback: the old slot still serves;
   // nor does a failed gate that was put back.
-  if ((put_back || (untouched && final_state == hoist::v1::ROLLOUT_STATE_FAILED)) &&
-      rollout->on_failure == hoist::v1::ON_FAILURE_ROLLBACK) {
-    Event(epoch, *rollout, "rollback_not_needed",
-          put_back ? absl::StrCat("no rollback: the failed gate was undone and ", rollout->from_version,
-                                  " runs as before")
-                   : absl::StrCat("no rollback: the rollout failed in its ", failed_phase,
-                                  " phase, before anything was changed"),
+  if ((outcome.put_back || (untouched && final_state == hoist::v1::ROLLOUT_STATE_FAILED)) &&
+      rollout.on_failure == hoist::v1::ON_FAILURE_ROLLBACK) {
+    Event(epoch, rollout, "rollback_not_needed",
+          outcome.put_back ? absl::StrCat("no rollback: the failed gate was undone and ", rollout.from_version,
+                                          " runs as before")
+                           : absl::StrCat("no rollback: the rollout failed in its ", outcome.failed_phase,
+                                          " phase, before anything was changed"),
           nullptr, final_state);
-  } else if (final_state == hoist::v1::ROLLOUT_STATE_FAILED && rollout->on_failure == hoist::v1::ON_FAILURE_ROLLBACK &&
-             rollout->kind == "upgrade" && rollout->strategy != hoist::v1::STRATEGY_BLUE_GREEN) {
+  } else if (final_state == hoist::v1::ROLLOUT_STATE_FAILED && rollout.on_failure == hoist::v1::ON_FAILURE_ROLLBACK &&
+             rollout.kind == "upgrade" && rollout.strategy != hoist::v1::STRATEGY_BLUE_GREEN) {
     RollbackLauncher launcher;
     {
       absl::MutexLock lock(&mu_);
       launcher = rollback_;
     }
     if (launcher) {
-      auto rb = launcher(*rollout);
+      auto rb = launcher(rollout);
       if (rb.ok()) {
-        Event(epoch, *rollout, "rollback_started", absl::StrCat("rolling back by itself: rollout ", *rb), nullptr,
+        Event(epoch, rollout, "rollback_started", absl::StrCat("rolling back by itself: rollout ", *rb), nullptr,
               final_state);
       } else {
-        Event(epoch, *rollout, "rollback_refused", absl::StrCat("cannot roll back by itself: ", rb.status().message()),
+        Event(epoch, rollout, "rollback_refused", absl::StrCat("cannot roll back by itself: ", rb.status().message()),
               nullptr, final_state);
       }
     }
   }
-  finish();
 }
 
 }  // namespace hoist::rollout

@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -110,13 +111,68 @@ class Executor {
                                                 const std::string& agent_id, const std::string& image,
                                                 const std::string& digest);
 
+  // How a run's batches ended, for its end and whether it rolls back.
+  struct RunOutcome {
+    std::string failure;  // the first failed step and why ("" when none failed)
+    std::string failed_phase;
+    bool cancelled = false;
+    bool stopped = false;  // leadership lost: leave the state for the next leader
+    bool put_back = false;  // a failed gate was undone completely
+  };
+
+  // One rollout's run, in the stages below, on the runner's thread.
   void Run(const std::string& id, uint64_t epoch, Runner* runner);
+  // Marks a pending rollout running (rollout_started), or records that this
+  // leader resumes it; an error when the state cannot be written.
+  absl::Status Begin(uint64_t epoch, const StoredRollout& rollout, size_t step_count);
+  // Runs the unfinished steps batch by batch until one fails, the rollout is
+  // cancelled or the runner must stop; the undo-gate phase is left out.
+  RunOutcome RunBatches(const StoredRollout& rollout, const std::vector<StoredStep>& steps, uint64_t epoch,
+                        Runner* runner);
+  // One batch: marked running in one write, then each step on its own thread.
+  void RunBatch(const StoredRollout& rollout, const std::vector<const StoredStep*>& todo, uint64_t epoch,
+                Runner* runner, RunOutcome* out);
+  // After a failed gate, runs the undo-gate phase and says in the failure
+  // what was put back.
+  void UndoFailedGate(const StoredRollout& rollout, const std::vector<StoredStep>& steps, uint64_t epoch,
+                      Runner* runner, RunOutcome* out);
+  // The state a run ends the rollout in, and the message that says why.
+  // untouched: it failed before anything the deployment runs on changed.
+  hoist::v1::RolloutState EndState(const StoredRollout& rollout, const RunOutcome& outcome, bool untouched,
+                                   std::string* message);
+  // Records the end (state, event, audit) and what follows a failure.
+  void End(uint64_t epoch, const StoredRollout& rollout, const RunOutcome& outcome);
+  // ON_FAILURE_ROLLBACK: says why no rollback is needed, or starts one.
+  void AfterFailure(uint64_t epoch, const StoredRollout& rollout, const RunOutcome& outcome, bool untouched,
+                    hoist::v1::RolloutState final_state);
+
   // Runs one step; returns its final state (or an error when the runner must stop).
   // Marked: the step was marked running with its batch (MarkRunning).
   // record_progress: the agent's progress lines become step_progress events.
   absl::StatusOr<hoist::v1::StepState> RunStep(const StoredRollout& rollout, const StoredStep& step, uint64_t epoch,
                                                Runner* runner, std::string* error, bool marked = false,
                                                bool record_progress = true);
+  // RunStep of a step with an action: sends it to its agent, sets *result to
+  // the agent's answer, and checks it.
+  absl::StatusOr<hoist::v1::StepState> RunAgentStep(const StoredRollout& rollout, const StoredStep& step,
+                                                    uint64_t epoch, Runner* runner, std::string* error,
+                                                    bool record_progress,
+                                                    std::optional<hoist::v1::StepResult>* result);
+  // An agent's answer: its failure, a pulled digest the release did not
+  // record, or a backup to record.
+  absl::StatusOr<hoist::v1::StepState> CheckAgentResult(const StoredRollout& rollout, const StoredStep& step,
+                                                        const hoist::v1::Step& action, const hoist::v1::StepResult& r,
+                                                        uint64_t epoch, Runner* runner, std::string* error);
+  // Records the backup a step took and forgets those its agent pruned.
+  absl::Status RecordBackupResult(const StoredRollout& rollout, const StoredStep& step, const hoist::v1::Step& action,
+                                  const hoist::v1::StepResult& r, uint64_t epoch);
+  // RunStep of a step without an action: the controller runs it itself.
+  absl::StatusOr<hoist::v1::StepState> RunControllerStep(const StoredRollout& rollout, const StoredStep& step,
+                                                         uint64_t epoch, Runner* runner, absl::Time started,
+                                                         std::string* error);
+  // Pre-flight and post-check: FAILED, naming them, when agents the plan
+  // needs are not connected.
+  absl::StatusOr<hoist::v1::StepState> CheckAgentsConnected(const StoredRollout& rollout, std::string* error);
   // Batches of more steps than this record no step_progress events.
   static constexpr size_t kMaxBatchWithProgress = 24;
   // Marks steps running, with their step_started events, in one write.

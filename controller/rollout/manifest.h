@@ -1,9 +1,9 @@
 #pragma once
 
-// The stack manifest (one YAML file per deployment: hosts and services) and
-// release files, parsed and validated. deploy/manifest-reference.md documents
-// every key. Every error names the file, line, column and field path, and says
-// what was expected:
+// The stack manifest (one YAML file per deployment: hosts and services),
+// parsed and validated; release files are in release_file.h.
+// deploy/manifest-reference.md documents every key. Every error names the
+// file, line, column and field path, and says what was expected:
 //   stack.yaml:14:7: services.api.health.interval: expected a duration like "5s", got "fast"
 
 #include <cstdint>
@@ -212,13 +212,5 @@ absl::StatusOr<StackManifest> ParseStackManifest(absl::string_view file_name,
 
 // Reads a manifest file and parses it; NOT_FOUND when it cannot be read.
 absl::StatusOr<StackManifest> LoadStackManifest(const std::string& path);
-
-// Parses a release file (deployment, version, images, notes, required_env,
-// renamed_env) with the same error quality. Images must be pinned.
-absl::StatusOr<hoist::v1::Release> ParseReleaseFile(absl::string_view file_name,
-                                                    absl::string_view yaml_text);
-
-// Reads a release file and parses it; NOT_FOUND when it cannot be read.
-absl::StatusOr<hoist::v1::Release> LoadReleaseFile(const std::string& path);
 
 }  // namespace hoist::rollout

@@ -1,46 +1,27 @@
+// RolloutManager's writing side: stacks and releases, planning and starting
+// upgrades and rollbacks, cancelling (the cutover: rollout_manager_cutover.cc;
+// reading: rollout_manager_status.cc).
+
 #include "controller/rollout/rollout_manager.h"
 
-#include "controller/rollout/secrets.h"
-
 #include <future>
-#include <map>
-#include <thread>
-#include <vector>
+#include <optional>
 #include <set>
-#include <tuple>
-
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "shared/proto_names.h"
+#include "controller/rollout/rollout_manager_internal.h"
 #include "shared/proto_time.h"
 #include "shared/semver.h"
 #include "shared/sha256.h"
 #include "spdlog/spdlog.h"
 
 namespace hoist::rollout {
-hoist::v1::Deployment RolloutManager::DeploymentProto(const StoredDeployment& d) const {
-  hoist::v1::Deployment out;
-  out.set_name(d.name);
-  out.set_manifest_yaml(RedactEnvValues(d.manifest_yaml, [this](absl::string_view value) {
-    return fingerprint_ ? fingerprint_(value) : std::string();
-  }));
-  out.set_manifest_sha256(d.manifest_sha256);
-  out.set_pinned_version(d.pinned_version);
-  SetTimestamp(d.updated_at, out.mutable_updated_at());
-  return out;
-}
 
-namespace {
-
-// Checks a deployment or version name given by an operator.
-absl::Status Required(absl::string_view field, absl::string_view value) {
-  if (value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
-  return absl::OkStatus();
-}
-
-}  // namespace
+using internal::Required;
 
 RolloutManager::RolloutManager(RolloutStore* store, AgentStore* agents, StepDispatcher* dispatcher, Executor* executor,
                                Clock* clock)
@@ -445,142 +426,6 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::Rollback(uint64_t epoch, cons
   return Store(epoch, *plan, "rollback", hoist::v1::ON_FAILURE_STOP, actor);
 }
 
-absl::StatusOr<hoist::v1::CutoverResponse> RolloutManager::Cutover(uint64_t epoch,
-                                                                   const hoist::v1::CutoverRequest& request,
-                                                                   const std::string& actor) {
-  const std::string& deployment = request.deployment();
-  const hoist::v1::CutoverDirection direction = request.direction();
-  const std::string word = direction == hoist::v1::CUTOVER_DIRECTION_BACK      ? "back"
-                           : direction == hoist::v1::CUTOVER_DIRECTION_FORWARD ? "forward"
-                                                                               : "finish";
-  std::string rollout_id;
-  auto refuse = [&](absl::Status s) {
-    Audit(actor, "cutover", deployment, rollout_id, s, "");
-    return s;
-  };
-  if (absl::Status s = Required("deployment", deployment); !s.ok()) return refuse(s);
-  if (direction == hoist::v1::CUTOVER_DIRECTION_UNSPECIFIED) {
-    return refuse(absl::InvalidArgumentError("direction: give back, forward or finish"));
-  }
-  auto latest = store_->ListRollouts(deployment, 1);
-  if (!latest.ok()) return refuse(latest.status());
-  if (latest->empty() || latest->front().strategy != hoist::v1::STRATEGY_BLUE_GREEN ||
-      latest->front().state != hoist::v1::ROLLOUT_STATE_GRACE) {
-    std::string what = latest->empty() ? std::string("it has no rollout yet")
-                                       : absl::StrCat("its latest rollout ", latest->front().id, " is a ",
-                                                      latest->front().strategy == hoist::v1::STRATEGY_BLUE_GREEN
-                                                          ? "blue-green"
-                                                          : "rolling",
-                                                      " one in state ", RolloutStateName(latest->front().state));
-    if (!latest->empty()) rollout_id = latest->front().id;
-    return refuse(absl::FailedPreconditionError(absl::StrCat(
-        deployment, " has no blue-green rollout in its grace period (", what,
-        "); cutover switches between the slots of a blue-green upgrade until its old slot is retired: "
-        "hoist upgrade VERSION --strategy blue-green")));
-  }
-  const StoredRollout rollout = latest->front();
-  rollout_id = rollout.id;
-  const hoist::v1::Slot target = rollout.plan.target_slot();
-  const hoist::v1::Slot old = target == hoist::v1::SLOT_GREEN ? hoist::v1::SLOT_BLUE : hoist::v1::SLOT_GREEN;
-  hoist::v1::CutoverResponse out;
-  const absl::Time start = clock_->Now();
-  absl::Status result = executor_->WhileGraceHeld([&]() -> absl::Status {
-    auto now_rollout = store_->GetRollout(rollout.id);
-    if (!now_rollout.ok()) return now_rollout.status();
-    if (now_rollout->state != hoist::v1::ROLLOUT_STATE_GRACE) {
-      return absl::FailedPreconditionError(absl::StrCat("the grace period of rollout ", rollout.id,
-                                                        " has just ended (now ", RolloutStateName(now_rollout->state),
-                                                        "); nothing was switched"));
-    }
-    auto d = store_->GetDeployment(deployment);
-    if (!d.ok()) return d.status();
-    if (direction == hoist::v1::CUTOVER_DIRECTION_FINISH) {
-      if (d->live_slot != target) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            SlotName(old), " (", rollout.from_version, ") serves ", deployment, " since a cutover --back: --finish "
-            "would retire the slot that serves. Switch to ", SlotName(target), " first: hoist cutover --forward"));
-      }
-      if (absl::Status s = store_->RequestFinish(rollout.id); !s.ok()) return s;
-      out.set_live_slot(target);
-      return absl::OkStatus();
-    }
-    const bool back = direction == hoist::v1::CUTOVER_DIRECTION_BACK;
-    auto steps = store_->GetSteps(rollout.id);
-    if (!steps.ok()) return steps.status();
-    std::vector<const StoredStep*> switches;
-    for (const StoredStep& st : *steps) {
-      if (st.phase_name == "switch" && st.kind == "proxy_update" && st.action.has_value()) switches.push_back(&st);
-    }
-    if (switches.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat("rollout ", rollout.id, " has no proxy switch step to repeat"));
-    }
-    // The switch step as planned, or with every backend's state flipped: the
-    // same servers, so HAProxy only changes states (no server added).
-    const std::string stamp = absl::StrCat(absl::ToUnixMicros(start));
-    std::vector<hoist::v1::Step> actions;
-    for (const StoredStep* sw : switches) {
-      hoist::v1::Step action = *sw->action;
-      if (back) {
-        for (auto& route : *action.mutable_proxy_update()->mutable_routes()) {
-          for (auto& b : *route.mutable_backends()) {
-            b.set_state(b.state() == hoist::v1::BACKEND_STATE_DRAIN ? hoist::v1::BACKEND_STATE_READY
-                                                                    : hoist::v1::BACKEND_STATE_DRAIN);
-          }
-        }
-      }
-      // Backends on other Docker hosts, at the ports their start reported.
-      if (absl::Status s = executor_->ResolveBackends(rollout, &action); !s.ok()) return s;
-      action.set_step_id(absl::StrCat(rollout.id, "/cutover-", stamp, "-", word, "-", sw->agent_id));
-      action.set_rollout_id(rollout.id);
-      const absl::Duration timeout = sw->timeout > absl::ZeroDuration() ? sw->timeout : absl::Minutes(1);
-      SetTimestamp(clock_->Now() + timeout, action.mutable_deadline());
-      actions.push_back(std::move(action));
-    }
-    std::vector<absl::StatusOr<hoist::v1::StepResult>> results(switches.size(), absl::UnknownError("not run"));
-    std::vector<std::thread> threads;
-    for (size_t i = 0; i < switches.size(); ++i) {
-      threads.emplace_back([this, &results, i, action = actions[i], agent = switches[i]->agent_id] {
-        results[i] = dispatcher_->RunStep(agent, action, nullptr, nullptr);
-      });
-    }
-    for (auto& t : threads) t.join();
-    std::vector<std::string> failures;
-    for (size_t i = 0; i < switches.size(); ++i) {
-      if (!results[i].ok()) {
-        failures.push_back(absl::StrCat(switches[i]->agent_id, ": ", results[i].status().message()));
-      } else if (results[i]->outcome() != hoist::v1::STEP_OUTCOME_SUCCEEDED) {
-        failures.push_back(absl::StrCat(switches[i]->agent_id, ": ", results[i]->message()));
-      }
-    }
-    if (!failures.empty()) {
-      return absl::UnavailableError(absl::StrCat(
-          "the switch ", word, " failed on ", absl::StrJoin(failures, "; "), "; ", SlotName(d->live_slot),
-          " is still recorded as serving, but a proxy host that succeeded may have switched: run the cutover again"));
-    }
-    const hoist::v1::Slot now_serving = back ? old : target;
-    if (absl::Status s = store_->SetLiveSlot(epoch, deployment, now_serving); !s.ok()) return s;
-    out.set_live_slot(now_serving);
-    return absl::OkStatus();
-  });
-  const absl::Duration took = clock_->Now() - start;
-  SetDuration(took, out.mutable_took());
-  std::string detail =
-      direction == hoist::v1::CUTOVER_DIRECTION_FINISH
-          ? absl::StrCat("finish: ", SlotName(old), " (", rollout.from_version, ") is retired now")
-          : absl::StrCat(word, ": ", SlotName(out.live_slot()), " serves ",
-                         out.live_slot() == target ? rollout.to_version : rollout.from_version, " (switch took ",
-                         absl::FormatDuration(absl::Trunc(took, absl::Milliseconds(1))), ")");
-  Audit(actor, "cutover", deployment, rollout.id, result, detail);
-  if (!result.ok()) return result;
-  hoist::v1::RolloutEvent e;
-  e.set_rollout_id(rollout.id);
-  e.set_kind("cutover");
-  e.set_message(absl::StrCat("hoist cutover --", detail, " by ", actor));
-  e.set_rollout_state(hoist::v1::ROLLOUT_STATE_GRACE);
-  store_->AppendEvent(epoch, e).IgnoreError();
-  return out;
-}
-
 absl::StatusOr<std::string> RolloutManager::RollBackFailed(uint64_t epoch, const StoredRollout& failed) {
   hoist::v1::RollbackRequest request;
   request.set_deployment(failed.deployment);
@@ -598,160 +443,6 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::Cancel(const std::string& id,
   Audit(actor, "rollout.cancel", r.ok() ? r->deployment : "", id, s, reason);
   if (!s.ok()) return s;
   return GetRollout(id);
-}
-
-absl::StatusOr<hoist::v1::Deployment> RolloutManager::GetDeployment(const std::string& name) {
-  auto d = store_->GetDeployment(name);
-  if (!d.ok()) return d.status();
-  return DeploymentProto(*d);
-}
-
-absl::StatusOr<hoist::v1::Rollout> RolloutManager::ToRollout(const StoredRollout& r) {
-  hoist::v1::Rollout out;
-  out.set_id(r.id);
-  out.set_deployment(r.deployment);
-  out.set_state(r.state);
-  out.set_on_failure(r.on_failure);
-  out.set_started_by(r.requested_by);
-  SetTimestamp(r.started_at, out.mutable_started_at());
-  SetTimestamp(r.finished_at, out.mutable_finished_at());
-  out.set_error(r.error);
-  out.set_rollback_command(r.rollback_command);
-  out.set_is_rollback(r.kind == "rollback");
-  out.set_backup_id(r.backup_id);
-  *out.mutable_plan() = r.plan;
-  auto steps = store_->GetSteps(r.id);
-  if (!steps.ok()) return steps.status();
-  std::map<std::string, const StoredStep*> by_id;
-  for (const StoredStep& s : *steps) by_id[s.step_id] = &s;
-  for (auto& phase : *out.mutable_plan()->mutable_phases()) {
-    for (auto& ps : *phase.mutable_steps()) {
-      auto it = by_id.find(absl::StrCat(r.id, "/", ps.step_id()));
-      if (it == by_id.end()) continue;
-      ps.set_step_id(it->second->step_id);
-      ps.set_state(it->second->state);
-      ps.set_error(it->second->error);
-      SetTimestamp(it->second->started_at, ps.mutable_started_at());
-      SetTimestamp(it->second->finished_at, ps.mutable_finished_at());
-    }
-  }
-  return out;
-}
-
-absl::StatusOr<hoist::v1::Rollout> RolloutManager::GetRollout(const std::string& id) {
-  auto r = store_->GetRollout(id);
-  if (!r.ok()) return r.status();
-  return ToRollout(*r);
-}
-
-absl::StatusOr<hoist::v1::GetVersionMatrixResponse> RolloutManager::Matrix(const std::string& deployment) {
-  auto d = store_->GetDeployment(deployment);
-  if (!d.ok()) return d.status();
-  auto manifest = ParseStackManifest(d->file_name, d->manifest_yaml);
-  if (!manifest.ok()) return manifest.status();
-  auto containers = agents_->ListContainers(deployment);
-  if (!containers.ok()) return containers.status();
-  hoist::v1::GetVersionMatrixResponse out;
-  out.set_deployment(deployment);
-  out.set_pinned_version(d->pinned_version);
-  std::optional<hoist::v1::Release> pinned;
-  if (!d->pinned_version.empty()) {
-    auto r = store_->GetRelease(deployment, d->pinned_version);
-    if (r.ok()) pinned = *r;
-  }
-  // service x agent x slot -> cell; only running containers count.
-  std::map<std::tuple<std::string, std::string, int>, hoist::v1::MatrixCell> cells;
-  std::map<std::string, std::set<std::string>> versions;  // service -> running versions
-  for (const ObservedContainer& c : *containers) {
-    if (c.info.state() != hoist::v1::CONTAINER_STATE_RUNNING) continue;
-    const auto& inst = c.info.instance();
-    auto key = std::make_tuple(inst.service(), c.agent_id, static_cast<int>(inst.slot()));
-    hoist::v1::MatrixCell& cell = cells[key];
-    if (cell.service().empty()) {
-      cell.set_service(inst.service());
-      cell.set_agent_id(c.agent_id);
-      cell.set_host_name(c.host_name);
-      cell.set_host_address(c.host_address);
-      cell.set_slot(inst.slot() == hoist::v1::SLOT_UNSPECIFIED ? hoist::v1::SLOT_BLUE : inst.slot());
-      cell.set_version(c.info.version());
-      cell.set_image_digest(c.info.image_digest());
-    } else if (cell.version() != c.info.version()) {
-      cell.set_version(absl::StrCat(cell.version(), ",", c.info.version()));
-    }
-    cell.set_instances(cell.instances() + 1);
-    if (c.info.health() == hoist::v1::HEALTH_HEALTHY || c.info.health() == hoist::v1::HEALTH_UNSPECIFIED) {
-      cell.set_healthy(cell.healthy() + 1);
-    }
-    const ServiceSpec* spec = manifest->FindService(inst.service());
-    if (spec != nullptr && spec->versioned() && pinned && c.info.version() != pinned->version()) cell.set_skew(true);
-    // The release's content, pulled again later from a re-pushed tag.
-    if (spec != nullptr && spec->versioned() && pinned && c.info.version() == pinned->version() &&
-        !c.info.image_digest().empty() && pinned->digests().contains(inst.service()) &&
-        pinned->digests().at(inst.service()) != c.info.image_digest()) {
-      cell.set_digest_drift(true);
-    }
-    versions[inst.service()].insert(c.info.version());
-  }
-  for (auto& [key, cell] : cells) *out.add_cells() = cell;
-  for (const CompatRule& rule : manifest->rules) {
-    for (const std::string& sv : versions[rule.service]) {
-      for (const std::string& ov : versions[rule.other]) {
-        auto a = Version::Parse(sv);
-        auto b = Version::Parse(ov);
-        if (a.ok() && b.ok() && !rule.Allows(*a, *b)) {
-          out.add_violations(absl::StrCat(rule.Describe(), ": ", rule.service, " ", sv, " runs beside ", rule.other,
-                                          " ", ov));
-        }
-      }
-    }
-  }
-  return out;
-}
-
-absl::StatusOr<hoist::v1::GetStatusResponse> RolloutManager::Status(const std::string& deployment) {
-  auto d = store_->GetDeployment(deployment);
-  if (!d.ok()) return d.status();
-  hoist::v1::GetStatusResponse out;
-  *out.mutable_deployment() = DeploymentProto(*d);
-  auto rollouts = store_->ListRollouts(deployment, 1);
-  if (rollouts.ok() && !rollouts->empty()) {
-    auto r = ToRollout(rollouts->front());
-    if (r.ok()) *out.mutable_latest_rollout() = *r;
-  }
-  auto locks = store_->ListLocks();
-  if (locks.ok()) {
-    for (const auto& l : *locks) {
-      if (l.deployment() == deployment) *out.mutable_lock() = l;
-    }
-  }
-  auto containers = agents_->ListContainers(deployment);
-  if (!containers.ok()) return containers.status();
-  for (const ObservedContainer& c : *containers) {
-    hoist::v1::InstanceStatus* i = out.add_instances();
-    *i->mutable_container() = c.info;
-    i->set_agent_id(c.agent_id);
-    i->set_host_name(c.host_name);
-    if (c.info.state() == hoist::v1::CONTAINER_STATE_RUNNING && c.info.health() == hoist::v1::HEALTH_UNHEALTHY) {
-      out.add_problems(absl::StrCat(c.info.name(), " on ", c.agent_id, " is unhealthy"));
-    }
-  }
-  auto agents = agents_->ListAgents();
-  if (agents.ok()) {
-    for (const auto& a : *agents) {
-      if (a.lost()) out.add_problems(absl::StrCat("agent ", a.id(), " is lost (no heartbeat)"));
-    }
-  }
-  auto matrix = Matrix(deployment);
-  if (matrix.ok()) {
-    for (const auto& cell : matrix->cells()) {
-      if (cell.skew()) {
-        out.add_problems(absl::StrCat(cell.service(), " on ", cell.agent_id(), " runs ", cell.version(),
-                                      ", not the pinned ", matrix->pinned_version()));
-      }
-    }
-    for (const auto& v : matrix->violations()) out.add_problems(v);
-  }
-  return out;
 }
 
 }  // namespace hoist::rollout

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "controller/rollout/executor.h"
@@ -94,6 +95,29 @@ class RolloutManager {
                                            hoist::v1::OnFailure on_failure, const std::string& actor,
                                            const std::string& stamp = "");
   absl::StatusOr<hoist::v1::Rollout> ToRollout(const StoredRollout& r);
+
+  // Cutover (rollout_manager_cutover.cc).
+  // One proxy host's repeat of the rollout's switch step.
+  struct ProxySwitch {
+    std::string agent_id;
+    hoist::v1::Step action;
+  };
+  // The deployment's latest rollout when it is a blue-green one in its grace
+  // period, else FAILED_PRECONDITION saying what it is. Sets *rollout_id to
+  // the latest rollout's id, for the audit log.
+  absl::StatusOr<StoredRollout> RolloutInGrace(const std::string& deployment, std::string* rollout_id);
+  // The cutover itself, while no grace period can end: FINISH asks the
+  // executor to retire the old slot; BACK and FORWARD switch every proxy
+  // host and record the slot that serves.
+  absl::Status CutoverInGrace(uint64_t epoch, const hoist::v1::CutoverRequest& request, const StoredRollout& rollout,
+                              const std::string& word, absl::Time start, hoist::v1::CutoverResponse* out);
+  // The rollout's switch steps (their backends flipped when `back`), with
+  // new step ids and deadlines.
+  absl::StatusOr<std::vector<ProxySwitch>> SwitchActions(const StoredRollout& rollout, bool back,
+                                                         const std::string& word, absl::Time start);
+  // Runs the switches on their proxy hosts at once; returns the failures.
+  std::vector<std::string> RunSwitches(const std::vector<ProxySwitch>& switches);
+
   void Audit(const std::string& actor, const std::string& action, const std::string& deployment,
              const std::string& rollout_id, const absl::Status& outcome, const std::string& detail);
 

@@ -32,6 +32,7 @@
 #include "shared/clock.h"
 #include "shared/subprocess.h"
 #include "tests/fixtures/docker_env.h"
+#include "tests/fixtures/eventually.h"
 #include "tests/fixtures/temp_dir.h"
 #include "tests/fixtures/test_env.h"
 
@@ -254,13 +255,10 @@ TEST_F(AgentStepsE2eTest, AgentStoppedMidJobIsReconciledByTheNextOne) {
   std::string name = JobContainerName(deployment_, "migrate", "1.5.0", step.step_id());
   hoist::v1::StepResult interrupted;
   std::thread runner([&] { interrupted = RunStep(step); });
-  absl::Time give_up = absl::Now() + absl::Seconds(30);
-  bool running = false;
-  while (!running && absl::Now() < give_up) {
+  const bool running = testing::Eventually(absl::Seconds(30), [&] {
     auto info = docker_->Inspect(name);
-    running = info.ok() && info->state == "running";
-    if (!running) absl::SleepFor(absl::Milliseconds(50));
-  }
+    return info.ok() && info->state == "running";
+  });
   executor_->Shutdown();
   runner.join();
   ASSERT_TRUE(running) << "the job container never ran";

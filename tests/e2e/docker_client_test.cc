@@ -19,6 +19,7 @@
 #include "shared/labels.h"
 #include "shared/subprocess.h"
 #include "tests/fixtures/docker_env.h"
+#include "tests/fixtures/eventually.h"
 #include "tests/fixtures/temp_dir.h"
 #include "tests/fixtures/test_env.h"
 
@@ -26,6 +27,7 @@ namespace hoist::docker {
 namespace {
 
 using ::hoist::testing::DockerEnv;
+using ::hoist::testing::Eventually;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -69,15 +71,18 @@ class DockerClientE2eTest : public ::testing::Test {
     return spec;
   }
 
-  // Polls Inspect until pred holds or the deadline passes; returns the last view.
+  // Polls Inspect until pred holds, Inspect fails or `within` passes; returns the last view.
   absl::StatusOr<ContainerInfo> InspectUntil(const std::string& id, const std::function<bool(const ContainerInfo&)>& pred,
                                              absl::Duration within) {
-    const absl::Time deadline = absl::Now() + within;
-    while (true) {
-      auto info = client_->Inspect(id);
-      if (!info.ok() || pred(*info) || absl::Now() > deadline) return info;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
+    absl::StatusOr<ContainerInfo> info = absl::UnknownError("not inspected");
+    Eventually(
+        within,
+        [&] {
+          info = client_->Inspect(id);
+          return !info.ok() || pred(*info);
+        },
+        absl::Milliseconds(100));
+    return info;
   }
 
   static DockerEnv* env_;

@@ -14,6 +14,7 @@
 #include "nlohmann/json.hpp"
 #include "shared/http_client.h"
 #include "tests/fixtures/docker_env.h"
+#include "tests/fixtures/eventually.h"
 #include "tests/fixtures/postgres_cluster.h"
 #include "tests/fixtures/test_env.h"
 
@@ -41,15 +42,14 @@ TEST(PostgresFixtureTest, StartsAnswersAndSurvivesKillAndRestart) {
   EXPECT_EQ(tx.exec1("SELECT v FROM kept")[0].as<std::string>(), "still here");
 }
 
-// Polls url until it answers with `want_status`, up to a deadline.
+// Polls url until it answers with `want_status`, up to 20 s.
 absl::StatusOr<HttpResponse> WaitForStatus(const std::string& url, long want_status) {
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
   absl::StatusOr<HttpResponse> last = absl::UnavailableError("not tried");
-  while (absl::Now() < deadline) {
+  const bool answered = Eventually(absl::Seconds(20), [&] {
     last = HttpGet(url, absl::Seconds(1));
-    if (last.ok() && last->status == want_status) return last;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+    return last.ok() && last->status == want_status;
+  });
+  if (answered) return last;
   if (last.ok()) {
     return absl::DeadlineExceededError(absl::StrCat(url, " answered ", last->status, ", wanted ", want_status));
   }
@@ -84,15 +84,16 @@ TEST(DockerFixtureTest, BuildsPushesPullsAndRunsTestImages) {
   EXPECT_EQ(body["status"], "ok");
 
   // The HEALTHCHECK baked into the image reaches Docker's own health status.
-  std::string docker_health;
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (absl::Now() < deadline && docker_health != "healthy") {
-    auto h = d.Docker({"inspect", "--format", "{{.State.Health.Status}}", container});
-    ASSERT_TRUE(h.ok()) << h.status();
-    docker_health = std::string(absl::StripAsciiWhitespace(*h));
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  EXPECT_EQ(docker_health, "healthy");
+  absl::StatusOr<std::string> docker_health = absl::UnknownError("not inspected");
+  Eventually(
+      absl::Seconds(20),
+      [&] {
+        docker_health = d.Docker({"inspect", "--format", "{{.State.Health.Status}}", container});
+        return !docker_health.ok() || absl::StripAsciiWhitespace(*docker_health) == "healthy";
+      },
+      absl::Milliseconds(100));
+  ASSERT_TRUE(docker_health.ok()) << docker_health.status();
+  EXPECT_EQ(absl::StripAsciiWhitespace(*docker_health), "healthy");
 
   // Told to be unhealthy, it says so.
   auto sick = d.Docker({"run", "-d", "--label", d.label(), "-e", "TESTSVC_UNHEALTHY=1", "-p",

@@ -32,11 +32,13 @@
 #include "shared/subprocess.h"
 #include "tests/bench/loadgen.h"
 #include "tests/fixtures/docker_env.h"
+#include "tests/fixtures/eventually.h"
 #include "tests/fixtures/hoist_fleet.h"
 #include "tests/fixtures/postgres_cluster.h"
 #include "tests/fixtures/reference_stack.h"
 #include "tests/fixtures/test_env.h"
 #include "tests/fixtures/test_hosts.h"
+#include "tests/fixtures/under_load.h"
 
 namespace hoist::testing {
 namespace {
@@ -91,16 +93,15 @@ TEST(TestHostsTest, HostsAreSeparateAndTeardownLeavesNothing) {
   EXPECT_TRUE(Lines(*ps2).empty()) << "host-2's daemon lists host-1's container";
   // host-2 reaches it over the test network.
   std::string body;
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (absl::Now() < deadline) {
-    auto r = RunCommand(h2.Inside({"curl", "-s", "-m", "2", absl::StrCat("http://", h1.address, ":18080/health")}),
-                        {.timeout = absl::Seconds(5)});
-    if (r.ok() && absl::StrContains(r->stdout_text, "1.0.0")) {
-      body = r->stdout_text;
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(100));
-  }
+  Eventually(
+      absl::Seconds(20),
+      [&] {
+        auto r = RunCommand(h2.Inside({"curl", "-s", "-m", "2", absl::StrCat("http://", h1.address, ":18080/health")}),
+                            {.timeout = absl::Seconds(5)});
+        if (r.ok() && absl::StrContains(r->stdout_text, "1.0.0")) body = r->stdout_text;
+        return !body.empty();
+      },
+      absl::Milliseconds(100));
   EXPECT_THAT(body, HasSubstr("\"version\":\"1.0.0\"")) << "host-2 could not reach host-1's container";
 
   env->reset();
@@ -349,14 +350,9 @@ class MultiHostE2eTest : public SeparateHostsTest {
 
   // Waits up to 30 s for the proxy to answer `body`.
   void WaitForProxyBody(const std::string& body) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    std::string last;
-    while (absl::Now() < deadline) {
-      last = ThroughProxy();
-      if (last == body) return;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    ADD_FAILURE() << "the proxy on host-3 did not answer \"" << body << "\" within 30 s; last: " << last;
+    EXPECT_TRUE(EventuallyHolds(
+        absl::StrCat("the proxy on host-3 to answer \"", body, "\""), absl::Seconds(30), [&] { return ThroughProxy(); },
+        [&](const std::string& answer) { return answer == body; }, absl::Milliseconds(100)));
   }
 
   std::string Image(const std::string& service, const std::string& version) {
@@ -429,9 +425,12 @@ TEST_F(MultiHostE2eTest, StackAcrossThreeDaemonsDeploysAndUpgradesPullingOnEachH
   bench::LoadGenerator load(
       {.host = hosts_->node("host-3").address, .port = 18000, .connections = 8, .rate_per_second = 200});
   load.Start();
-  absl::SleepFor(absl::Seconds(2));  // the baseline must already be clean
+  // The baseline must already be clean: two seconds' worth of answers, none failed.
+  ASSERT_TRUE(LetRequestsThrough(load, 400));
+  EXPECT_EQ(load.Snapshot().failed, 0) << "requests failed before the upgrade began";
   std::string out = fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
-  absl::SleepFor(absl::Seconds(2));
+  // And two seconds' worth more once it is done.
+  EXPECT_TRUE(LetRequestsThrough(load, 400));
   bench::LoadStats stats = load.Stop();
   std::cout << "load through the proxy on host-3 during the upgrade: " << stats.served << " served, " << stats.failed
             << " failed, p99 " << stats.p99_ms << " ms\n";
@@ -510,7 +509,11 @@ TEST_F(MultiHostE2eTest, ServicesReachEachOtherByNameAcrossHosts) {
     }
   });
   std::string out = fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
-  absl::SleepFor(absl::Seconds(1));
+  // A few more calls once the upgrade is done.
+  const int before_end = served + failed;
+  EXPECT_TRUE(EventuallyHolds(
+      "three more calls by name once the upgrade is done", absl::Seconds(30),
+      [&] { return served + failed - before_end; }, [](int more) { return more >= 3; }));
   stop = true;
   calls.join();
   std::cout << "calls by name from host-1 to api on host-2 during the upgrade: " << served << " served, " << failed
@@ -721,9 +724,10 @@ TEST_F(ExampleStacksE2eTest, PiprioDeploysAndUpgradesOnFourSeparateHosts) {
   bench::LoadGenerator load(
       {.host = hosts_->node("edge-1").address, .port = 80, .connections = 4, .rate_per_second = 100});
   load.Start();
-  absl::SleepFor(absl::Seconds(1));
+  // A second's worth of answers before the upgrade and after it.
+  ASSERT_TRUE(LetRequestsThrough(load, 100));
   std::string out = fleet_->MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(8));
-  absl::SleepFor(absl::Seconds(1));
+  EXPECT_TRUE(LetRequestsThrough(load, 100));
   bench::LoadStats stats = load.Stop();
   std::cout << "load through the proxy on edge-1 during the Piprio upgrade: " << stats.served << " served, "
             << stats.failed << " failed\n";
@@ -986,23 +990,25 @@ TEST_F(MultiHostE2eTest, RequiredEnvIsLookedUpInTheHostsEnvFilesByName) {
   // host-2's agent restarts: its memory of the http probes is gone, so the
   // inventory reports api and web there without a health result. Pre-flight
   // probes them again rather than refusing the upgrade.
-  ASSERT_TRUE(fleet_->Signal("host-2", SIGTERM).ok());
-  absl::Status restarted = absl::DeadlineExceededError("host-2's agent did not stop within 20 s");
-  for (absl::Time until = absl::Now() + absl::Seconds(20); absl::Now() < until && !restarted.ok();) {
-    restarted = fleet_->Restart("host-2");
-    if (!restarted.ok()) absl::SleepFor(absl::Milliseconds(100));
-  }
+  const absl::Status stopped = fleet_->Stop("host-2", SIGTERM, absl::Seconds(20));
+  ASSERT_TRUE(stopped.ok()) << "host-2's agent did not stop within 20 s: " << stopped;
+  const absl::Status restarted = fleet_->Restart("host-2");
   ASSERT_TRUE(restarted.ok()) << restarted;
-  bool back = false;
-  for (absl::Time until = absl::Now() + absl::Seconds(30); absl::Now() < until && !back;) {
-    auto agents = fleet_->Hoist({"agents", "--output", "json"});
-    auto j = nlohmann::json::parse(agents.ok() ? agents->stdout_text : "", nullptr, false);
-    if (j.is_object()) {
-      for (const auto& a : j["agents"]) back = back || (a.value("id", "") == "host-2" && a.value("connected", false));
-    }
-    if (!back) absl::SleepFor(absl::Milliseconds(100));
-  }
-  ASSERT_TRUE(back) << "host-2's agent did not reconnect within 30 s";
+  ASSERT_TRUE(Eventually(
+      absl::Seconds(30),
+      [&] {
+        auto agents = fleet_->Hoist({"agents", "--output", "json"});
+        auto j = nlohmann::json::parse(agents.ok() ? agents->stdout_text : "", nullptr, false);
+        bool back = false;
+        if (j.is_object()) {
+          for (const auto& a : j["agents"]) {
+            back = back || (a.value("id", "") == "host-2" && a.value("connected", false));
+          }
+        }
+        return back;
+      },
+      absl::Milliseconds(100)))
+      << "host-2's agent did not reconnect within 30 s";
 
   auto refused = fleet_->Hoist({"plan", "1.1.0"});
   ASSERT_TRUE(refused.ok()) << refused.status();
@@ -1077,7 +1083,8 @@ TEST_F(MultiHostE2eTest, BlueGreenWithTheProxyOnAnotherHostSwitchesBackAndFinish
   bench::LoadGenerator load(
       {.host = hosts_->node("host-3").address, .port = 18000, .connections = 8, .rate_per_second = 200});
   load.Start();
-  absl::SleepFor(absl::Seconds(2));
+  // Two seconds' worth of answers before the upgrade begins.
+  ASSERT_TRUE(LetRequestsThrough(load, 400));
   std::string out = fleet_->MustHoist(
       {"upgrade", "1.1.0", "--strategy", "blue-green", "--grace-period", "10m", "--yes"}, absl::Minutes(5));
   WaitForProxyBody("hello from web 1.1.0");
@@ -1093,7 +1100,6 @@ TEST_F(MultiHostE2eTest, BlueGreenWithTheProxyOnAnotherHostSwitchesBackAndFinish
   fleet_->MustHoist({"cutover", "--forward"});
   WaitForProxyBody("hello from web 1.1.0");
   RunPrinted(out, "retire blue now: ");
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
   auto blue_left = [&] {
     int n = 0;
     for (const char* host : {"host-1", "host-2"}) {
@@ -1103,9 +1109,10 @@ TEST_F(MultiHostE2eTest, BlueGreenWithTheProxyOnAnotherHostSwitchesBackAndFinish
     }
     return n;
   };
-  while (blue_left() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(200));
+  Eventually(absl::Seconds(60), [&] { return blue_left() == 0; }, absl::Milliseconds(200));
   EXPECT_EQ(blue_left(), 0) << "finish should retire blue on both hosts";
-  absl::SleepFor(absl::Seconds(1));
+  // A second's worth of answers once blue is gone.
+  EXPECT_TRUE(LetRequestsThrough(load, 200));
   bench::LoadStats stats = load.Stop();
   std::cout << "load through the proxy on host-3 during blue-green, back, forward and finish: " << stats.served
             << " served, " << stats.failed << " failed, p99 " << stats.p99_ms << " ms\n";
@@ -1144,29 +1151,23 @@ void FaultE2eTest::HandOver(absl::string_view what, absl::Status (TestHosts::*fa
 
   ASSERT_TRUE((hosts_.get()->*fault)(old_node).ok());
   const absl::Time frozen = absl::Now();
-  absl::Duration took_lead = absl::InfiniteDuration(), agents_followed = absl::InfiniteDuration();
-  while (absl::Now() - frozen < absl::Seconds(30)) {
-    if (fleet_->Leader() == next) {
-      took_lead = absl::Now() - frozen;
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  ASSERT_NE(took_lead, absl::InfiniteDuration()) << "replica " << next + 1 << " did not take the lead within 30 s";
+  ASSERT_TRUE(Eventually(absl::Seconds(30), [&] { return fleet_->Leader() == next; }, absl::Milliseconds(100)))
+      << "replica " << next + 1 << " did not take the lead within 30 s";
+  const absl::Duration took_lead = absl::Now() - frozen;
   // The leader plans with the agents in session with it: the plan succeeds
   // once every agent has followed it.
   std::string last;
-  while (absl::Now() - frozen < absl::Seconds(60)) {
-    auto plan = fleet_->Hoist({"plan", "1.1.0"}, absl::Seconds(20), fleet_->replica_address(next));
-    if (plan.ok() && plan->exit_code == 0) {
-      agents_followed = absl::Now() - frozen;
-      break;
-    }
-    last = plan.ok() ? plan->stderr_text : std::string(plan.status().message());
-    absl::SleepFor(absl::Milliseconds(200));
-  }
-  ASSERT_NE(agents_followed, absl::InfiniteDuration())
+  ASSERT_TRUE(Eventually(
+      frozen + absl::Seconds(60) - absl::Now(),
+      [&] {
+        auto plan = fleet_->Hoist({"plan", "1.1.0"}, absl::Seconds(20), fleet_->replica_address(next));
+        if (plan.ok() && plan->exit_code == 0) return true;
+        last = plan.ok() ? plan->stderr_text : std::string(plan.status().message());
+        return false;
+      },
+      absl::Milliseconds(200)))
       << "the agents did not follow the new leader within 60 s; last: " << last;
+  const absl::Duration agents_followed = absl::Now() - frozen;
   std::cout << "leader " << what << ": replica " << next + 1 << " led after " << absl::FormatDuration(took_lead)
             << ", every agent followed it after " << absl::FormatDuration(agents_followed) << "\n";
 
@@ -1174,14 +1175,15 @@ void FaultE2eTest::HandOver(absl::string_view what, absl::Status (TestHosts::*fa
   WaitForProxyBody("hello from web 1.1.0");
 
   ASSERT_TRUE((hosts_.get()->*undo)(old_node).ok());
-  const absl::Time thawed = absl::Now();
   int leader = -1;
-  while (absl::Now() - thawed < absl::Seconds(30)) {
-    leader = fleet_->Leader();
-    auto old_health = HttpGet(fleet_->replica_http(old) + "/health", absl::Seconds(1));
-    if (leader == next && old_health.ok() && absl::StrContains(old_health->body, "\"follower\"")) break;
-    absl::SleepFor(absl::Milliseconds(200));
-  }
+  Eventually(
+      absl::Seconds(30),
+      [&] {
+        leader = fleet_->Leader();
+        auto old_health = HttpGet(fleet_->replica_http(old) + "/health", absl::Seconds(1));
+        return leader == next && old_health.ok() && absl::StrContains(old_health->body, "\"follower\"");
+      },
+      absl::Milliseconds(200));
   EXPECT_EQ(leader, next) << "the old leader took the lead back, or nobody leads";
   auto old_health = HttpGet(fleet_->replica_http(old) + "/health", absl::Seconds(1));
   ASSERT_TRUE(old_health.ok()) << old_health.status();
@@ -1217,30 +1219,30 @@ void FaultE2eTest::MidUpgrade(const std::string& what, int controllers, const st
   // The CLI may lose the replica it watches through (a killed leader): the
   // rollout's end is read from hoist status below.
   std::thread runner([&] { upgrade = fleet_->Hoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(3)); });
-  bool started = false;
-  const absl::Time deadline = absl::Now() + absl::Minutes(2);
-  while (!started && absl::Now() < deadline) {
-    std::ifstream in(agent_log, std::ios::binary);
-    in.seekg(before);
-    std::string tail((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    started = absl::StrContains(tail, "(start_instance) epoch");
-    if (!started) absl::SleepFor(absl::Milliseconds(20));
-  }
+  const bool started = Eventually(
+      absl::Minutes(2),
+      [&] {
+        std::ifstream in(agent_log, std::ios::binary);
+        in.seekg(before);
+        std::string tail((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        return absl::StrContains(tail, "(start_instance) epoch");
+      },
+      absl::Milliseconds(20));
   EXPECT_TRUE(started) << "host-1 began no start step within 2 minutes";
   const absl::Time hit = absl::Now();
   fault();
   runner.join();
   std::string status;
-  const absl::Time until = absl::Now() + absl::Minutes(3);
-  while (absl::Now() < until) {
-    auto r = fleet_->Hoist({"status"});
-    status = r.ok() ? r->stdout_text : "";
-    if (absl::StrContains(status, "1.0.0 -> 1.1.0 SUCCEEDED") || absl::StrContains(status, "1.0.0 -> 1.1.0 FAILED") ||
-        absl::StrContains(status, "1.0.0 -> 1.1.0 CANCELLED")) {
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(200));
-  }
+  Eventually(
+      absl::Minutes(3),
+      [&] {
+        auto r = fleet_->Hoist({"status"});
+        status = r.ok() ? r->stdout_text : "";
+        return absl::StrContains(status, "1.0.0 -> 1.1.0 SUCCEEDED") ||
+               absl::StrContains(status, "1.0.0 -> 1.1.0 FAILED") ||
+               absl::StrContains(status, "1.0.0 -> 1.1.0 CANCELLED");
+      },
+      absl::Milliseconds(200));
   EXPECT_THAT(status, HasSubstr("1.0.0 -> 1.1.0 SUCCEEDED")) << status;
   EXPECT_THAT(status, HasSubstr("deploy lock     free")) << status;
   std::cout << what << " mid-upgrade; the upgrade ended " << absl::FormatDuration(absl::Now() - hit)
@@ -1280,7 +1282,7 @@ TEST_F(FaultE2eTest, HostCrashedMidUpgradeBootsAgainAndTheUpgradeFinishes) {
   }
   MidUpgrade("host-1 crashed (down 3 s)", 1, [&] {
     ASSERT_TRUE(hosts_->Crash("host-1").ok());
-    absl::SleepFor(absl::Seconds(3));
+    absl::SleepFor(absl::Seconds(3));  // the host stays down a while, on purpose
     ASSERT_TRUE(hosts_->Boot("host-1").ok());
     ASSERT_TRUE(fleet_->Restart("host-1").ok());
   });
@@ -1294,8 +1296,11 @@ TEST_F(FaultE2eTest, LeaderKilledMidUpgradeAndTheOtherReplicaFinishesIt) {
     const int leader = fleet_->Leader();
     ASSERT_GE(leader, 0) << "no replica says it leads";
     const std::string replica = absl::StrCat("hoistd-", leader + 1);
-    ASSERT_TRUE(fleet_->Signal(replica, SIGKILL).ok());
-    absl::SleepFor(absl::Seconds(2));
+    ASSERT_TRUE(fleet_->Stop(replica, SIGKILL).ok());
+    // It comes back once the other replica leads, so that it comes back as a follower.
+    ASSERT_TRUE(EventuallyHolds(
+        "the other replica to take the lead", absl::Seconds(30), [&] { return fleet_->Leader(); },
+        [&](int now) { return now >= 0 && now != leader; }, absl::Milliseconds(100)));
     ASSERT_TRUE(fleet_->Restart(replica).ok());
   });
 }

@@ -50,10 +50,12 @@
 #include "shared/clock.h"
 #include "tests/bench/loadgen.h"
 #include "tests/fixtures/docker_env.h"
+#include "tests/fixtures/eventually.h"
 #include "tests/fixtures/hoist_fleet.h"
 #include "tests/fixtures/postgres_cluster.h"
 #include "tests/fixtures/temp_dir.h"
 #include "tests/fixtures/test_env.h"
+#include "tests/fixtures/under_load.h"
 
 namespace hoist::testing {
 namespace {
@@ -173,15 +175,14 @@ class ProxyE2eTest : public ::testing::Test {
 
   // Waits until the proxy answers GET / with `body` (on the preview route's port when asked).
   void WaitForProxyBody(const std::string& body, bool preview = false) {
-    absl::Time deadline = absl::Now() + absl::Seconds(30);
-    std::string last;
-    while (absl::Now() < deadline) {
-      auto r = HttpGet(Url(preview ? preview_port_ : proxy_port_), absl::Seconds(2));
-      if (r.ok() && r->status == 200 && absl::StripAsciiWhitespace(r->body) == body) return;
-      last = r.ok() ? absl::StrCat(r->status, " ", r->body) : std::string(r.status().message());
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    FAIL() << "the proxy did not answer \"" << body << "\" within 30s; last: " << last;
+    ASSERT_TRUE(EventuallyHolds(
+        absl::StrCat("the proxy to answer \"", body, "\""), absl::Seconds(30),
+        [&] {
+          auto r = HttpGet(Url(preview ? preview_port_ : proxy_port_), absl::Seconds(2));
+          return r.ok() ? absl::StrCat(r->status, " ", absl::StripAsciiWhitespace(r->body))
+                        : std::string(r.status().message());
+        },
+        [&](const std::string& answer) { return answer == absl::StrCat(200, " ", body); }, absl::Milliseconds(100)));
   }
 
   // Every one of n requests through the proxy answers `body`.
@@ -224,8 +225,7 @@ class ProxyE2eTest : public ::testing::Test {
     std::string text = MustHoist({"cutover", "--" + direction});
     const absl::Duration wall = absl::Now() - start;
     // The poller sees the switch at the latest with its next request after the command returned.
-    absl::Time stop = absl::Now() + absl::Seconds(5);
-    while (moved_ns.load() < 0 && absl::Now() < stop) absl::SleepFor(absl::Milliseconds(10));
+    Eventually(absl::Seconds(5), [&] { return moved_ns.load() >= 0; }, absl::Milliseconds(10));
     done = true;
     poller.join();
     if (moved_ns.load() >= 0) out.moved = absl::Nanoseconds(moved_ns.load());
@@ -239,11 +239,6 @@ class ProxyE2eTest : public ::testing::Test {
               << absl::FormatDuration(absl::Trunc(out.moved, absl::Milliseconds(1))) << ", CLI wall time "
               << absl::FormatDuration(absl::Trunc(wall, absl::Milliseconds(1))) << "]\n";
     return out;
-  }
-
-  static void Settle(absl::Duration d) {
-    absl::Time until = absl::Now() + d;
-    while (absl::Now() < until) absl::SleepFor(absl::Milliseconds(50));
   }
 
   static void Print(const char* what, const bench::LoadStats& s) {
@@ -271,12 +266,13 @@ TEST_F(ProxyE2eTest, RollingUpgradeThroughHaproxyDropsNoRequest) {
 
   bench::LoadGenerator load({.port = proxy_port_, .connections = 8, .rate_per_second = 250});
   load.Start();
-  // Load before the upgrade begins: the baseline must already be clean.
-  absl::Time warm = absl::Now() + absl::Seconds(2);
-  while (absl::Now() < warm) absl::SleepFor(absl::Milliseconds(50));
+  // Load before the upgrade begins: the baseline must already be clean
+  // (two seconds' worth of answers, none failed).
+  ASSERT_TRUE(LetRequestsThrough(load, 500));
+  EXPECT_EQ(load.Snapshot().failed, 0) << "requests failed before the upgrade began";
   std::string out = MustHoist({"upgrade", "1.1.0", "--yes"}, absl::Minutes(5));
-  absl::Time settle = absl::Now() + absl::Seconds(2);
-  while (absl::Now() < settle) absl::SleepFor(absl::Milliseconds(50));
+  // And load once it is done: two seconds' worth more.
+  EXPECT_TRUE(LetRequestsThrough(load, 500));
   bench::LoadStats stats = load.Stop();
 
   Print("load during the rolling upgrade", stats);
@@ -309,7 +305,9 @@ TEST_F(ProxyE2eTest, BlueGreenUpgradeSwitchBackAndForwardDropNoRequest) {
 
   bench::LoadGenerator load({.port = proxy_port_, .connections = 8, .rate_per_second = 250});
   load.Start();
-  Settle(absl::Seconds(2));  // the baseline must already be clean
+  // The baseline must already be clean: two seconds' worth of answers, none failed.
+  ASSERT_TRUE(LetRequestsThrough(load, 500));
+  EXPECT_EQ(load.Snapshot().failed, 0) << "requests failed before the upgrade began";
   std::string out = MustHoist({"upgrade", "1.1.0", "--strategy", "blue-green", "--grace-period", "10m", "--yes"},
                               absl::Minutes(5));
   ASSERT_FALSE(HasFailure()) << out;
@@ -321,22 +319,23 @@ TEST_F(ProxyE2eTest, BlueGreenUpgradeSwitchBackAndForwardDropNoRequest) {
   std::string names = WebContainers();
   EXPECT_EQ(CountOf(names, "-web-green-"), 2) << names;
   EXPECT_EQ(CountOf(names, "-web-blue-"), 2) << names;
-  Settle(absl::Seconds(1));
+  // Each switch under a second's worth of load before it.
+  EXPECT_TRUE(LetRequestsThrough(load, 250));
 
   Switch back = Cutover("back", "hello from web 1.0.0");
   ExpectOnly("hello from web 1.0.0");
-  Settle(absl::Seconds(1));
+  EXPECT_TRUE(LetRequestsThrough(load, 250));
   Switch forward = Cutover("forward", "hello from web 1.1.0");
   ExpectOnly("hello from web 1.1.0");
-  Settle(absl::Seconds(1));
+  EXPECT_TRUE(LetRequestsThrough(load, 250));
   MustHoist({"cutover", "--finish"});
   // Blue is retired: its containers go.
-  absl::Time deadline = absl::Now() + absl::Seconds(60);
-  while (CountOf(WebContainers(), "-web-blue-") > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(200));
+  Eventually(absl::Seconds(60), [&] { return CountOf(WebContainers(), "-web-blue-") == 0; }, absl::Milliseconds(200));
   names = WebContainers();
   EXPECT_EQ(CountOf(names, "-web-blue-"), 0) << names;
   EXPECT_EQ(CountOf(names, "-web-green-"), 2) << names;
-  Settle(absl::Seconds(2));
+  // Two seconds' worth of load once blue is gone.
+  EXPECT_TRUE(LetRequestsThrough(load, 500));
   bench::LoadStats stats = load.Stop();
 
   Print("load during the blue-green upgrade, switch back, forward and finish", stats);
@@ -371,10 +370,11 @@ TEST_F(ProxyE2eTest, BlueGreenWithAFailingGreenHealthCheckLeavesBlueServing) {
 
   bench::LoadGenerator load({.port = proxy_port_, .connections = 8, .rate_per_second = 250});
   load.Start();
-  Settle(absl::Seconds(1));
+  // A second's worth of answers before the upgrade and after it.
+  ASSERT_TRUE(LetRequestsThrough(load, 250));
   auto r = fleet_->Hoist({"upgrade", "1.2.0", "--strategy", "blue-green", "--yes"}, absl::Minutes(3));
   ASSERT_TRUE(r.ok()) << r.status();
-  Settle(absl::Seconds(1));
+  EXPECT_TRUE(LetRequestsThrough(load, 250));
   bench::LoadStats stats = load.Stop();
   Print("load during the failed blue-green upgrade", stats);
 

@@ -7,9 +7,10 @@
 // out of this host's Postgres by deploy/build-postgres-image.sh) that the
 // API's migrations change: the api images carry psql and their release's
 // /migrations.sql, and the migration job runs it against the database over
-// the deployment's network. Each test has a deployment and agent ids of its own;
-// TearDown stops every process it started (by pid) and removes the
-// deployment's containers (by the hoist.deployment label), failed or not.
+// the deployment's network. Each test has a deployment and agent ids of its
+// own, and a HoistFleet (tests/fixtures/hoist_fleet.h) that stops every
+// process it started (by pid) and removes the deployment's containers (by
+// the hoist.deployment label), failed or not.
 
 #include <signal.h>
 
@@ -30,6 +31,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -43,6 +45,8 @@
 #include "shared/labels.h"
 #include "shared/subprocess.h"
 #include "tests/fixtures/docker_env.h"
+#include "tests/fixtures/eventually.h"
+#include "tests/fixtures/hoist_fleet.h"
 #include "tests/fixtures/postgres_test.h"
 #include "tests/fixtures/reference_stack.h"
 #include "tests/fixtures/temp_dir.h"
@@ -170,27 +174,19 @@ std::vector<std::string> Lines(const std::string& text) {
   return absl::StrSplit(text, '\n', absl::SkipWhitespace());
 }
 
-// Stops a child we spawned: SIGTERM, then SIGKILL if it lingers; reaps it.
-void StopProcess(pid_t pid) {
-  if (pid <= 0) return;
-  ::kill(pid, SIGTERM);
-  if (!WaitForExit(pid, absl::Seconds(10)).ok()) {
-    ::kill(pid, SIGKILL);
-    (void)WaitForExit(pid, absl::Seconds(10));
-  }
+// A time as docker's --since takes it: seconds.nanoseconds since the epoch.
+std::string DockerTimestamp(absl::Time t) {
+  const int64_t ns = absl::ToUnixNanos(t);
+  return absl::StrFormat("%d.%09d", ns / 1'000'000'000, ns % 1'000'000'000);
 }
 
 class RolloutE2eTest : public PostgresTest {
  protected:
-  struct Process {
-    std::string name;
-    pid_t pid = 0;
-    std::string log;
-  };
+  // A hoistd replica as the test talks to it; dead once the test killed it.
   struct Replica {
-    std::string address;
-    Process* process = nullptr;
+    std::string name;
     std::unique_ptr<Stub> stub;
+    bool dead = false;
   };
 
   // One registry and one set of images for the whole suite.
@@ -258,46 +254,18 @@ class RolloutE2eTest : public PostgresTest {
     HOIST_REQUIRE_REAL_PART(*suite_status_);
     static int counter = 0;
     deployment_ = absl::StrCat("e2e", getpid(), "x", ++counter);
-    auto dir = MakeOwnedTempDir("hoist-rollout-e2e");
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    dir_ = *dir;
   }
 
+  // The fleet stops its processes (agents and controllers) and removes the
+  // deployment's containers and network, failed or not.
   void TearDown() override {
-    // Agents first (they would reconnect), then the controllers.
-    for (auto it = processes_.rbegin(); it != processes_.rend(); ++it) {
-      if (absl::StartsWith((*it)->name, "agent")) StopProcess((*it)->pid);
-    }
-    for (auto& p : processes_) {
-      if (!absl::StartsWith(p->name, "agent")) StopProcess(p->pid);
-    }
-    if (HasFailure()) {
-      for (auto& p : processes_) {
-        std::string text = ReadWholeFile(p->log);
-        std::vector<std::string> lines = Lines(text);
-        const size_t from = lines.size() > 25 ? lines.size() - 25 : 0;
-        std::vector<std::string> tail(lines.begin() + static_cast<long>(from), lines.end());
-        std::cerr << "--- last lines of " << p->name << " (" << p->log << ")\n" << absl::StrJoin(tail, "\n") << "\n";
-      }
-    }
-    if (docker_ != nullptr && !deployment_.empty()) {
-      auto ids = docker_->Docker({"ps", "-aq", "--filter", absl::StrCat("label=", labels::kDeployment, "=", deployment_)});
-      if (ids.ok() && !Lines(*ids).empty()) {
-        std::vector<std::string> rm = {"rm", "-f", "-v"};
-        for (const auto& id : Lines(*ids)) rm.push_back(id);
-        auto removed = docker_->Docker(rm);
-        EXPECT_TRUE(removed.ok()) << "cannot remove the test's containers: " << removed.status();
-      }
-      // The deployment's network: the daemon's address pools run out if networks pile up.
-      auto nets = docker_->Docker({"network", "ls", "-q", "--filter", absl::StrCat("label=", labels::kDeployment, "=", deployment_)});
-      if (nets.ok() && !Lines(*nets).empty()) {
-        std::vector<std::string> rm = {"network", "rm"};
-        for (const auto& id : Lines(*nets)) rm.push_back(id);
-        auto removed = docker_->Docker(rm);
-        EXPECT_TRUE(removed.ok()) << "cannot remove the test's network: " << removed.status();
-      }
-    }
-    if (!dir_.empty()) RemoveTree(dir_);
+    if (fleet_ == nullptr) return;
+    fleet_->set_dump_logs_at_exit(HasFailure());
+    fleet_.reset();
+    auto left =
+        docker_->Docker({"ps", "-aq", "--filter", absl::StrCat("label=", labels::kDeployment, "=", deployment_)});
+    EXPECT_TRUE(left.ok() && Lines(*left).empty()) << "the test's containers were not removed: "
+                                                   << (left.ok() ? *left : std::string(left.status().message()));
   }
 
   std::string Host(int i) const { return absl::StrCat(deployment_, "-host-", i); }
@@ -314,73 +282,11 @@ class RolloutE2eTest : public PostgresTest {
     return absl::StrCat(docker_->registry(), "/hoist-test/", name, ":", version);
   }
 
-  Process* Launch(const std::string& name, const std::vector<std::string>& argv) {
-    auto p = std::make_unique<Process>();
-    p->name = name;
-    p->log = absl::StrCat(dir_, "/", name, ".log");
-    auto pid = Spawn(argv, {.log_path = p->log});
-    EXPECT_TRUE(pid.ok()) << name << ": " << pid.status();
-    if (pid.ok()) p->pid = *pid;
-    processes_.push_back(std::move(p));
-    return processes_.back().get();
-  }
-
-  // Starts a hoistd replica and waits until it answers.
-  Replica* StartController(const std::string& id) {
-    auto port = PickFreePort();
-    EXPECT_TRUE(port.ok()) << port.status();
-    auto r = std::make_unique<Replica>();
-    r->address = absl::StrCat("127.0.0.1:", port.value_or(0));
-    r->process = Launch(id, {HOIST_HOISTD_PATH, "--replica-id", id, "--listen", r->address, "--http-listen",
-                             "127.0.0.1:0", "--database-url", url_});
-    r->stub = hoist::v1::OperatorService::NewStub(grpc::CreateChannel(r->address, grpc::InsecureChannelCredentials()));
-    const absl::Time end = absl::Now() + absl::Seconds(20);
-    bool up = false;
-    while (!up && absl::Now() < end) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      hoist::v1::ListAgentsResponse resp;
-      up = r->stub->ListAgents(&ctx, {}, &resp).ok();
-      if (!up) absl::SleepFor(absl::Milliseconds(100));
-    }
-    EXPECT_TRUE(up) << id << " did not answer on " << r->address;
-    replicas_.push_back(std::move(r));
-    return replicas_.back().get();
-  }
-
-  void StartAgents() {
-    std::vector<std::string> controllers;
-    for (const auto& r : replicas_) controllers.push_back(r->address);
-    for (int i = 1; i <= 3; ++i) {
-      const std::string state = absl::StrCat(dir_, "/agent-", i);
-      Launch(absl::StrCat("agent-", i),
-             {HOIST_AGENT_PATH, "--controller", absl::StrJoin(controllers, ","), "--insecure", "--agent-id", Host(i),
-              "--host-name", absl::StrCat(Host(i), ".test"), "--labels", i == 3 ? "tier=edge" : "tier=app",
-              "--deployments", deployment_, "--state-dir", state, "--object-labels", docker_->label()});
-    }
-  }
-
-  // Waits until the three agents are connected to the leader (agents only
-  // keep a session with the leader); returns the replica they are on.
-  bool WaitAgentsConnected(absl::Duration timeout = absl::Seconds(30)) {
-    return WaitFor(
-        [&] {
-          hoist::v1::ListAgentsResponse resp;
-          if (!Read(&Stub::ListAgents, hoist::v1::ListAgentsRequest(), &resp).ok()) return false;
-          int connected = 0;
-          for (const auto& a : resp.agents()) connected += a.connected() && absl::StartsWith(a.id(), deployment_);
-          return connected == 3;
-        },
-        timeout);
-  }
-
-  static bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
-    const absl::Time end = absl::Now() + timeout;
-    while (absl::Now() < end) {
-      if (cond()) return true;
-      absl::SleepFor(absl::Milliseconds(200));
-    }
-    return cond();
+  // Kills replica `r` (SIGKILL, as a crash would) and waits until it has ended.
+  void Kill(Replica* r) {
+    const absl::Status stopped = fleet_->Stop(r->name, SIGKILL);
+    r->dead = true;
+    ASSERT_TRUE(stopped.ok()) << stopped;
   }
 
   // A read from the first replica that answers.
@@ -389,7 +295,7 @@ class RolloutE2eTest : public PostgresTest {
                     Resp* resp) {
     grpc::Status last(grpc::StatusCode::UNAVAILABLE, "no replica");
     for (const auto& r : replicas_) {
-      if (r->process->pid == 0) continue;
+      if (r->dead) continue;
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
       last = ((*r->stub).*method)(&ctx, req, resp);
@@ -404,17 +310,19 @@ class RolloutE2eTest : public PostgresTest {
   grpc::Status Write(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
                      Resp* resp) {
     grpc::Status last(grpc::StatusCode::UNAVAILABLE, "no replica");
-    const absl::Time end = absl::Now() + absl::Seconds(20);
-    while (absl::Now() < end) {
-      for (const auto& r : replicas_) {
-        if (r->process->pid == 0) continue;
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-        last = ((*r->stub).*method)(&ctx, req, resp);
-        if (last.error_code() != grpc::StatusCode::UNAVAILABLE) return last;
-      }
-      absl::SleepFor(absl::Milliseconds(200));
-    }
+    Eventually(
+        absl::Seconds(20),
+        [&] {
+          for (const auto& r : replicas_) {
+            if (r->dead) continue;
+            grpc::ClientContext ctx;
+            ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+            last = ((*r->stub).*method)(&ctx, req, resp);
+            if (last.error_code() != grpc::StatusCode::UNAVAILABLE) return true;
+          }
+          return false;
+        },
+        absl::Milliseconds(200));
     return last;
   }
 
@@ -462,13 +370,14 @@ class RolloutE2eTest : public PostgresTest {
   // Polls the rollout until it ends; the last state seen otherwise.
   hoist::v1::Rollout WaitRollout(const std::string& id, absl::Duration timeout = absl::Seconds(90)) {
     hoist::v1::Rollout last;
-    const bool done = WaitFor(
+    const bool done = Eventually(
+        timeout,
         [&] {
           auto r = GetRollout(id);
           if (r.ok()) last = *r;
           return r.ok() && IsTerminal(r->state());
         },
-        timeout);
+        absl::Milliseconds(200));
     EXPECT_TRUE(done) << "rollout " << id << " did not end within " << timeout << "; last state "
                       << hoist::v1::RolloutState_Name(last.state()) << "\n"
                       << Describe(last);
@@ -505,7 +414,8 @@ class RolloutE2eTest : public PostgresTest {
   // Waits until the matrix shows every service at `version` with its
   // replica count, all healthy (inventories arrive shortly after steps).
   bool WaitMatrixAt(const std::string& version, hoist::v1::GetVersionMatrixResponse* last) {
-    return WaitFor(
+    return Eventually(
+        absl::Seconds(30),
         [&] {
           *last = Matrix();
           auto v = MatrixVersions(*last);
@@ -517,7 +427,7 @@ class RolloutE2eTest : public PostgresTest {
           }
           return true;
         },
-        absl::Seconds(30));
+        absl::Milliseconds(200));
   }
 
   // Running containers of a service at a version, from Docker itself.
@@ -571,17 +481,29 @@ class RolloutE2eTest : public PostgresTest {
     ASSERT_TRUE(WaitMatrixAt("1.0.0", &m)) << "the matrix should show 1.0.0 everywhere, healthy:\n" << m.DebugString();
   }
 
-  // Controllers and three agents that know them all. hoistd-1 starts alone
-  // and applies the stack (a write only the leader takes), so it is the
-  // leader the others stand by for.
+  // Controllers and three agents that know them all: hoistd-1 starts alone
+  // and leads, the others stand by for it. Then the stack, a write only the
+  // leader takes.
   void StartFleet(int controllers) {
-    StartController("hoistd-1");
-    ASSERT_FALSE(HasFailure());
+    auto fleet = HoistFleet::Start(
+        docker_, cluster_.get(),
+        {.deployment = deployment_,
+         .agents = {{Host(1), "tier=app"}, {Host(2), "tier=app"}, {Host(3), "tier=edge"}},
+         .connect_timeout = absl::Seconds(30),
+         .controllers = controllers,
+         .first_replica_leads = true,
+         // The run label on every container and network the agents make, for DockerEnv's cleanup.
+         .agent_flags = {"--object-labels", docker_->label()}});
+    ASSERT_TRUE(fleet.ok()) << "the controllers and the three agents did not start: " << fleet.status();
+    fleet_ = std::move(*fleet);
+    for (int i = 0; i < controllers; ++i) {
+      auto r = std::make_unique<Replica>();
+      r->name = absl::StrCat("hoistd-", i + 1);
+      r->stub = hoist::v1::OperatorService::NewStub(
+          grpc::CreateChannel(fleet_->replica_address(i), grpc::InsecureChannelCredentials()));
+      replicas_.push_back(std::move(r));
+    }
     ASSERT_NO_FATAL_FAILURE(ApplyStack());
-    for (int i = 2; i <= controllers; ++i) StartController(absl::StrCat("hoistd-", i));
-    ASSERT_FALSE(HasFailure());
-    StartAgents();
-    ASSERT_TRUE(WaitAgentsConnected()) << "the three agents did not connect";
   }
 
   static inline DockerEnv* docker_ = nullptr;
@@ -590,8 +512,7 @@ class RolloutE2eTest : public PostgresTest {
   static inline std::string* const proxy_image_ = new std::string();
 
   std::string deployment_;
-  std::string dir_;
-  std::vector<std::unique_ptr<Process>> processes_;
+  std::unique_ptr<HoistFleet> fleet_;
   std::vector<std::unique_ptr<Replica>> replicas_;
 };
 
@@ -787,23 +708,27 @@ TEST_F(RolloutE2eTest, KilledLeaderMidRolloutIsReplacedAndTheRolloutSucceedsWith
   ASSERT_NO_FATAL_FAILURE(StartFleet(2));  // hoistd-1 leads, hoistd-2 stands by
   ASSERT_NO_FATAL_FAILURE(Deploy100());
   CreateRelease("1.1.0");
-  // A live subscription to Docker's create events: replaying them later with
-  // --since is not enough, because the daemon keeps only its last 256 events
-  // and other tests running beside this one push them out.
-  const std::string events_log = absl::StrCat(dir_, "/create-events.log");
-  auto watcher = Spawn({"docker", "events", "--filter", "type=container", "--filter", "event=create", "--filter",
+  // A live subscription to Docker's create events from just before the
+  // rollout starts: --since replays what came between that moment and the
+  // subscription, so that no create is missed however late it opens.
+  // Replaying the whole rollout afterwards would not do: the daemon keeps
+  // only its last 256 events and other tests running beside this one push
+  // them out.
+  const std::string events_log = fleet_->dir() + "/create-events.log";
+  auto watcher = Spawn({"docker", "events", "--since", DockerTimestamp(absl::Now()), "--filter", "type=container",
+                        "--filter", "event=create", "--filter",
                         absl::StrCat("label=", labels::kDeployment, "=", deployment_), "--format",
                         "{{.Actor.Attributes.name}}"},
                        {.log_path = events_log});
   ASSERT_TRUE(watcher.ok()) << watcher.status();
-  absl::SleepFor(absl::Milliseconds(500));  // let the subscription open before anything is created
   auto id = StartRollout("1.1.0");
   ASSERT_TRUE(id.ok()) << id.status();
 
   // Wait, reading from the follower, until a worker is being replaced.
   Replica* leader = replicas_[0].get();
   Replica* follower = replicas_[1].get();
-  bool in_workers = WaitFor(
+  bool in_workers = Eventually(
+      absl::Seconds(60),
       [&] {
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -819,27 +744,37 @@ TEST_F(RolloutE2eTest, KilledLeaderMidRolloutIsReplacedAndTheRolloutSucceedsWith
         }
         return false;
       },
-      absl::Seconds(60));
+      absl::Milliseconds(200));
   ASSERT_TRUE(in_workers) << "the rollout never reached the worker phase";
-  ASSERT_EQ(::kill(leader->process->pid, SIGKILL), 0);
-  ASSERT_TRUE(WaitForExit(leader->process->pid, absl::Seconds(10)).ok());
-  leader->process->pid = 0;
+  ASSERT_NO_FATAL_FAILURE(Kill(leader));
 
   hoist::v1::Rollout r = WaitRollout(*id);
   ASSERT_EQ(r.state(), hoist::v1::ROLLOUT_STATE_SUCCEEDED) << r.error() << "\n" << Describe(r);
-  EXPECT_THAT(ReadWholeFile(follower->process->log), HasSubstr(absl::StrCat("resuming rollout ", *id)))
+  EXPECT_THAT(fleet_->Log(follower->name), HasSubstr(absl::StrCat("resuming rollout ", *id)))
       << "hoistd-2 should have taken over the rollout";
   hoist::v1::GetVersionMatrixResponse m;
   ASSERT_TRUE(WaitMatrixAt("1.1.0", &m)) << m.DebugString();
 
   // Every container of the upgrade was created exactly once (a step run
-  // twice would create again); Docker's event log is the witness.
-  absl::SleepFor(absl::Milliseconds(500));  // the last events reach the log
+  // twice would create again); Docker's event log is the witness. A
+  // container created now marks its end: a subscriber gets events in order.
+  const std::string barrier = absl::StrCat(deployment_, "-events-barrier");
+  auto made = docker_->Docker({"create", "--name", barrier, "--label",
+                               absl::StrCat(labels::kDeployment, "=", deployment_), "--label", docker_->label(),
+                               Image("api", "1.0.0")});
+  EXPECT_TRUE(made.ok()) << made.status();
+  EXPECT_TRUE(EventuallyHolds(
+      absl::StrCat("the create event of ", barrier, " in ", events_log), absl::Seconds(30),
+      [&] { return ReadWholeFile(events_log); },
+      [&](const std::string& log) { return absl::StrContains(log, barrier); }));
   ::kill(*watcher, SIGTERM);
   (void)WaitForExit(*watcher, absl::Seconds(5));
+  (void)docker_->Docker({"rm", "-f", barrier});
   auto events = std::optional<std::string>(ReadWholeFile(events_log));
   std::map<std::string, int> created;
-  for (const std::string& name : Lines(*events)) ++created[name];
+  for (const std::string& name : Lines(*events)) {
+    if (name != barrier) ++created[name];
+  }
   int instances = 0;
   for (const auto& [name, count] : created) {
     EXPECT_EQ(count, 1) << name << " was created " << count << " times";

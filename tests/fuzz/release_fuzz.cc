@@ -6,7 +6,7 @@
 #include <cstdint>
 #include "absl/strings/string_view.h"
 
-#include "controller/rollout/manifest.h"
+#include "controller/rollout/release_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::string_view text(reinterpret_cast<const char*>(data), size);

@@ -27,8 +27,9 @@
 #include "shared/ca.h"
 #include "shared/pg.h"
 #include "shared/tls.h"
-#include "tests/fixtures/temp_dir.h"
+#include "tests/fixtures/eventually.h"
 #include "tests/fixtures/migrated_postgres_test.h"
+#include "tests/fixtures/temp_dir.h"
 
 namespace hoist::testing {
 namespace {
@@ -36,15 +37,8 @@ namespace {
 using ::google::protobuf::util::TimeUtil;
 using ::testing::HasSubstr;
 
-// Polls cond every 20 ms until it holds or the timeout passes.
-bool WaitUntil(const std::function<bool()>& cond, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time end = absl::Now() + timeout;
-  while (absl::Now() < end) {
-    if (cond()) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return cond();
-}
+// How long a test waits for a session to open, close or be recorded.
+constexpr absl::Duration kWait = absl::Seconds(10);
 
 // One controller replica in this process.
 struct Replica {
@@ -56,7 +50,7 @@ struct Replica {
         store(&pool),
         hub(&store, RealClock::Get(), AgentHubOptions{.controller_id = id, .heartbeat_interval = absl::Milliseconds(200)}),
         authorizer({.tls = credentials != nullptr}),
-        service(&hub, [this] { return leader_info; }, &authorizer, service_options) {
+        service(&hub, &leadership, &authorizer, service_options) {
     grpc::ServerBuilder builder;
     builder.RegisterService(&service);
     builder.AddListeningPort("127.0.0.1:0", credentials ? credentials : grpc::InsecureServerCredentials(), &port);
@@ -66,14 +60,16 @@ struct Replica {
     if (lead) {
       elector = std::make_unique<LeaderElector>(
           url, LeaderElectionOptions{.replica_id = id, .advertise_address = address}, RealClock::Get());
+      leadership.elector = elector.get();
       elector->Start([this](uint64_t epoch) { hub.OnLeadership(epoch); });
       elector->WaitForLeadership(absl::Seconds(10));
       // The hub hears of it from the election thread's callback, just after.
-      WaitUntil([this] { return hub.epoch() != 0; });
+      Eventually(kWait, [this] { return hub.epoch() != 0; });
     }
   }
   ~Replica() {
     if (elector) elector->Stop();
+    leadership.elector = nullptr;
     hub.Stop();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   }
@@ -81,7 +77,15 @@ struct Replica {
   PgPool pool;
   PgAgentStore store;
   AgentHub hub;
-  LeaderInfo leader_info;
+  // What the service asks: the elector when this replica runs one, else
+  // the leader the test names.
+  struct TestLeadership final : Leadership {
+    uint64_t epoch() const override { return elector != nullptr ? elector->epoch() : 0; }
+    LeaderInfo CurrentLeader() const override { return elector != nullptr ? elector->CurrentLeader() : leader_info; }
+    void Observe(Observer) override {}
+    LeaderElector* elector = nullptr;
+    LeaderInfo leader_info;
+  } leadership;
   Authorizer authorizer;
   AgentServiceImpl service;
   int port = 0;
@@ -155,7 +159,7 @@ TEST_F(AgentSessionTest, AgentIsRecordedWithItsInventoryAndRunsAStepWithTheLeade
   ASSERT_NE(leader.hub.epoch(), 0u) << "the replica should lead";
   AgentLog log;
   auto agent = Agent("host-a", {leader.address}, &log);
-  ASSERT_TRUE(WaitUntil([&] { return leader.hub.IsConnected("host-a"); })) << "agent never connected";
+  ASSERT_TRUE(Eventually(kWait, [&] { return leader.hub.IsConnected("host-a"); })) << "agent never connected";
 
   auto agents = leader.store.ListAgents();
   ASSERT_TRUE(agents.ok()) << agents.status();
@@ -165,7 +169,7 @@ TEST_F(AgentSessionTest, AgentIsRecordedWithItsInventoryAndRunsAStepWithTheLeade
   EXPECT_EQ((*agents)[0].labels().at("zone"), "a");
   EXPECT_TRUE((*agents)[0].connected());
   EXPECT_EQ((*agents)[0].agent_version(), HOIST_VERSION);
-  ASSERT_TRUE(WaitUntil([&] {
+  ASSERT_TRUE(Eventually(kWait, [&] {
     auto cs = leader.store.ListContainers("shop");
     return cs.ok() && cs->size() == 1 && (*cs)[0].info.version() == "1.0.0" && (*cs)[0].agent_id == "host-a";
   })) << "inventory was not stored";
@@ -184,15 +188,15 @@ TEST_F(AgentSessionTest, AgentIsRecordedWithItsInventoryAndRunsAStepWithTheLeade
 TEST_F(AgentSessionTest, AgentDiallingAFollowerIsRedirectedToTheLeader) {
   Replica leader(url_, "r1", true);
   Replica follower(url_, "r2", false);
-  follower.leader_info = LeaderInfo{"r1", leader.address, leader.hub.epoch()};
+  follower.leadership.leader_info = LeaderInfo{"r1", leader.address, leader.hub.epoch()};
   AgentLog log;
   auto agent = Agent("host-b", {follower.address}, &log);
-  ASSERT_TRUE(WaitUntil([&] { return leader.hub.IsConnected("host-b"); }))
+  ASSERT_TRUE(Eventually(kWait, [&] { return leader.hub.IsConnected("host-b"); }))
       << "the agent should have followed the NotLeader hint to " << leader.address;
   EXPECT_FALSE(follower.hub.IsConnected("host-b"));
   // The hub counts the agent connected when it accepts the hello; the agent
   // learns the epoch from the welcome that follows.
-  EXPECT_TRUE(WaitUntil([&] { return agent->session_epoch() == leader.hub.epoch(); }))
+  EXPECT_TRUE(Eventually(kWait, [&] { return agent->session_epoch() == leader.hub.epoch(); }))
       << "the agent's session epoch is " << agent->session_epoch() << ", the leader's " << leader.hub.epoch();
 }
 
@@ -208,7 +212,7 @@ TEST_F(AgentSessionTest, StepSentBeforeTheAgentConnectsIsDeliveredWhenItDoes) {
   AgentLog log;
   std::unique_ptr<AgentSession> agent;
   std::thread later([&] {
-    absl::SleepFor(absl::Milliseconds(300));  // the agent arrives late, on purpose
+    absl::SleepFor(absl::Milliseconds(300));  // the agent arrives late, on purpose: the step waits for it
     agent = Agent("host-c", {leader.address}, &log);
   });
   auto result = leader.hub.RunStep("host-c", MakeStep("s-late"), nullptr);
@@ -221,9 +225,9 @@ TEST_F(AgentSessionTest, DisconnectIsRecordedAndLeadershipLossClosesSessions) {
   auto leader = std::make_unique<Replica>(url_, "r1", true);
   AgentLog log;
   auto agent = Agent("host-d", {leader->address}, &log);
-  ASSERT_TRUE(WaitUntil([&] { return leader->hub.IsConnected("host-d"); }));
+  ASSERT_TRUE(Eventually(kWait, [&] { return leader->hub.IsConnected("host-d"); }));
   leader->hub.OnLeadership(0);
-  ASSERT_TRUE(WaitUntil([&] { return !agent->connected(); })) << "losing leadership must close sessions";
+  ASSERT_TRUE(Eventually(kWait, [&] { return !agent->connected(); })) << "losing leadership must close sessions";
   agent.reset();
   pqxx::connection c(url_);
   pqxx::nontransaction tx(c);
@@ -238,9 +242,9 @@ TEST_F(AgentSessionTest, StoppedAgentIsRecordedDisconnected) {
   Replica leader(url_, "r1", true);
   AgentLog log;
   auto agent = Agent("host-e", {leader.address}, &log);
-  ASSERT_TRUE(WaitUntil([&] { return leader.hub.IsConnected("host-e"); }));
+  ASSERT_TRUE(Eventually(kWait, [&] { return leader.hub.IsConnected("host-e"); }));
   agent->Stop();
-  ASSERT_TRUE(WaitUntil([&] {
+  ASSERT_TRUE(Eventually(kWait, [&] {
     auto agents = leader.store.ListAgents();
     return agents.ok() && agents->size() == 1 && !(*agents)[0].connected();
   })) << "the agent should be recorded as disconnected";
@@ -259,7 +263,7 @@ TEST_F(AgentSessionTest, AgentThatSaysHelloThenFallsSilentIsMarkedLostAndItsSess
   ASSERT_TRUE(stream->Read(&welcome));
   ASSERT_TRUE(welcome.has_welcome());
   // No heartbeats from here on (the hub expects one every 200 ms).
-  ASSERT_TRUE(WaitUntil([&] {
+  ASSERT_TRUE(Eventually(kWait, [&] {
     auto agents = leader.store.ListAgents();
     return agents.ok() && agents->size() == 1 && (*agents)[0].lost() && !(*agents)[0].connected();
   })) << "a silent agent should be marked lost";
@@ -342,11 +346,12 @@ TEST_F(AgentSessionTest, SessionsCancelledWhileTheyOpenLeaveNoSessionBehind) {
     ctx.TryCancel();
     stream->Finish().IgnoreError();
   }
-  EXPECT_TRUE(WaitUntil([&] { return !leader.hub.IsConnected("host-flaky"); }))
+  EXPECT_TRUE(Eventually(kWait, [&] { return !leader.hub.IsConnected("host-flaky"); }))
       << "a cancelled session is still in the hub";
   AgentLog log;
   auto agent = Agent("host-flaky", {leader.address}, &log);
-  EXPECT_TRUE(WaitUntil([&] { return leader.hub.IsConnected("host-flaky"); })) << "the agent's real session was refused";
+  EXPECT_TRUE(Eventually(kWait, [&] { return leader.hub.IsConnected("host-flaky"); }))
+      << "the agent's real session was refused";
 }
 
 // Hellos are group-committed (PgAgentStore::RecordHello): a burst of them,
@@ -425,7 +430,8 @@ TEST_F(AgentSessionTlsTest, AgentWithACertificateInItsNameIsAccepted) {
   Replica leader(url_, "r1", true, server_credentials_);
   AgentLog log;
   auto agent = Agent("host-a", {leader.address}, &log, AgentCredentials("host-a"));
-  ASSERT_TRUE(WaitUntil([&] { return leader.hub.IsConnected("host-a"); })) << "a valid agent certificate is refused";
+  ASSERT_TRUE(Eventually(kWait, [&] { return leader.hub.IsConnected("host-a"); }))
+      << "a valid agent certificate is refused";
 }
 
 TEST_F(AgentSessionTlsTest, AgentWhoseCertificateNamesAnotherAgentIsRefused) {
@@ -464,8 +470,10 @@ TEST_F(AgentSessionTlsTest, OneCertificateMayHoldOnlyAFewSessionCallsAtOnce) {
     // The call reaches the server with its first message's headers; wait
     // until the two before are counted.
     if (i < 2) {
-      ASSERT_TRUE(WaitUntil([&] { return channels.back()->GetState(false) == GRPC_CHANNEL_READY; }));
+      ASSERT_TRUE(Eventually(kWait, [&] { return channels.back()->GetState(false) == GRPC_CHANNEL_READY; }));
     }
+    // Nothing outside the service tells that it has counted a call that
+    // sent no message yet; this pause gives the call time to arrive.
     absl::SleepFor(absl::Milliseconds(200));
   }
   hoist::v1::SessionResponse r;
@@ -502,7 +510,7 @@ TEST_F(AgentSessionTlsTest, AgentWithoutACertificateOrFromAnotherCaNeverConnects
   foreign_options.pem_private_key = ReadWholeFile(foreign->files.key_path);
   auto stranger = Agent("host-c", {leader.address}, &log, grpc::SslCredentials(foreign_options));
   // Give both time to try (and retry) several times.
-  EXPECT_FALSE(WaitUntil([&] { return !leader.hub.ConnectedAgents().empty(); }, absl::Seconds(2)))
+  EXPECT_FALSE(Eventually(absl::Seconds(2), [&] { return !leader.hub.ConnectedAgents().empty(); }))
       << "an agent without a certificate of this fleet connected";
   plaintext.reset();
   stranger.reset();

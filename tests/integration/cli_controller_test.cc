@@ -1,5 +1,5 @@
 // The hoist binary, run as a subprocess, against real hoistd processes (a
-// leader and a follower) on a real Postgres: every query and write verb's
+// leader and a follower, a HoistFleet) on a real Postgres: every query and write verb's
 // exit code, its table and its JSON, the follower's redirect of writes, and
 // an unreachable controller. Also hoistd's own HTTP endpoints, /health and
 // /metrics, on both replicas.
@@ -20,6 +20,8 @@
 #include "nlohmann/json.hpp"
 #include "shared/http_client.h"
 #include "shared/subprocess.h"
+#include "tests/fixtures/eventually.h"
+#include "tests/fixtures/hoist_fleet.h"
 #include "tests/fixtures/postgres_test.h"
 #include "tests/fixtures/temp_dir.h"
 
@@ -61,9 +63,9 @@ notes: |
   Adds invoices.
 )";
 
+// A hoistd replica of the fleet, as the CLI and HTTP clients reach it.
 struct Replica {
   std::string id;
-  pid_t pid = 0;
   std::string grpc_address;  // host:port of the gRPC API
   std::string http_base;     // http://host:port of /health and /metrics
 };
@@ -88,67 +90,33 @@ class CliControllerTest : public PostgresTest {
     }
     PostgresTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    auto dir = MakeOwnedTempDir("hoist-cli-it");
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    dir_ = *dir;
-    WriteFile("config.yaml", "");
     // The first replica applies the schema and leads; the second follows.
-    leader_ = StartReplica("hoistd-1");
+    auto fleet = HoistFleet::Start(
+        nullptr, cluster_.get(), {.connect_timeout = absl::Seconds(30), .controllers = 2, .first_replica_leads = true});
+    ASSERT_TRUE(fleet.ok()) << fleet.status();
+    fleet_ = std::move(*fleet);
+    for (int i : {0, 1}) {
+      Replica& r = i == 0 ? leader_ : follower_;
+      r = {absl::StrCat("hoistd-", i + 1), fleet_->replica_address(i), fleet_->replica_http(i)};
+    }
     ASSERT_NO_FATAL_FAILURE(WaitForRole(leader_, "leader"));
-    follower_ = StartReplica("hoistd-2");
     // A follower redirects writes once it has read who leads (epoch > 0).
     ASSERT_NO_FATAL_FAILURE(WaitForRole(follower_, "follower"));
+    WriteFile("config.yaml", "");
   }
 
+  // The fleet stops the replicas and the agents, all at once: each takes a
+  // moment to hand over and drain.
   void TearDown() override {
-    // Both at once: each takes a moment to hand over and drain.
-    for (Replica* r : {&leader_, &follower_}) {
-      if (r->pid != 0) kill(r->pid, SIGTERM);
-    }
-    for (Replica* r : {&leader_, &follower_}) StopReplica(*r);
-    for (pid_t pid : agents_) {
-      kill(pid, SIGTERM);
-      if (!WaitForExit(pid, absl::Seconds(10)).ok()) {
-        kill(pid, SIGKILL);
-        (void)WaitForExit(pid, absl::Seconds(5));
-      }
-    }
-    if (!dir_.empty()) RemoveTree(dir_);
+    if (fleet_ != nullptr) fleet_->set_dump_logs_at_exit(HasFailure());
+    fleet_.reset();
   }
 
-  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-  std::string WriteFile(const std::string& name, const std::string& text) {
-    std::ofstream(Path(name)) << text;
-    return Path(name);
-  }
-  std::string Log(const Replica& r) { return ReadWholeFile(Path(r.id + ".log")); }
-
-  Replica StartReplica(const std::string& id) {
-    Replica r;
-    r.id = id;
-    auto grpc_port = PickFreePort();
-    auto http_port = PickFreePort();
-    EXPECT_TRUE(grpc_port.ok() && http_port.ok());
-    r.grpc_address = absl::StrCat("127.0.0.1:", *grpc_port);
-    r.http_base = absl::StrCat("http://127.0.0.1:", *http_port);
-    auto pid = Spawn({HOIST_HOISTD_PATH, "--replica-id", id, "--listen", r.grpc_address, "--http-listen",
-                      absl::StrCat("127.0.0.1:", *http_port), "--database-url", url_},
-                     {.log_path = Path(id + ".log")});
-    EXPECT_TRUE(pid.ok()) << pid.status();
-    r.pid = pid.ok() ? *pid : 0;
-    return r;
-  }
+  std::string Path(const std::string& name) const { return fleet_->dir() + "/" + name; }
+  std::string WriteFile(const std::string& name, const std::string& text) { return fleet_->WriteFile(name, text); }
 
   // SIGTERM, as an operator's stop would; SIGKILL when it hangs.
-  void StopReplica(Replica& r) {
-    if (r.pid == 0) return;
-    kill(r.pid, SIGTERM);
-    if (!WaitForExit(r.pid, absl::Seconds(10)).ok()) {
-      kill(r.pid, SIGKILL);
-      (void)WaitForExit(r.pid, absl::Seconds(10));
-    }
-    r.pid = 0;
-  }
+  void StopReplica(const Replica& r) { fleet_->Stop(r.id).IgnoreError(); }
 
   // GET the replica's HTTP base + path.
   absl::StatusOr<HttpResponse> Get(const Replica& r, const std::string& path) {
@@ -158,25 +126,21 @@ class CliControllerTest : public PostgresTest {
   // Waits until the replica's /health answers with this role and knows the
   // leader's epoch.
   void WaitForRole(const Replica& r, const std::string& role) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(20);
-    std::string last = "no answer";
-    while (absl::Now() < deadline) {
-      auto resp = Get(r, "/health");
-      if (resp.ok()) {
-        last = resp->body;
-        auto body = nlohmann::json::parse(resp->body, nullptr, /*allow_exceptions=*/false);
-        if (resp->status == 200 && body.is_object() && body.value("role", "") == role &&
-            body.value("epoch", uint64_t{0}) > 0) {
-          return;
-        }
-      } else {
-        last = std::string(resp.status().message());
-      }
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    FAIL() << r.id << " did not report role " << role << " with an epoch on /health within 20s; last: " << last
-           << "\nlog:\n"
-           << Log(r);
+    ASSERT_TRUE(EventuallyHolds(
+        absl::StrCat(r.id, " to report role ", role, " with an epoch on /health"), absl::Seconds(20),
+        [&]() -> absl::StatusOr<std::string> {
+          auto resp = Get(r, "/health");
+          if (!resp.ok()) return resp.status();
+          if (resp->status != 200) return absl::UnavailableError(absl::StrCat("HTTP ", resp->status, ": ", resp->body));
+          return resp->body;
+        },
+        [&](const absl::StatusOr<std::string>& body) {
+          if (!body.ok()) return false;
+          auto j = nlohmann::json::parse(*body, nullptr, /*allow_exceptions=*/false);
+          return j.is_object() && j.value("role", "") == role && j.value("epoch", uint64_t{0}) > 0;
+        }))
+        << "\nlog:\n"
+        << fleet_->Log(r.id);
   }
 
   // Runs `hoist ARGS --controller ADDRESS --insecure`.
@@ -208,40 +172,22 @@ class CliControllerTest : public PostgresTest {
   }
 
   // Starts hoist-agents host-1 and host-2 against the leader and waits until
-  // the leader lists both connected. They need no Docker to be planned for.
+  // the fleet lists both connected. They need no Docker to be planned for.
   void StartAgents() {
-    for (const char* id : {"host-1", "host-2"}) {
-      auto pid = Spawn({HOIST_AGENT_PATH, "--controller", leader_.grpc_address, "--insecure", "--agent-id", id,
-                        "--state-dir", Path(id), "--docker-socket", Path("no-docker.sock")},
-                       {.log_path = Path(absl::StrCat(id, ".log"))});
-      ASSERT_TRUE(pid.ok()) << pid.status();
-      agents_.push_back(*pid);
-    }
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    std::string last;
-    while (absl::Now() < deadline) {
-      CliResult r = Hoist({"agents", "--output", "json"});
-      last = Describe(r);
-      auto j = nlohmann::json::parse(r.out, nullptr, false);
-      int connected = 0;
-      if (j.is_object() && j.contains("agents")) {
-        for (const auto& a : j["agents"]) connected += a.value("connected", false) ? 1 : 0;
-      }
-      if (connected == 2) return;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    FAIL() << "the agents did not connect within 30 s; last:\n" << last;
+    const absl::Status started = fleet_->StartAgents(
+        {{"host-1", ""}, {"host-2", ""}},
+        {"--controller", leader_.grpc_address, "--docker-socket", Path("no-docker.sock")});
+    ASSERT_TRUE(started.ok()) << "the agents did not connect: " << started;
   }
 
-  std::string dir_;
+  std::unique_ptr<HoistFleet> fleet_;
   Replica leader_, follower_;
-  std::vector<pid_t> agents_;
 };
 
 // The connection string can come from a file (kept out of ps); a file that
 // cannot be read, or holds no string, is refused before anything starts.
 TEST_F(CliControllerTest, HoistdReadsTheDatabaseUrlFromAFile) {
-  const std::string file = WriteFile("database-url", url_ + "\n");
+  const std::string file = WriteFile("database-url", fleet_->database_url() + "\n");
   auto status = RunCommand({HOIST_HOISTD_PATH, "migrate", "status", "--database-url-file", file});
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_EQ(status->exit_code, 0) << status->stdout_text << status->stderr_text;

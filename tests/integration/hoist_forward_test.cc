@@ -19,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "shared/subprocess.h"
+#include "tests/fixtures/eventually.h"
 #include "tests/fixtures/temp_dir.h"
 
 namespace hoist::testing {
@@ -119,18 +120,20 @@ class HoistForwardTest : public ::testing::Test {
     auto pid = Spawn({HOIST_FORWARD_PATH, "--config", config_}, {.log_path = dir_ + "/forward.log"});
     ASSERT_TRUE(pid.ok()) << pid.status();
     pid_ = *pid;
-    for (int i = 0; i < 200; ++i) {  // until it listens
-      int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_in addr{};
-      addr.sin_family = AF_INET;
-      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      addr.sin_port = htons(static_cast<uint16_t>(listen_));
-      bool up = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-      close(fd);
-      if (up) return;
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    FAIL() << "hoist-forward did not listen on " << listen_;
+    const bool listens = Eventually(
+        absl::Seconds(2),
+        [&] {
+          int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+          sockaddr_in addr{};
+          addr.sin_family = AF_INET;
+          addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+          addr.sin_port = htons(static_cast<uint16_t>(listen_));
+          const bool up = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+          close(fd);
+          return up;
+        },
+        absl::Milliseconds(10));
+    ASSERT_TRUE(listens) << "hoist-forward did not listen on " << listen_;
   }
 
   std::string dir_, config_;
@@ -173,6 +176,8 @@ TEST_F(HoistForwardTest, AFileCaughtHalfWrittenIsReadAgain) {
   Write(absl::StrCat(listen_, " 127.0.0.1 ", b.port() / 10, "\n"));
   std::string got;
   std::thread caller([&] { got = Call(listen_); });
+  // The whole file comes late on purpose, while the forwarder reads the
+  // half one again (for up to half a second).
   absl::SleepFor(absl::Milliseconds(100));
   Write(absl::StrCat(listen_, " 127.0.0.1 ", b.port(), "\nend\n"));
   caller.join();

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "controller/leader_election.h"
+#include "controller/store/pg_leader_lock.h"
 #include "controller/store/pg_fence.h"
 #include "controller/store/pg_migrator.h"
 #include "gmock/gmock.h"

@@ -11,6 +11,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/fixtures/eventually.h"
 
 namespace hoist {
 namespace {
@@ -53,7 +54,9 @@ TEST(GroupCommitTest, CallersArrivingDuringAWriteAreWrittenTogetherNext) {
   for (int i = 1; i <= 20; ++i) {
     threads.emplace_back([&, i] { results[i] = commit.Commit(i); });
   }
-  while (commit.Queued() < 20) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_TRUE(testing::EventuallyHolds(
+      "the twenty callers to queue behind the first write", absl::Seconds(10), [&] { return commit.Queued(); },
+      [](auto queued) { return queued >= 20; }, absl::Milliseconds(1)));
   release_first.Notify();
   for (auto& t : threads) t.join();
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "controller/rollout/release_file.h"
 #include "controller/rollout/secrets.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -128,22 +129,6 @@ TEST(ManifestTest, EveryExampleAndItsReleasesParse) {
     }
     EXPECT_EQ(releases, 1) << name;
   }
-}
-
-TEST(ManifestTest, ParsesTheExampleReleaseFiles) {
-  auto piprio = LoadReleaseFile(kExamples + "piprio-release-1.1.0.yaml");
-  ASSERT_TRUE(piprio.ok()) << piprio.status();
-  EXPECT_EQ(piprio->version(), "1.1.0");
-  EXPECT_EQ(piprio->deployment(), "piprio");
-  EXPECT_EQ(piprio->images().at("api"), "registry.local:5000/piprio/api:1.1.0");
-  EXPECT_EQ(piprio->images_size(), 4);
-  EXPECT_THAT(piprio->notes(), HasSubstr("export_jobs"));
-  ASSERT_EQ(piprio->required_env_size(), 1);
-  EXPECT_EQ(piprio->required_env(0), "PIPRIO_SECRET_KEY");
-  EXPECT_EQ(piprio->renamed_env().at("PIPRIO_S3_URL"), "PIPRIO_OBJECT_STORE_URL");
-  auto rat = LoadReleaseFile(kExamples + "rat-release-1.1.0.yaml");
-  ASSERT_TRUE(rat.ok()) << rat.status();
-  EXPECT_EQ(rat->images_size(), 4);
 }
 
 TEST(ManifestTest, BadDurationNamesFileLineColumnAndField) {
@@ -316,20 +301,6 @@ TEST(ManifestTest, InvalidYamlIsRefusedWithItsPosition) {
   absl::Status st = ParseError("deployment: shop\nhosts: [a\n");
   EXPECT_THAT(Msg(st), HasSubstr("stack.yaml:"));
   EXPECT_THAT(Msg(st), HasSubstr("not valid YAML"));
-}
-
-TEST(ReleaseFileTest, RefusesMissingOrBadFields) {
-  auto missing = ParseReleaseFile("r.yaml", "images: {api: reg/api:1.0.0}\n");
-  EXPECT_THAT(Msg(missing.status()), HasSubstr("r.yaml:1:1: version: required"));
-  auto bad_version = ParseReleaseFile("r.yaml", "version: v1.0\nimages: {api: reg/api:1.0.0}\n");
-  EXPECT_THAT(Msg(bad_version.status()),
-              HasSubstr("r.yaml:1:10: version: expected a semantic version like \"1.4.0\"; got \"v1.0\""));
-  auto latest = ParseReleaseFile("r.yaml", "version: 1.0.0\nimages:\n  api: reg/api:latest\n");
-  EXPECT_THAT(Msg(latest.status()), HasSubstr("r.yaml:3:8: images.api: expected an image pinned to a tag or digest"));
-  auto unknown = ParseReleaseFile("r.yaml", "version: 1.0.0\nimage: {}\n");
-  EXPECT_THAT(Msg(unknown.status()), HasSubstr("r.yaml:2:1: image: unknown key; allowed keys here: deployment, version, images"));
-  auto env = ParseReleaseFile("r.yaml", "version: 1.0.0\nimages: {api: reg/api:1.0.0}\nrequired_env: [\"1BAD\"]\n");
-  EXPECT_THAT(Msg(env.status()), HasSubstr("r.yaml:3:16: required_env[0]: expected an environment variable name"));
 }
 
 TEST(ImageReferenceTest, SplitsRegistryPortTagAndDigest) {

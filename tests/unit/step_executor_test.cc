@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <filesystem>
 #include <fstream>
 
 #include <atomic>
@@ -30,6 +32,7 @@
 #include "spdlog/spdlog.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_docker_api.h"
+#include "tests/fixtures/eventually.h"
 #include "tests/fixtures/temp_dir.h"
 
 namespace hoist::agent {
@@ -38,6 +41,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using hoist::testing::Eventually;
 using hoist::testing::FakeClock;
 using hoist::testing::FakeDockerApi;
 
@@ -426,8 +430,7 @@ TEST_F(StepExecutorTest, SameStepSentTwiceWhileRunningRunsOnce) {
   std::thread a([&] { first = Run(step); });
   ASSERT_TRUE(pulling.WaitForNotificationWithTimeout(absl::Seconds(10)));
   std::thread b([&] { second = Run(step); });
-  absl::Time give_up = absl::Now() + absl::Seconds(10);
-  while (executor_->WaitersFor("pull-twice") == 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  Eventually(absl::Seconds(10), [&] { return executor_->WaitersFor("pull-twice") != 0; }, absl::Milliseconds(1));
   EXPECT_EQ(executor_->WaitersFor("pull-twice"), 1) << "the second sender should wait for the first run";
   EXPECT_THAT(executor_->RunningStepIds(), ElementsAre("pull-twice"));
   release.Notify();
@@ -1025,7 +1028,12 @@ TEST_F(BackupTest, OlderBackupsBeyondKeepArePrunedAndReported) {
     hoist::v1::StepResult r = Run(step);
     EXPECT_OUTCOME(r, STEP_OUTCOME_SUCCEEDED, kOk);
     pruned.insert(pruned.end(), r.backup().pruned().begin(), r.backup().pruned().end());
-    absl::SleepFor(absl::Milliseconds(20));  // distinct manifest times
+    // Distinct manifest times, oldest first, whatever the file system's
+    // clock resolution: the agent keeps the newest by them.
+    std::error_code ec;
+    std::filesystem::last_write_time(absl::StrCat(dir_, "/backups/shop/b-", i, "/manifest.json"),
+                                     std::filesystem::file_time_type::clock::now() - std::chrono::minutes(10 - i), ec);
+    EXPECT_FALSE(ec) << ec.message();
   }
   EXPECT_THAT(pruned, ::testing::ElementsAre("b-1", "b-2"));
   EXPECT_FALSE(PathExists(dir_ + "/backups/shop/b-1"));

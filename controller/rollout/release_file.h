@@ -20,7 +20,7 @@
 #include "absl/strings/string_view.h"
 #include "hoist/v1/operator.pb.h"
 
-namespace hoist::cli {
+namespace hoist::rollout {
 
 // Parses and checks a release file. Errors are INVALID_ARGUMENT and read
 // "FILE:LINE: FIELD: what is wrong; what to write instead". Unknown keys,
@@ -30,7 +30,7 @@ namespace hoist::cli {
 absl::StatusOr<hoist::v1::Release> ParseReleaseFile(absl::string_view file_name, absl::string_view text,
                                                     std::map<std::string, uint32_t>* field_lines = nullptr);
 
-// True when an image reference names a tag other than "latest" or a digest.
-bool IsPinnedImage(absl::string_view image);
+// Reads a release file and parses it; NOT_FOUND when it cannot be read.
+absl::StatusOr<hoist::v1::Release> LoadReleaseFile(const std::string& path);
 
-}  // namespace hoist::cli
+}  // namespace hoist::rollout
