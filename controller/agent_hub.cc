@@ -108,6 +108,10 @@ absl::Status AgentHub::StoreError(absl::string_view what, const absl::Status& s)
   return s;
 }
 
+absl::Mutex& AgentHub::WriteLockFor(const std::string& agent_id) {
+  return write_locks_[std::hash<std::string>{}(agent_id) % write_locks_.size()];
+}
+
 absl::Status AgentHub::Open(const hoist::v1::Hello& hello, AgentConnection* conn) {
   if (absl::Status s = CheckHello(hello); !s.ok()) return s;
   uint64_t epoch = this->epoch();
@@ -131,6 +135,9 @@ absl::Status AgentHub::Open(const hoist::v1::Hello& hello, AgentConnection* conn
       }
     }
   }
+  // The hello and the session's registration are one step for this agent's
+  // writes: an old session's disconnect is written before both, or not at all.
+  absl::MutexLock write(&WriteLockFor(hello.agent_id()));
   if (absl::Status s = store_->RecordHello(epoch, hello, options_.controller_id); !s.ok()) {
     return StoreError(absl::StrCat("recording agent ", hello.agent_id()), s);
   }
@@ -239,10 +246,18 @@ void AgentHub::Closed(const std::string& agent_id, AgentConnection* conn) {
     epoch = epoch_;
   }
   spdlog::info("agent {} disconnected", agent_id);
-  if (epoch != 0) {
-    if (absl::Status s = store_->RecordDisconnect(epoch, agent_id); !s.ok()) {
-      StoreError(absl::StrCat("recording disconnect of ", agent_id), s).IgnoreError();
-    }
+  if (epoch == 0) return;
+  // A new session of the agent may have opened meanwhile (a reconnect): its
+  // hello was then written, and a disconnect written after it would show a
+  // connected agent as gone. Under the agent's write lock, a session present
+  // now is that new one.
+  absl::MutexLock write(&WriteLockFor(agent_id));
+  {
+    absl::MutexLock lock(&mu_);
+    if (sessions_.count(agent_id) != 0) return;
+  }
+  if (absl::Status s = store_->RecordDisconnect(epoch, agent_id); !s.ok()) {
+    StoreError(absl::StrCat("recording disconnect of ", agent_id), s).IgnoreError();
   }
 }
 

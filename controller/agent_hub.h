@@ -6,6 +6,7 @@
 // results back to whoever waits for them. It knows nothing of gRPC: the
 // service adapter (agent_service.h) hands it an AgentConnection per stream.
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -134,6 +135,11 @@ class AgentHub : public rollout::StepDispatcher {
   AgentStore* const store_;
   Clock* const clock_;
   const AgentHubOptions options_;
+
+  // Orders one agent's session writes (hello, disconnect) with its sessions;
+  // taken before mu_. Striped: agents that share one only wait for each other.
+  absl::Mutex& WriteLockFor(const std::string& agent_id);
+  std::array<absl::Mutex, 64> write_locks_;
 
   mutable absl::Mutex mu_;
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;

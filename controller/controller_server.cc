@@ -7,6 +7,10 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -14,6 +18,7 @@
 #include "controller/agent_service.h"
 #include "controller/authorizer.h"
 #include "controller/operator_service.h"
+#include "controller/refusal_log.h"
 #include "controller/rollout/executor.h"
 #include "controller/rollout/rollout_manager.h"
 #include "controller/store/embedded_migrations.h"
@@ -23,7 +28,6 @@
 #include "controller/store/pg_rollout_store.h"
 #include "shared/config.h"
 #include "shared/http_server.h"
-#include "shared/metrics.h"
 #include "shared/pg.h"
 #include "shared/revocation.h"
 #include "shared/secret_box.h"
@@ -56,11 +60,10 @@ struct ControllerServer::Parts {
         executor(&rollout_store, &hub, options.clock),
         manager(&rollout_store, &agent_store, &hub, &executor, options.clock),
         elector(options.database_url, Election(options), options.clock),
-        authorizer({.tls = loaded.tls, .revocations = loaded.revocations.get(), .audit = [this](const auto& entry) {
-                      if (absl::Status s = rollout_store.Audit(entry); !s.ok()) {
-                        spdlog::error("cannot write a refusal to the audit log: {}", std::string(s.message()));
-                      }
-                    }}),
+        refusals(&rollout_store),
+        authorizer({.tls = loaded.tls,
+                    .revocations = loaded.revocations.get(),
+                    .audit = [this](const rollout::AuditEntry& entry) { refusals.Write(entry); }}),
         agent_service(&hub, &elector, &authorizer),
         operator_service(&manager, &rollout_store, &agent_store, &elector, &authorizer) {}
 
@@ -84,10 +87,11 @@ struct ControllerServer::Parts {
   rollout::Executor executor;
   rollout::RolloutManager manager;
   LeaderElector elector;
+  RefusalLog refusals;
   Authorizer authorizer;
   AgentServiceImpl agent_service;
   OperatorServiceImpl operator_service;
-  MetricsRegistry metrics;
+  prometheus::Registry metrics;
   HttpServer http;
   // Declared last: shut down and destroyed first (the services must outlive it).
   std::unique_ptr<grpc::Server> grpc_server;
@@ -100,6 +104,13 @@ struct ControllerServer::Parts {
 namespace {
 
 absl::Status Invalid(const absl::Status& s) { return absl::InvalidArgumentError(s.message()); }
+
+// The Prometheus text exposition format /metrics answers in.
+constexpr char kPrometheusContentType[] = "text/plain; version=0.0.4; charset=utf-8";
+
+prometheus::Gauge& AddGauge(prometheus::Registry& registry, const std::string& name, const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({});
+}
 
 // host:port, where port 0 picks a free port when the server binds.
 absl::StatusOr<HostPort> ParseListen(const std::string& listen) {
@@ -205,32 +216,45 @@ void ControllerServer::Parts::Wire() {
     hub.OnLeadership(epoch);
     executor.OnLeadership(epoch);
   });
-  Histogram& step_latency =
-      metrics.AddHistogram("hoist_step_duration_seconds", "Time from push to result, per step.", DefaultLatencyBuckets());
+  // Durations in seconds, from 5 ms to a minute.
+  prometheus::Histogram& step_latency =
+      prometheus::BuildHistogram()
+          .Name("hoist_step_duration_seconds")
+          .Help("Time from push to result, per step.")
+          .Register(metrics)
+          .Add({}, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
   hub.SetStepObserver([&step_latency](const hoist::v1::Step&, const hoist::v1::StepResult&, absl::Duration took) {
     step_latency.Observe(absl::ToDoubleSeconds(took));
   });
 }
 
 void ControllerServer::Parts::ServeHttp() {
-  Gauge& is_leader = metrics.AddGauge("hoist_leader", "1 while this replica leads.");
-  Gauge& epoch_gauge = metrics.AddGauge("hoist_leader_epoch", "Epoch this replica leads with (0: following).");
-  Gauge& agents_gauge = metrics.AddGauge("hoist_agents_connected", "Agents with an open session here.");
-  Gauge& in_flight = metrics.AddGauge("hoist_steps_in_flight", "Steps pushed and not yet answered.");
-  Gauge& cert_expiry = metrics.AddGauge("hoist_tls_certificate_expiry_seconds",
-                                        "Seconds until this replica's certificate expires (absent without TLS).");
-  Gauge& revoked_gauge = metrics.AddGauge("hoist_tls_revoked_certificates", "Entries in the revocation list.");
+  prometheus::Gauge& is_leader = AddGauge(metrics, "hoist_leader", "1 while this replica leads.");
+  prometheus::Gauge& epoch_gauge =
+      AddGauge(metrics, "hoist_leader_epoch", "Epoch this replica leads with (0: following).");
+  prometheus::Gauge& agents_gauge = AddGauge(metrics, "hoist_agents_connected", "Agents with an open session here.");
+  prometheus::Gauge& in_flight = AddGauge(metrics, "hoist_steps_in_flight", "Steps pushed and not yet answered.");
+  // Only with TLS: without a certificate there is nothing to expire or revoke.
+  prometheus::Gauge* cert_expiry =
+      loaded.own_cert_expiry ? &AddGauge(metrics, "hoist_tls_certificate_expiry_seconds",
+                                         "Seconds until this replica's certificate expires.")
+                             : nullptr;
+  prometheus::Gauge* revoked_gauge =
+      loaded.revocations ? &AddGauge(metrics, "hoist_tls_revoked_certificates", "Entries in the revocation list.")
+                         : nullptr;
   http.Handle("/health", [this](const HttpServerRequest&) { return Health(); });
-  http.Handle("/metrics", [&, this](const HttpServerRequest&) {
+  // The gauges live as long as the registry; the references name them.
+  http.Handle("/metrics", [this, &is_leader, &epoch_gauge, &agents_gauge, &in_flight, cert_expiry,
+                           revoked_gauge](const HttpServerRequest&) {
     const uint64_t epoch = elector.epoch();
     const AgentHubStats stats = hub.Stats();
     is_leader.Set(epoch != 0 ? 1 : 0);
     epoch_gauge.Set(static_cast<double>(epoch));
     agents_gauge.Set(stats.agents_connected);
     in_flight.Set(stats.steps_in_flight);
-    if (loaded.own_cert_expiry) cert_expiry.Set(absl::ToDoubleSeconds(*loaded.own_cert_expiry - absl::Now()));
-    if (loaded.revocations) revoked_gauge.Set(static_cast<double>(loaded.revocations->revoked_count()));
-    return HttpServerReply{200, std::string(kPrometheusContentType), metrics.Render()};
+    if (cert_expiry) cert_expiry->Set(absl::ToDoubleSeconds(*loaded.own_cert_expiry - absl::Now()));
+    if (revoked_gauge) revoked_gauge->Set(static_cast<double>(loaded.revocations->revoked_count()));
+    return HttpServerReply{200, kPrometheusContentType, prometheus::TextSerializer().Serialize(metrics.Collect())};
   });
 }
 
@@ -319,6 +343,7 @@ void ControllerServer::Stop() {
   if (p.loaded.revocations) p.loaded.revocations->Stop();
   p.http.Stop();
   if (p.grpc_server) p.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  p.refusals.Stop();
 }
 
 int ControllerServer::grpc_port() const { return parts_->grpc_port; }

@@ -13,7 +13,7 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config git
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev libabsl-dev
   libpqxx-dev libpq-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
-  libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev
+  libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
   # the parsers' fuzz targets (tests/fuzz): clang with libFuzzer and the sanitizers
   clang-14 libclang-rt-14-dev
   # real parts used by tests, benchmarks and the demo

@@ -7,10 +7,10 @@
 #include <algorithm>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "controller/rollout/planner.h"
+#include "controller/rollout/step_kind.h"
 #include "shared/logging.h"
 #include "shared/protocol.h"
 #include "spdlog/spdlog.h"
@@ -253,7 +253,7 @@ Executor::RunOutcome Executor::RunBatches(const StoredRollout& rollout, const st
     size_t j = i;
     while (j < steps.size() && steps[j].phase == steps[i].phase && steps[j].batch == steps[i].batch) ++j;
     // The phase that undoes a failed gate runs only then (UndoFailedGate).
-    if (steps[i].phase_name == kUndoGatePhase) break;
+    if (PhaseRoleOf(steps[i].phase_name) == PhaseRole::kUndoGate) break;
     std::vector<const StoredStep*> todo;
     for (size_t k = i; k < j; ++k) {
       if (!Finished(steps[k].state)) todo.push_back(&steps[k]);
@@ -307,7 +307,7 @@ void Executor::RunBatch(const StoredRollout& rollout, const std::vector<const St
       out->stopped = true;
     } else if (*states[k] == hoist::v1::STEP_STATE_FAILED && out->failure.empty()) {
       out->failure = absl::StrCat(todo[k]->description, ": ", errors[k]);
-      out->failed_phase = todo[k]->phase_name;
+      out->failed_step = todo[k];
     }
   }
 }
@@ -317,15 +317,15 @@ void Executor::UndoFailedGate(const StoredRollout& rollout, const std::vector<St
   // A failed gate (a migration gate, or a one-shot job run before any
   // service moved): nothing has moved yet, so the deployment is put back as
   // it was (the old pin, the services stopped first running).
-  bool gate = absl::StartsWith(out->failed_phase, "migrate-") || absl::StartsWith(out->failed_phase, "run-");
+  bool gate = out->failed_step != nullptr && IsGate(PhaseRoleOf(out->failed_step->phase_name));
   for (const StoredStep& st : steps) {
-    if (!gate || st.phase_name == out->failed_phase) break;
-    if (absl::StartsWith(st.phase_name, "replace-") || absl::StartsWith(st.phase_name, "start-")) gate = false;
+    if (!gate || st.phase == out->failed_step->phase) break;
+    if (MovesInstances(PhaseRoleOf(st.phase_name))) gate = false;
   }
   if (out->stopped || runner->abort.load() || !gate) return;
   std::vector<std::string> undone, not_undone;
   for (const StoredStep& st : steps) {
-    if (st.phase_name != kUndoGatePhase || Finished(st.state)) continue;
+    if (PhaseRoleOf(st.phase_name) != PhaseRole::kUndoGate || Finished(st.state)) continue;
     std::string err;
     absl::StatusOr<hoist::v1::StepState> done = RunStep(rollout, st, epoch, runner, &err);
     if (!done.ok()) {
@@ -370,7 +370,8 @@ hoist::v1::RolloutState Executor::EndState(const StoredRollout& rollout, const R
 
 void Executor::End(uint64_t epoch, const StoredRollout& rollout, const RunOutcome& outcome) {
   // Pre-flight checks and pulls change nothing the deployment runs on.
-  const bool untouched = outcome.failed_phase == "preflight" || outcome.failed_phase == "pull";
+  const bool untouched =
+      outcome.failed_step != nullptr && ChangesNothing(PhaseRoleOf(outcome.failed_step->phase_name));
   std::string message;
   const hoist::v1::RolloutState final_state = EndState(rollout, outcome, untouched, &message);
   if (absl::Status s = store_->SetRolloutState(epoch, rollout.id, final_state,
@@ -398,7 +399,7 @@ void Executor::AfterFailure(uint64_t epoch, const StoredRollout& rollout, const 
     Event(epoch, rollout, "rollback_not_needed",
           outcome.put_back ? absl::StrCat("no rollback: the failed gate was undone and ", rollout.from_version,
                                           " runs as before")
-                           : absl::StrCat("no rollback: the rollout failed in its ", outcome.failed_phase,
+                           : absl::StrCat("no rollback: the rollout failed in its ", outcome.FailedPhase(),
                                           " phase, before anything was changed"),
           nullptr, final_state);
   } else if (final_state == hoist::v1::ROLLOUT_STATE_FAILED && rollout.on_failure == hoist::v1::ON_FAILURE_ROLLBACK &&

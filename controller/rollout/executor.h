@@ -114,7 +114,9 @@ class Executor {
   // How a run's batches ended, for its end and whether it rolls back.
   struct RunOutcome {
     std::string failure;  // the first failed step and why ("" when none failed)
-    std::string failed_phase;
+    // That step, in the run's steps; nullptr when none failed.
+    const StoredStep* failed_step = nullptr;
+    std::string FailedPhase() const { return failed_step == nullptr ? "" : failed_step->phase_name; }
     bool cancelled = false;
     bool stopped = false;  // leadership lost: leave the state for the next leader
     bool put_back = false;  // a failed gate was undone completely

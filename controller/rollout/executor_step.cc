@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "controller/rollout/executor.h"
+#include "controller/rollout/step_kind.h"
 #include "google/protobuf/util/time_util.h"
 #include "shared/logging.h"
 #include "spdlog/spdlog.h"
@@ -155,28 +156,38 @@ absl::Status Executor::RecordBackupResult(const StoredRollout& rollout, const St
 absl::StatusOr<hoist::v1::StepState> Executor::RunControllerStep(const StoredRollout& rollout, const StoredStep& step,
                                                                  uint64_t epoch, Runner* runner, absl::Time started,
                                                                  std::string* error) {
-  if (step.kind == "pin") {
-    if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.to_version); !s.ok()) return s;
-  } else if (step.kind == "pin_back") {
-    if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.from_version); !s.ok()) return s;
-  } else if (step.kind == "live_slot") {
-    hoist::v1::Slot slot = rollout.plan.target_slot();
-    if (absl::Status s = store_->SetLiveSlot(epoch, rollout.deployment, slot); !s.ok()) return s;
-  } else if (step.kind == "grace") {
-    if (absl::Status s = RunGrace(rollout, step, epoch, runner, started); !s.ok()) return s;
-  } else if (step.kind == "pause") {
-    const absl::Time until = started + step.timeout;
-    while (clock_->Now() < until && !runner->cancel.load() && !runner->abort.load()) {
-      clock_->SleepFor(std::min(absl::Milliseconds(100), until - clock_->Now()));
+  switch (step.kind) {
+    case StepKind::kPin:
+      if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.to_version); !s.ok()) return s;
+      break;
+    case StepKind::kPinBack:
+      if (absl::Status s = store_->Pin(epoch, rollout.deployment, rollout.from_version); !s.ok()) return s;
+      break;
+    case StepKind::kLiveSlot: {
+      hoist::v1::Slot slot = rollout.plan.target_slot();
+      if (absl::Status s = store_->SetLiveSlot(epoch, rollout.deployment, slot); !s.ok()) return s;
+      break;
     }
-    // A pause cut short by losing leadership is not done: the next leader
-    // pauses again.
-    if (runner->abort.load()) return absl::FailedPreconditionError("stopped: leadership lost during the pause");
-  } else if (step.kind == "preflight" || step.kind == "postcheck") {
-    return CheckAgentsConnected(rollout, error);
-  } else {
-    *error = absl::StrCat("step kind \"", step.kind, "\" has no action and this controller cannot run it");
-    return hoist::v1::STEP_STATE_FAILED;
+    case StepKind::kGrace:
+      if (absl::Status s = RunGrace(rollout, step, epoch, runner, started); !s.ok()) return s;
+      break;
+    case StepKind::kPause: {
+      const absl::Time until = started + step.timeout;
+      while (clock_->Now() < until && !runner->cancel.load() && !runner->abort.load()) {
+        clock_->SleepFor(std::min(absl::Milliseconds(100), until - clock_->Now()));
+      }
+      // A pause cut short by losing leadership is not done: the next leader
+      // pauses again.
+      if (runner->abort.load()) return absl::FailedPreconditionError("stopped: leadership lost during the pause");
+      break;
+    }
+    case StepKind::kPreflight:
+    case StepKind::kPostcheck:
+      return CheckAgentsConnected(rollout, error);
+    default:
+      *error = absl::StrCat("step kind \"", StepKindName(step.kind),
+                            "\" has no action and this controller cannot run it");
+      return hoist::v1::STEP_STATE_FAILED;
   }
   return hoist::v1::STEP_STATE_SUCCEEDED;
 }

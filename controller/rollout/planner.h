@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "controller/rollout/manifest.h"
+#include "controller/rollout/step_kind.h"
 #include "hoist/v1/agent.pb.h"
 #include "hoist/v1/common.pb.h"
 #include "hoist/v1/operator.pb.h"
@@ -89,19 +90,11 @@ struct PlanInput {
   PlanOptions options;
 };
 
-// The last phase of a rolling upgrade with a migration gate: it runs only
-// when a gate fails (the executor skips it otherwise) and puts the
-// deployment back as it was before the rollout.
-inline constexpr char kUndoGatePhase[] = "undo-gate";
-
 struct PlanStep {
   // Stable, deterministic id: "p05-s003-start-api-0".
   std::string id;
-  // "preflight", "backup", "pull_image", "pin", "stop_instance",
-  // "start_instance", "probe_health", "run_job", "remove_instance", "pause",
-  // "proxy_update", "postcheck", "smoke_test", "restore"; blue-green adds
-  // "live_slot" (record the slot that serves) and "grace" (wait, switchable).
-  std::string kind;
+  // What the step does (its name in the API: StepKindName).
+  StepKind kind = StepKind::kPreflight;
   // Agent that runs it; empty for controller-side steps (preflight, pin, pause).
   std::string agent_id;
   // One line for a person.
@@ -116,7 +109,10 @@ struct PlanStep {
 };
 
 struct PlanPhase {
+  // For the rules that depend on what the phase is for, the name reads back
+  // as the role (PhaseRoleOf), which is how a stored step's phase is read.
   std::string name;
+  PhaseRole role = PhaseRole::kOther;
   // Why the phase is here and in this order, citing the role or the rule.
   std::string reason;
   std::vector<PlanStep> steps;

@@ -199,21 +199,22 @@ void Planner::PhasesBlueGreenGates() {
   }
   for (const ServiceSpec* s : gated) {
     PlanPhase& ph = AddPhase(
-        absl::StrCat("migrate-", s->name),
+        PhaseRole::kMigrationGate, s->name,
         absl::StrCat("migration gate for ", s->name, ": runs from the ", to_version_, " image before any ", new_word,
                      " container starts, while ", old_word, " (", from_version_,
                      ") keeps serving: the migration must be expand-only (add, never drop or rename) so that ",
                      from_version_, " still works on the migrated schema during the grace period; a non-zero exit "
                      "stops the rollout with ", old_word, " serving and nothing else changed"));
-    StepJob(ph, *s, "migrate", s->migration->command, s->migration->timeout, "run_job",
+    StepJob(ph, *s, "migrate", s->migration->command, s->migration->timeout, StepKind::kRunJob,
             absl::StrCat("run the ", s->name, " migration"), StepDatabasesHealthy(ph) ? 1 : 0);
   }
   for (const ServiceSpec& s : m_.services) {
     if (s.role != v1::ROLE_JOB || !Moves(s)) continue;
-    PlanPhase& ph = AddPhase(absl::StrCat("run-", s.name),
+    PlanPhase& ph = AddPhase(PhaseRole::kOneShotJob, s.name,
                              absl::StrCat("role job: runs once from the new image after the migrations, before ",
                                           new_word, " starts"));
-    StepJob(ph, s, s.name, s.command, s.job_timeout, "run_job", absl::StrCat("run the one-shot job ", s.name), 0);
+    StepJob(ph, s, s.name, s.command, s.job_timeout, StepKind::kRunJob, absl::StrCat("run the one-shot job ", s.name),
+            0);
   }
 }
 
@@ -224,7 +225,7 @@ std::vector<const ServiceSpec*> Planner::PhaseStartIdle() {
   // waits on a batch. Schedulers are singletons and wait for the handover.
   std::vector<const ServiceSpec*> schedulers;
   PlanPhase& ph = AddPhase(
-      absl::StrCat("start-", new_word),
+      PhaseRole::kStart, new_word,
       absl::StrCat(old_word, " keeps serving, so every ", new_word, " instance starts at once beside it (names carry "
                    "the slot: <deployment>-<service>-", new_word, "-<replica>-<version>) and must pass its health "
                    "check; a failure stops the rollout with the proxy untouched and ", old_word, " serving, the ",
@@ -244,7 +245,7 @@ std::vector<const ServiceSpec*> Planner::PhaseStartIdle() {
     StepForwards(ph, name, {}, 2, {live_slot_, idle_slot_});
   }
   if (ph.steps.empty()) {
-    AddStep(ph, "none", "preflight", "", absl::StrCat("no service other than schedulers moves"), 0,
+    AddStep(ph, "none", StepKind::kPreflight, "", absl::StrCat("no service other than schedulers moves"), 0,
             kControllerStepTimeout);
   }
   return schedulers;
@@ -295,7 +296,7 @@ void Planner::PhaseBlueGreenSmoke(const std::set<std::string>& preview) {
                                                   "slots; it can reach ", new_word, " by container name)")
                                    : absl::StrCat(", through the preview route ", absl::StrJoin(preview, ", ")),
                    "; a failure stops the rollout before any user sees ", to_version_));
-  StepJob(sp, s, "smoke-test", m_.smoke_test->job.command, m_.smoke_test->job.timeout, "smoke_test",
+  StepJob(sp, s, "smoke-test", m_.smoke_test->job.command, m_.smoke_test->job.timeout, StepKind::kSmokeTest,
           absl::StrCat("run the smoke test with the ", s.name, " ", NewVersion(s), " image"), 0);
 }
 
@@ -325,22 +326,22 @@ void Planner::PhaseBlueGreenPin() {
       "pin", absl::StrCat("just before the switch: until ", new_word, " takes traffic, ", from_version_,
                           " is what should run; from here a restart of the controller or any host comes back on ",
                           to_version_));
-  AddStep(ph, "pin", "pin", "", absl::StrCat("record ", to_version_, " as ", m_.deployment, "'s pinned version"),
-          0, kControllerStepTimeout);
+  AddStep(ph, "pin", StepKind::kPin, "",
+          absl::StrCat("record ", to_version_, " as ", m_.deployment, "'s pinned version"), 0, kControllerStepTimeout);
 }
 
 void Planner::PhaseSwitch(const std::set<std::string>& preview) {
   const std::string old_word = SlotWord(live_slot_);
   const std::string new_word = SlotWord(idle_slot_);
   PlanPhase& ph = AddPhase(
-      "switch",
+      PhaseRole::kSwitch, "",
       absl::StrCat("ONE proxy_update per proxy host switches every route to ", new_word,
                    " at once: validated first (routes and addresses), then applied through HAProxy's runtime API "
                    "without a reload; ", old_word, "'s servers stay in the backends, drained, so `hoist cutover "
                    "--back` is one more runtime change"));
   StepProxySlots(ph, SwitchedRoutes(preview),
                  {{idle_slot_, v1::BACKEND_STATE_READY}, {live_slot_, v1::BACKEND_STATE_DRAIN}}, 0, "switch");
-  AddStep(ph, absl::StrCat("live-", new_word), "live_slot", "",
+  AddStep(ph, absl::StrCat("live-", new_word), StepKind::kLiveSlot, "",
           absl::StrCat("record ", new_word, " as the slot that serves ", m_.deployment), 1, kControllerStepTimeout);
 }
 
@@ -352,7 +353,7 @@ void Planner::PhaseGrace() {
       absl::StrCat(new_word, " serves; ", old_word, " keeps running for ", Fmt(in_.options.grace_period),
                    " so that `hoist cutover --back` is instant. `hoist cutover --finish` ends it early; while ",
                    old_word, " serves again the period does not run out"));
-  AddStep(ph, "grace", "grace", "",
+  AddStep(ph, "grace", StepKind::kGrace, "",
           absl::StrCat("keep ", old_word, " (", from_version_, ") for ", Fmt(in_.options.grace_period)), 0,
           in_.options.grace_period);
 }

@@ -24,10 +24,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "controller/rollout/manifest.h"
 #include "controller/rollout/move_order.h"
 #include "controller/rollout/planner.h"
+#include "controller/rollout/step_kind.h"
 #include "google/protobuf/duration.pb.h"
 
 namespace hoist::rollout::internal {
@@ -98,15 +100,24 @@ class Planner {
   void PreflightDisk();
 
   // --- helpers for steps ---
+  // A phase no rule depends on, named as given.
   PlanPhase& AddPhase(std::string name, std::string reason) {
-    plan_.phases.push_back(PlanPhase{std::move(name), std::move(reason), {}});
+    return AddPhase(PhaseRole::kOther, name, std::move(reason));
+  }
+  // A phase of `role`, named by it (see PhaseName).
+  PlanPhase& AddPhase(PhaseRole role, absl::string_view subject, std::string reason) {
+    PlanPhase ph;
+    ph.name = PhaseName(role, subject);
+    ph.role = role;
+    ph.reason = std::move(reason);
+    plan_.phases.push_back(std::move(ph));
     return plan_.phases.back();
   }
-  PlanStep& AddStep(PlanPhase& phase, std::string slug, std::string kind, std::string agent,
+  PlanStep& AddStep(PlanPhase& phase, std::string slug, StepKind kind, std::string agent,
                     std::string description, uint32_t batch, absl::Duration timeout) {
     PlanStep s;
     s.id = std::move(slug);  // made into the full id by Finish()
-    s.kind = std::move(kind);
+    s.kind = kind;
     s.agent_id = std::move(agent);
     s.description = std::move(description);
     s.batch = batch;
@@ -195,7 +206,7 @@ class Planner {
   bool StepDatabasesHealthy(PlanPhase& ph);
   void StepJob(PlanPhase& ph, const ServiceSpec& s, const std::string& job_name,
                const std::vector<std::string>& command, absl::Duration timeout,
-               const std::string& kind, const std::string& what, uint32_t batch);
+               StepKind kind, const std::string& what, uint32_t batch);
 
   // --- proxy routes and forwarders (planner_proxy.cc) ---
   // One backend of `route` for container c (replica r of the route's service) in `slot`.

@@ -18,15 +18,15 @@ namespace hoist::rollout::internal {
 
 void Planner::PhasePreflight() {
   PlanPhase& ph = AddPhase(
-      "preflight",
+      PhaseRole::kPreflight, "",
       mode_ == Mode::kUpgrade
           ? "first, before anything is touched: if the current deployment is already unhealthy the "
             "rollout stops here, so a fresh problem is never blamed on the new version"
           : "first, before anything is touched: every host must answer");
   std::vector<std::string> hosts;
   for (const HostSpec& h : m_.hosts) hosts.push_back(h.id);
-  AddStep(ph, "agents", "preflight", "", absl::StrCat("every host's agent is connected: ", absl::StrJoin(hosts, ", ")),
-          0, kControllerStepTimeout);
+  AddStep(ph, "agents", StepKind::kPreflight, "",
+          absl::StrCat("every host's agent is connected: ", absl::StrJoin(hosts, ", ")), 0, kControllerStepTimeout);
   if (mode_ == Mode::kUpgrade) {
     // Every running instance with a health check is probed now, all at once
     // (one batch): the inventory's health can be minutes old.
@@ -37,7 +37,7 @@ void Planner::PhasePreflight() {
           if (!l.running) continue;
           PlanStep& st = AddStep(
               ph, absl::StrCat("health-", s.name, "-", replica, lives.size() > 1 ? absl::StrCat("-", l.version) : ""),
-              "probe_health", l.agent,
+              StepKind::kProbeHealth, l.agent,
               absl::StrCat(s.name, " replica ", replica, " (", l.version, ") on ", l.agent,
                            " passes its health check now (deadline ", Fmt(s.health->deadline), ")"),
               0, s.health->deadline + kStepSlack);
@@ -54,11 +54,11 @@ void Planner::PhasePreflight() {
       (in_.target.required_env_size() > 0 || in_.target.renamed_env_size() > 0)) {
     std::vector<std::string> names(in_.target.required_env().begin(), in_.target.required_env().end());
     for (const auto& [o, n] : in_.target.renamed_env()) names.push_back(absl::StrCat(o, "->", n));
-    AddStep(ph, "env", "preflight", "",
+    AddStep(ph, "env", StepKind::kPreflight, "",
             absl::StrCat("env vars release ", to_version_, " needs are set: ", absl::StrJoin(names, ", ")), 0,
             kControllerStepTimeout);
   }
-  AddStep(ph, "disk", "preflight", "",
+  AddStep(ph, "disk", StepKind::kPreflight, "",
           absl::StrCat("every host pulling images has ", in_.options.min_image_disk_free_bytes >> 20,
                        " MiB free", m_.backup.has_value() && mode_ == Mode::kUpgrade && !in_.options.skip_backup
                                         ? absl::StrCat(", the backup host ", in_.options.min_backup_disk_free_bytes >> 20, " MiB")
@@ -148,7 +148,7 @@ absl::Status Planner::PhaseBackup() {
     backup.add_items()->mutable_config()->set_path(f);
     what.push_back(f);
   }
-  PlanStep& st = AddStep(ph, "backup", "backup", host,
+  PlanStep& st = AddStep(ph, "backup", StepKind::kBackup, host,
                          absl::StrCat("back up ", absl::StrJoin(what, ", "), " on ", host, " as ", plan_.backup_id,
                                       "; sizes and sha256 recorded and read back; the newest ", b.keep,
                                       " backups are kept"),
@@ -159,7 +159,7 @@ absl::Status Planner::PhaseBackup() {
 
 void Planner::PhasePull(const std::vector<std::string>& services) {
   PlanPhase& ph = AddPhase(
-      "pull",
+      PhaseRole::kPull, "",
       "every new image is pulled on every host that runs it, in parallel, before anything is "
       "stopped: a registry or disk problem stops the rollout with nothing changed");
   for (const HostSpec& h : m_.hosts) {
@@ -171,7 +171,7 @@ void Planner::PhasePull(const std::vector<std::string>& services) {
       if (std::find(hosts.begin(), hosts.end(), h.id) == hosts.end()) continue;
       std::string image = NewImage(s);
       if (!images.insert(image).second) continue;
-      PlanStep& st = AddStep(ph, absl::StrCat("pull-", h.id, "-", name), "pull_image", h.id,
+      PlanStep& st = AddStep(ph, absl::StrCat("pull-", h.id, "-", name), StepKind::kPullImage, h.id,
                              absl::StrCat("pull ", image, " on ", h.id), 0, in_.options.pull_timeout);
       st.action.mutable_pull_image()->set_image(image);
     }
@@ -182,8 +182,8 @@ void Planner::PhasePin() {
   PlanPhase& ph = AddPhase(
       "pin", "the images are on every host, so the target is recorded now: from here a restart of "
              "the controller or any host comes back on " + to_version_ + ", not on what ran before");
-  AddStep(ph, "pin", "pin", "", absl::StrCat("record ", to_version_, " as ", m_.deployment, "'s pinned version"),
-          0, kControllerStepTimeout);
+  AddStep(ph, "pin", StepKind::kPin, "",
+          absl::StrCat("record ", to_version_, " as ", m_.deployment, "'s pinned version"), 0, kControllerStepTimeout);
 }
 
 void Planner::PhasePostcheck() {
@@ -207,7 +207,7 @@ void Planner::PhasePostcheck() {
   if (smoke.has_value() && mode_ != Mode::kRestore && mode_ != Mode::kRollback) {
     const ServiceSpec& s = *m_.FindService(smoke->service);
     PlanPhase& sp = AddPhase("smoke-test", "last: the smoke test runs against the whole stack once every instance is healthy");
-    StepJob(sp, s, "smoke-test", smoke->job.command, smoke->job.timeout, "smoke_test",
+    StepJob(sp, s, "smoke-test", smoke->job.command, smoke->job.timeout, StepKind::kSmokeTest,
             absl::StrCat("run the smoke test with the ", s.name, " ", NewVersion(s), " image"), 0);
   }
 }
@@ -227,7 +227,8 @@ void Planner::PhaseStopApp() {
     }
   }
   if (ph.steps.empty()) {
-    AddStep(ph, "none", "preflight", "", "no application instance runs; nothing to stop", 0, kControllerStepTimeout);
+    AddStep(ph, "none", StepKind::kPreflight, "", "no application instance runs; nothing to stop", 0,
+            kControllerStepTimeout);
   }
 }
 
@@ -263,7 +264,7 @@ absl::Status Planner::PhaseRestore(const v1::BackupRecord& record) {
     *restore.mutable_database_instance() = Ref(m_.backup->postgres->service, 0);
     restore.set_database_user(m_.backup->postgres->user);
   }
-  PlanStep& st = AddStep(ph, "restore", "restore", record.agent_id(),
+  PlanStep& st = AddStep(ph, "restore", StepKind::kRestore, record.agent_id(),
                          absl::StrCat("restore ", absl::StrJoin(what, ", "), " from backup ", record.id(), " on ",
                                       record.agent_id(), " after checking each sha256"),
                          0, m_.backup.has_value() ? m_.backup->timeout : absl::Minutes(30));

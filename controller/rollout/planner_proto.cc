@@ -41,7 +41,7 @@ std::string PlanDigest(const Plan& plan) {
   for (const PlanPhase& ph : plan.phases) {
     add(ph.name);
     for (const PlanStep& st : ph.steps) {
-      add(st.kind);
+      add(StepKindName(st.kind));
       add(st.agent_id);
       add(clean(st.description));
       add(absl::StrCat(st.batch, "/", absl::ToInt64Milliseconds(st.timeout)));
@@ -69,7 +69,7 @@ hoist::v1::Plan ToProto(const Plan& plan) {
       ps->set_step_id(s.id);
       ps->set_agent_id(s.agent_id);
       ps->set_description(s.description);
-      ps->set_kind(s.kind);
+      ps->set_kind(std::string(StepKindName(s.kind)));
       if (s.instance.has_value()) *ps->mutable_instance() = *s.instance;
       ps->set_state(hoist::v1::STEP_STATE_PENDING);
       p->add_batches(s.batch);

@@ -71,7 +71,7 @@ void Planner::StepForwards(PlanPhase& ph, const std::string& service,
   std::vector<std::string> ports;
   for (uint32_t p : forward_ports_.at(service)) ports.push_back(absl::StrCat(p));
   for (const std::string& host : hosts->second) {
-    PlanStep& st = AddStep(ph, absl::StrCat("forward-", service, "-", host), "forward_update", host,
+    PlanStep& st = AddStep(ph, absl::StrCat("forward-", service, "-", host), StepKind::kForwardUpdate, host,
                            absl::StrCat("point ", service, ":", absl::StrJoin(ports, ","), " on ", host, " at ",
                                         instances.size(), " ", service, " instance(s) on other hosts"),
                            batch, kForwardTimeout);
@@ -137,7 +137,7 @@ void Planner::StepProxyUpdate(PlanPhase& ph, const std::function<bool(const Rout
       summary.push_back(fill(*r, route));
     }
     for (const std::string& host : proxy_hosts) {
-      PlanStep& st = AddStep(ph, absl::StrCat(slug, "-", proxy.name, "-", host), "proxy_update", host,
+      PlanStep& st = AddStep(ph, absl::StrCat(slug, "-", proxy.name, "-", host), StepKind::kProxyUpdate, host,
                              absl::StrCat(verb, " ", proxy.name, " routes on ", host, ": ",
                                           absl::StrJoin(summary, "; ")),
                              batch, proxy.drain_timeout + kStepSlack);

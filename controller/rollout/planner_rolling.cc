@@ -10,7 +10,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "controller/rollout/planner_internal.h"
@@ -57,7 +56,7 @@ void Planner::PhaseStopFirst(const std::string& service, const std::string& why)
     }
   }
   if (ph.steps.empty()) {
-    AddStep(ph, absl::StrCat("none-", service), "preflight", "",
+    AddStep(ph, absl::StrCat("none-", service), StepKind::kPreflight, "",
             absl::StrCat("no ", service, " instance runs; nothing to stop"), 0, kControllerStepTimeout);
   }
 }
@@ -86,7 +85,7 @@ void Planner::ReplaceService(PlanPhase& ph, const ServiceSpec& s, UpdateOrder or
     ReplaceChunk(ph, s, order, chunk, batch);
     batch += 6;
     if (allow_pause && s.rolling.pause > absl::ZeroDuration() && first + batch_size < todo.size()) {
-      AddStep(ph, absl::StrCat("pause-", s.name, "-", first / batch_size + 1), "pause", "",
+      AddStep(ph, absl::StrCat("pause-", s.name, "-", first / batch_size + 1), StepKind::kPause, "",
               absl::StrCat("pause ", Fmt(s.rolling.pause), " before the next ", s.name, " batch"), batch,
               s.rolling.pause);
       ++batch;
@@ -240,14 +239,14 @@ std::string Planner::UnitReason(const MoveUnit& unit, bool has_migration_phase) 
 void Planner::PhaseUndoGate(const StoppedServices& stopped) {
   if (!GatedBeforeMoves()) return;
   PlanPhase& ph = AddPhase(
-      std::string(kUndoGatePhase),
+      PhaseRole::kUndoGate, "",
       absl::StrCat("only when a migration gate or a one-shot job before the moves fails, while no instance has "
                    "moved yet: puts ", m_.deployment,
                    " back as it was before the rollout (", from_version_,
                    " pinned again, the services stopped first started again); skipped otherwise"));
-  AddStep(ph, "pin-back", "pin_back", "", absl::StrCat("record ", from_version_, " as ", m_.deployment,
-                                                      "'s pinned version again"),
-          0, kControllerStepTimeout);
+  AddStep(ph, "pin-back", StepKind::kPinBack, "",
+          absl::StrCat("record ", from_version_, " as ", m_.deployment, "'s pinned version again"), 0,
+          kControllerStepTimeout);
   StepsRestartStopped(ph, stopped);
   StepsRouteRestarted(ph, stopped);
 }
@@ -256,8 +255,8 @@ bool Planner::GatedBeforeMoves() const {
   // Gates: migration gates, and one-shot jobs that run before any service moves.
   bool gated = false;
   for (const PlanPhase& ph : plan_.phases) {
-    if (absl::StartsWith(ph.name, "replace-") || absl::StartsWith(ph.name, "start-")) break;
-    gated = gated || absl::StartsWith(ph.name, "migrate-") || absl::StartsWith(ph.name, "run-");
+    if (MovesInstances(ph.role)) break;
+    gated = gated || IsGate(ph.role);
   }
   return gated;
 }
@@ -265,7 +264,7 @@ bool Planner::GatedBeforeMoves() const {
 void Planner::StepsRestartStopped(PlanPhase& ph, const StoppedServices& stopped) {
   for (const auto& [s, running] : stopped) {
     for (const auto& [replica, c] : running) {
-      PlanStep& st = AddStep(ph, absl::StrCat("restart-", s->name, "-", replica), "start_instance", c.agent,
+      PlanStep& st = AddStep(ph, absl::StrCat("restart-", s->name, "-", replica), StepKind::kStartInstance, c.agent,
                              absl::StrCat("start ", s->name, " replica ", replica, " (", c.version, ") on ", c.agent,
                                           " again, as it ran before"),
                              1, in_.options.start_timeout);
@@ -326,8 +325,8 @@ void Planner::PhaseUnit(const MoveUnit& unit, size_t /*position*/) {
   const bool gated = PhasesMigrate(unit);
   const ServiceSpec& first = *m_.FindService(unit.members.front());
   if (!unit.together && first.role == v1::ROLE_JOB) {
-    PlanPhase& ph = AddPhase(absl::StrCat("run-", first.name), UnitReason(unit, gated));
-    StepJob(ph, first, first.name, first.command, first.job_timeout, "run_job",
+    PlanPhase& ph = AddPhase(PhaseRole::kOneShotJob, first.name, UnitReason(unit, gated));
+    StepJob(ph, first, first.name, first.command, first.job_timeout, StepKind::kRunJob,
             absl::StrCat("run the one-shot job ", first.name), 0);
     return;
   }
@@ -347,11 +346,11 @@ bool Planner::PhasesMigrate(const MoveUnit& unit) {
       if (!s.migration.has_value()) continue;
       gated = true;
       PlanPhase& ph = AddPhase(
-          absl::StrCat("migrate-", member),
+          PhaseRole::kMigrationGate, member,
           absl::StrCat("migration gate for ", member, ": runs from the ", to_version_, " image before any ",
                        member, " instance moves; a non-zero exit stops the rollout with nothing else "
                        "moved (each migration runs in its own transaction, so data is left as it was)"));
-      StepJob(ph, s, "migrate", s.migration->command, s.migration->timeout, "run_job",
+      StepJob(ph, s, "migrate", s.migration->command, s.migration->timeout, StepKind::kRunJob,
               absl::StrCat("run the ", member, " migration"), StepDatabasesHealthy(ph) ? 1 : 0);
     }
   }
@@ -359,7 +358,7 @@ bool Planner::PhasesMigrate(const MoveUnit& unit) {
 }
 
 void Planner::PhaseGroup(const MoveUnit& unit, bool gated) {
-  PlanPhase& ph = AddPhase(absl::StrCat("replace-", unit.name), UnitReason(unit, gated));
+  PlanPhase& ph = AddPhase(PhaseRole::kReplace, unit.name, UnitReason(unit, gated));
   std::vector<std::pair<uint32_t, const Live*>> draining;
   for (const std::string& member : unit.members) {
     draining.clear();
@@ -388,9 +387,9 @@ void Planner::PhaseGroup(const MoveUnit& unit, bool gated) {
 
 void Planner::PhaseService(const ServiceSpec& s, const MoveUnit& unit, bool gated) {
   uint32_t batch = 0;
-  std::string name_prefix = order_.stopped_first.contains(s.name) ? "start-" : "replace-";
-  if (mode_ == Mode::kInitial || mode_ == Mode::kRestore) name_prefix = "start-";
-  PlanPhase& ph = AddPhase(absl::StrCat(name_prefix, s.name), "");
+  PhaseRole role = order_.stopped_first.contains(s.name) ? PhaseRole::kStart : PhaseRole::kReplace;
+  if (mode_ == Mode::kInitial || mode_ == Mode::kRestore) role = PhaseRole::kStart;
+  PlanPhase& ph = AddPhase(role, s.name, "");
   std::string reason = UnitReason(unit, gated);
   if (order_.stopped_first.contains(s.name) || mode_ == Mode::kInitial || mode_ == Mode::kRestore) {
     ReplaceService(ph, s, UpdateOrder::kStopFirst, std::max<uint32_t>(1, s.replicas), batch, false);
@@ -405,7 +404,7 @@ void Planner::PhaseService(const ServiceSpec& s, const MoveUnit& unit, bool gate
   }
   ph.reason = reason;
   if (ph.steps.empty()) {
-    AddStep(ph, absl::StrCat("noop-", s.name), "preflight", "",
+    AddStep(ph, absl::StrCat("noop-", s.name), StepKind::kPreflight, "",
             absl::StrCat("every ", s.name, " replica already runs ", NewVersion(s), "; nothing to do"), 0,
             kControllerStepTimeout);
   }

@@ -103,7 +103,7 @@ void Planner::StepStart(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, u
   const std::string& host = placement_[s.name][replica];
   const std::string version = NewVersion(s);
   const std::string image = NewImage(s);
-  PlanStep& st = AddStep(ph, absl::StrCat("start-", s.name, "-", replica), "start_instance", host,
+  PlanStep& st = AddStep(ph, absl::StrCat("start-", s.name, "-", replica), StepKind::kStartInstance, host,
                          absl::StrCat("start", SlotTag(slot), " ", s.name, " replica ", replica, " on ", host, " at ",
                                       version, " (", image, ")"),
                          batch, in_.options.start_timeout);
@@ -139,7 +139,7 @@ bool Planner::StepProbe(PlanPhase& ph, const ServiceSpec& s, uint32_t replica,
   }
   PlanStep& st = AddStep(
       ph, absl::StrCat(postcheck ? "check-" : "probe-", s.name, "-", replica),
-      postcheck ? "postcheck" : "probe_health", host,
+      postcheck ? StepKind::kPostcheck : StepKind::kProbeHealth, host,
       postcheck ? absl::StrCat("check", SlotTag(slot), " ", s.name, " replica ", replica, " (", version, ") on ", host,
                                " passes ", how)
                 : absl::StrCat("wait until", SlotTag(slot), " ", s.name, " replica ", replica, " (", version, ") on ",
@@ -155,7 +155,7 @@ bool Planner::StepProbe(PlanPhase& ph, const ServiceSpec& s, uint32_t replica,
 
 void Planner::StepStop(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, Live& c, uint32_t batch,
                        v1::Slot slot) {
-  PlanStep& st = AddStep(ph, absl::StrCat("stop-", s.name, "-", replica), "stop_instance", c.agent,
+  PlanStep& st = AddStep(ph, absl::StrCat("stop-", s.name, "-", replica), StepKind::kStopInstance, c.agent,
                          absl::StrCat("stop", SlotTag(slot), " ", s.name, " replica ", replica, " (", c.version, ") on ",
                                       c.agent, " (SIGTERM, kill after ", Fmt(s.stop_timeout), ")"),
                          batch, s.stop_timeout + kStepSlack);
@@ -169,7 +169,7 @@ void Planner::StepStop(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, Li
 
 void Planner::StepRemove(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, const Live& c,
                          uint32_t batch, v1::Slot slot) {
-  PlanStep& st = AddStep(ph, absl::StrCat("remove-", s.name, "-", replica), "remove_instance", c.agent,
+  PlanStep& st = AddStep(ph, absl::StrCat("remove-", s.name, "-", replica), StepKind::kRemoveInstance, c.agent,
                          absl::StrCat("remove the stopped", SlotTag(slot), " ", s.name, " replica ", replica, " (",
                                       c.version, ") container on ", c.agent),
                          batch, kRemoveTimeout);
@@ -181,7 +181,7 @@ void Planner::StepRemove(PlanPhase& ph, const ServiceSpec& s, uint32_t replica, 
 
 void Planner::StepJob(PlanPhase& ph, const ServiceSpec& s, const std::string& job_name,
                       const std::vector<std::string>& command, absl::Duration timeout,
-                      const std::string& kind, const std::string& what, uint32_t batch) {
+                      StepKind kind, const std::string& what, uint32_t batch) {
   const std::string host = HostOfFirstReplica(s);
   const std::string image = NewImage(s);
   PlanStep& st = AddStep(ph, absl::StrCat(job_name, "-", s.name), kind, host,

@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "controller/rollout/rollout_manager_internal.h"
+#include "controller/rollout/step_kind.h"
 #include "shared/proto_time.h"
 #include "shared/semver.h"
 #include "shared/sha256.h"
@@ -385,7 +386,8 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::Rollback(uint64_t epoch, cons
         auto steps = store_->GetSteps(r.id);
         if (!steps.ok()) continue;
         for (const StoredStep& st : *steps) {
-          if (st.kind == "run_job" && st.phase_name.find("migrat") != std::string::npos &&
+          const std::string job = st.action.has_value() ? st.action->run_job().name() : "";
+          if (RunsMigrations(st.kind, PhaseRoleOf(st.phase_name), job) &&
               st.state == hoist::v1::STEP_STATE_SUCCEEDED) {
             migrated.push_back(&r);
             break;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "controller/rollout/rollout_manager.h"
 #include "controller/rollout/rollout_manager_internal.h"
+#include "controller/rollout/step_kind.h"
 #include "shared/proto_names.h"
 #include "shared/proto_time.h"
 
@@ -143,7 +144,10 @@ absl::StatusOr<std::vector<RolloutManager::ProxySwitch>> RolloutManager::SwitchA
   if (!steps.ok()) return steps.status();
   std::vector<const StoredStep*> switches;
   for (const StoredStep& st : *steps) {
-    if (st.phase_name == "switch" && st.kind == "proxy_update" && st.action.has_value()) switches.push_back(&st);
+    if (PhaseRoleOf(st.phase_name) == PhaseRole::kSwitch && st.kind == StepKind::kProxyUpdate &&
+        st.action.has_value()) {
+      switches.push_back(&st);
+    }
   }
   if (switches.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("rollout ", rollout.id, " has no proxy switch step to repeat"));

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "controller/rollout/step_kind.h"
 #include "hoist/v1/agent.pb.h"
 #include "hoist/v1/operator.pb.h"
 
@@ -22,10 +23,12 @@ namespace hoist::rollout {
 struct StoredStep {
   int seq = 0;
   int phase = 0;
+  // What the phase is for reads from its name: PhaseRoleOf(phase_name).
   std::string phase_name;
   int batch = 0;
   std::string step_id;
-  std::string kind;
+  // Stored by its name (StepKindName); a store refuses a name it cannot parse.
+  StepKind kind = StepKind::kPreflight;
   std::string agent_id;
   std::string description;
   std::optional<hoist::v1::Step> action;  // agent steps

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "controller/rollout/secrets.h"
+#include "controller/rollout/step_kind.h"
 #include "controller/store/pg_rollout_store_internal.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "shared/proto_names.h"
@@ -80,11 +81,12 @@ absl::StatusOr<int> PgRolloutStore::SealStoredSecrets() {
     }
     // A step whose env is sealed under the current key holds its prefix:
     // only the others are read (those in clear, under an older key, or
-    // without env at all).
+    // without env at all) of the kinds whose actions carry env.
+    const std::string start(rollout::StepKindName(rollout::StepKind::kStartInstance));
+    const std::string job(rollout::StepKindName(rollout::StepKind::kRunJob));
     for (const auto& row : tx.exec_params("SELECT rollout_id, seq, action FROM rollout_steps WHERE action IS NOT NULL"
-                                          " AND kind IN ('start_instance', 'run_job')"
-                                          " AND position(convert_to($1, 'UTF8') IN action) = 0",
-                                          current)) {
+                                          " AND kind IN ($2, $3) AND position(convert_to($1, 'UTF8') IN action) = 0",
+                                          current, start, job)) {
       auto action = Parse<hoist::v1::Step>(row[2], "step action");
       if (!action.ok()) return action.status();
       bool stale = false;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "controller/rollout/secrets.h"
+#include "controller/rollout/step_kind.h"
 #include "controller/store/pg_rollout_store.h"
 #include "controller/store/pg_rollout_store_internal.h"
 #include "nlohmann/json.hpp"
@@ -112,8 +113,8 @@ absl::Status PgRolloutStore::CreateRollout(uint64_t epoch, const StoredRollout& 
       tx.exec_params0(
           "INSERT INTO rollout_steps (rollout_id, seq, phase, phase_name, batch, step_id, kind, agent_id, description,"
           " action, timeout_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $12 THEN $10::bytea END, $11)",
-          r.id, s.seq, s.phase, s.phase_name, s.batch, s.step_id, s.kind, s.agent_id, s.description,
-          pqxx::binarystring(action), absl::ToInt64Milliseconds(s.timeout),
+          r.id, s.seq, s.phase, s.phase_name, s.batch, s.step_id, std::string(rollout::StepKindName(s.kind)),
+          s.agent_id, s.description, pqxx::binarystring(action), absl::ToInt64Milliseconds(s.timeout),
           s.action.has_value());
     }
     return absl::OkStatus();
@@ -161,7 +162,15 @@ absl::StatusOr<std::vector<StoredStep>> PgRolloutStore::GetSteps(const std::stri
       st.phase_name = row[2].as<std::string>();
       st.batch = row[3].as<int>();
       st.step_id = row[4].as<std::string>();
-      st.kind = row[5].as<std::string>();
+      const std::string kind = row[5].as<std::string>();
+      const std::optional<rollout::StepKind> parsed = rollout::ParseStepKind(kind);
+      if (!parsed.has_value()) {
+        // Planned by a newer hoistd: running it as anything else would do the wrong thing.
+        return absl::FailedPreconditionError(
+            absl::StrCat("step ", st.step_id, " of rollout ", rollout_id, " has kind \"", kind,
+                         "\", which this hoistd does not know; run the hoistd version that planned it"));
+      }
+      st.kind = *parsed;
       st.agent_id = row[6].as<std::string>();
       st.description = row[7].as<std::string>();
       if (!row[8].is_null()) {

@@ -6,7 +6,7 @@
 
 namespace hoist::testing {
 
-std::string StepKind(const hoist::v1::Step& step) {
+std::string ActionName(const hoist::v1::Step& step) {
   const google::protobuf::OneofDescriptor* action = step.GetDescriptor()->FindOneofByName("action");
   const google::protobuf::FieldDescriptor* set = step.GetReflection()->GetOneofFieldDescriptor(step, action);
   return set == nullptr ? "" : set->name();
@@ -48,7 +48,7 @@ void FakeStepDispatcher::ReportProgress(std::string line) {
 
 const FakeStepDispatcher::Rule* FakeStepDispatcher::Match(const std::string& agent_id,
                                                           const hoist::v1::Step& step) const {
-  const std::string kind = StepKind(step);
+  const std::string kind = ActionName(step);
   for (auto it = rules_.rbegin(); it != rules_.rend(); ++it) {
     if ((it->kind.empty() || it->kind == kind) && (it->agent_id.empty() || it->agent_id == agent_id)) return &*it;
   }

@@ -1,6 +1,6 @@
 #pragma once
 
-// A StepDispatcher whose agents are scripted: per step kind and agent, a step
+// A StepDispatcher whose agents are scripted: per action and agent, a step
 // succeeds, fails, hangs until the test releases it, or never reaches the
 // agent. It answers as AgentHub does (FAILED_PRECONDITION when not leading or
 // when leadership is lost while a step waits, CANCELLED when the caller's
@@ -28,9 +28,10 @@
 
 namespace hoist::testing {
 
-// The kind of an agent step as the planner names it: the name of its action
-// ("pull_image", "start_instance", ...); "" for a step without one.
-std::string StepKind(const hoist::v1::Step& step);
+// The name of an agent step's action ("pull_image", "start_instance", ...;
+// a postcheck's is "probe_health"), which Answer's rules match; "" for a step
+// without one.
+std::string ActionName(const hoist::v1::Step& step);
 
 class FakeStepDispatcher final : public rollout::StepDispatcher {
  public:
@@ -65,9 +66,9 @@ class FakeStepDispatcher final : public rollout::StepDispatcher {
   void Connect(const std::string& agent_id);
   void Disconnect(const std::string& agent_id);
 
-  // Steps of `kind` ("" any) sent to `agent_id` ("" any) are answered with
-  // `reply`; the rule added last that matches wins; a step no rule matches
-  // succeeds.
+  // Steps whose action is `kind` (ActionName; "" any) sent to `agent_id`
+  // ("" any) are answered with `reply`; the rule added last that matches
+  // wins; a step no rule matches succeeds.
   void Answer(const std::string& kind, const std::string& agent_id, Reply reply, std::string message = "");
   void FillResults(ResultFn fill);
   // Each step delivered reports this progress line once before its result

@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "controller/rollout/executor.h"
 #include "controller/rollout/rollout_manager.h"
+#include "controller/rollout/step_kind.h"
 #include "controller/store/pg_agent_store.h"
 #include "controller/store/pg_migrator.h"
 #include "controller/store/pg_pool.h"
@@ -39,6 +40,7 @@ namespace hoist::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using rollout::StepKind;
 using rollout::StoredRollout;
 using rollout::StoredStep;
 
@@ -870,7 +872,7 @@ TEST_F(ExecutorTest, PauseCutShortByLosingLeadershipIsNotRecordedAsDone) {
   ASSERT_TRUE(id.ok()) << id.status();
   auto pause_step = [&]() -> std::optional<StoredStep> {
     for (const StoredStep& s : Steps(*id)) {
-      if (s.kind == "pause") return s;
+      if (s.kind == StepKind::kPause) return s;
     }
     return std::nullopt;
   };
@@ -1025,7 +1027,7 @@ TEST_F(ExecutorTest, FailedMigrationStopsTheRolloutWithTheRollbackCommandAndFree
     }
   }
   ASSERT_NE(failed, nullptr);
-  EXPECT_EQ(failed->kind, "run_job");
+  EXPECT_EQ(failed->kind, StepKind::kRunJob);
   EXPECT_THAT(failed->error, HasSubstr("exit code 1"));
   EXPECT_THAT(done.error, HasSubstr(failed->description)) << "the error should name the step";
   EXPECT_THAT(done.error, HasSubstr("job exited with code 1"));

@@ -72,7 +72,7 @@ class SealedStoreTest : public MigratedPostgresTest {
     rollout::StoredStep step;
     step.seq = 1;
     step.step_id = name + "-s1";
-    step.kind = "start_instance";
+    step.kind = rollout::StepKind::kStartInstance;
     step.phase_name = "start";
     step.agent_id = "host-1";
     step.description = "start api";

@@ -10,11 +10,14 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -400,4 +403,80 @@ TEST_F(AgentHubUnitTest, SilentAgentsSessionIsClosedAndTheAgentMarkedLost) {
 }
 
 }  // namespace
+
+// An AgentStore whose disconnect writes wait at a gate the test opens, so
+// that a reconnect can be made to happen while one is in flight.
+class GatedDisconnects final : public AgentStore {
+ public:
+  explicit GatedDisconnects(AgentStore* inner) : inner_(inner) {}
+  absl::Status RecordHello(uint64_t epoch, const hoist::v1::Hello& hello, const std::string& controller_id) override {
+    return inner_->RecordHello(epoch, hello, controller_id);
+  }
+  absl::Status RecordHeartbeats(uint64_t epoch,
+                                const std::map<std::string, hoist::v1::Heartbeat>& heartbeats) override {
+    return inner_->RecordHeartbeats(epoch, heartbeats);
+  }
+  absl::Status ReplaceInventory(uint64_t epoch, const std::string& agent_id,
+                                const hoist::v1::Inventory& inventory) override {
+    return inner_->ReplaceInventory(epoch, agent_id, inventory);
+  }
+  absl::Status ReplaceInventories(uint64_t epoch,
+                                  const std::map<std::string, hoist::v1::Inventory>& inventories) override {
+    return inner_->ReplaceInventories(epoch, inventories);
+  }
+  absl::Status RecordDisconnect(uint64_t epoch, const std::string& agent_id) override {
+    entered_.Notify();
+    open_.WaitForNotification();
+    return inner_->RecordDisconnect(epoch, agent_id);
+  }
+  absl::StatusOr<std::vector<std::string>> MarkLost(uint64_t epoch, absl::Duration silence) override {
+    return inner_->MarkLost(epoch, silence);
+  }
+  absl::StatusOr<std::vector<hoist::v1::Agent>> ListAgents() override { return inner_->ListAgents(); }
+  absl::StatusOr<std::vector<ObservedContainer>> ListContainers(const std::string& deployment) override {
+    return inner_->ListContainers(deployment);
+  }
+
+  absl::Notification entered_;
+  absl::Notification open_;
+
+ private:
+  AgentStore* const inner_;
+};
+
+// A session that ends while the agent is already reconnecting: the old
+// session's disconnect must not land after the new session's hello (the
+// agent would show as disconnected while its session is open).
+TEST(AgentHubRaceTest, AnOldSessionsDisconnectNeverOverwritesTheReconnectsHello) {
+  FakeClock clock;
+  InMemoryAgentStore store(&clock);
+  GatedDisconnects gated(&store);
+  AgentHub hub(&gated, &clock, AgentHubOptions{.controller_id = "replica-a"});
+  const uint64_t epoch = store.BumpEpoch();
+  hub.OnLeadership(epoch);
+  FakeConnection old_session;
+  FakeConnection new_session;
+  ASSERT_TRUE(hub.Open(HelloOf("host-1"), &old_session).ok());
+
+  // The old session ends; its disconnect write waits at the gate.
+  std::thread closing([&] { hub.Closed("host-1", &old_session); });
+  ASSERT_TRUE(gated.entered_.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // The agent reconnects meanwhile.
+  std::future<absl::Status> reopened =
+      std::async(std::launch::async, [&] { return hub.Open(HelloOf("host-1"), &new_session); });
+  // Give the reconnect every chance to finish first (it must not be able to
+  // write its hello before the disconnect in flight).
+  reopened.wait_for(std::chrono::milliseconds(300));
+  gated.open_.Notify();
+  closing.join();
+  ASSERT_TRUE(reopened.get().ok());
+
+  EXPECT_TRUE(hub.IsConnected("host-1"));
+  auto agents = store.ListAgents();
+  ASSERT_TRUE(agents.ok()) << agents.status();
+  ASSERT_EQ(agents->size(), 1u);
+  EXPECT_TRUE((*agents)[0].connected()) << "the reconnected agent is recorded as disconnected";
+  hub.Stop();
+}
+
 }  // namespace hoist::testing

@@ -9,11 +9,13 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "controller/rollout/planner.h"
+#include "controller/rollout/step_kind.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "shared/proto_time.h"
@@ -42,7 +44,7 @@ const std::vector<std::string> kHosts = {"host-1", "host-2", "host-3"};
 struct StepSpec {
   std::string phase;
   int batch = 0;
-  std::string kind;   // an action's name for agent steps, else the controller step's kind
+  std::string kind;   // its StepKindName
   std::string agent;  // empty for controller steps
   absl::Duration timeout = absl::ZeroDuration();
 };
@@ -57,35 +59,43 @@ struct RolloutSpec {
 
 // The action of an agent step of `kind` on api replica `replica`, moving it
 // from 1.0.0 to 1.1.0.
-hoist::v1::Step Action(const std::string& kind, uint32_t replica) {
+hoist::v1::Step Action(rollout::StepKind kind, uint32_t replica) {
+  using rollout::StepKind;
   hoist::v1::Step a;
   hoist::v1::InstanceRef instance;
   instance.set_deployment("shop");
   instance.set_service("api");
   instance.set_slot(hoist::v1::SLOT_BLUE);
   instance.set_replica(replica);
-  if (kind == "pull_image") {
-    a.mutable_pull_image()->set_image(kApiImage);
-  } else if (kind == "start_instance") {
-    *a.mutable_start_instance()->mutable_instance() = instance;
-    a.mutable_start_instance()->set_version("1.1.0");
-    a.mutable_start_instance()->mutable_spec()->set_image(kApiImage);
-  } else if (kind == "stop_instance") {
-    *a.mutable_stop_instance()->mutable_instance() = instance;
-    a.mutable_stop_instance()->set_version("1.0.0");
-  } else if (kind == "probe_health") {
-    *a.mutable_probe_health()->mutable_instance() = instance;
-    a.mutable_probe_health()->set_version("1.1.0");
-  } else if (kind == "run_job") {
-    a.mutable_run_job()->set_deployment("shop");
-    a.mutable_run_job()->set_name("migrate");
-    a.mutable_run_job()->set_version("1.1.0");
-    a.mutable_run_job()->mutable_spec()->set_image(kApiImage);
-  } else if (kind == "backup") {
-    a.mutable_backup()->set_deployment("shop");
-    a.mutable_backup()->set_backup_id("shop-pre-1.1.0");
-  } else {
-    ADD_FAILURE() << "no action for a step of kind " << kind;
+  switch (kind) {
+    case StepKind::kPullImage:
+      a.mutable_pull_image()->set_image(kApiImage);
+      break;
+    case StepKind::kStartInstance:
+      *a.mutable_start_instance()->mutable_instance() = instance;
+      a.mutable_start_instance()->set_version("1.1.0");
+      a.mutable_start_instance()->mutable_spec()->set_image(kApiImage);
+      break;
+    case StepKind::kStopInstance:
+      *a.mutable_stop_instance()->mutable_instance() = instance;
+      a.mutable_stop_instance()->set_version("1.0.0");
+      break;
+    case StepKind::kProbeHealth:
+      *a.mutable_probe_health()->mutable_instance() = instance;
+      a.mutable_probe_health()->set_version("1.1.0");
+      break;
+    case StepKind::kRunJob:
+      a.mutable_run_job()->set_deployment("shop");
+      a.mutable_run_job()->set_name("migrate");
+      a.mutable_run_job()->set_version("1.1.0");
+      a.mutable_run_job()->mutable_spec()->set_image(kApiImage);
+      break;
+    case StepKind::kBackup:
+      a.mutable_backup()->set_deployment("shop");
+      a.mutable_backup()->set_backup_id("shop-pre-1.1.0");
+      break;
+    default:
+      ADD_FAILURE() << "no action for a step of kind " << kind;
   }
   return a;
 }
@@ -165,15 +175,20 @@ class ExecutorUnitTest : public ::testing::Test {
       s.phase = static_cast<int>(std::find(phases.begin(), phases.end(), p.phase) - phases.begin());
       s.phase_name = p.phase;
       s.batch = p.batch;
-      s.kind = p.kind;
+      const std::optional<rollout::StepKind> kind = rollout::ParseStepKind(p.kind);
+      if (!kind.has_value()) {
+        ADD_FAILURE() << "no step kind is named " << p.kind;
+        continue;
+      }
+      s.kind = *kind;
       s.agent_id = p.agent;
       s.step_id = absl::StrCat(r.id, "/s", s.seq, "-", p.kind, p.agent.empty() ? "" : "-", p.agent);
-      s.description = p.kind == "pin_back" ? "put the pin back to 1.0.0"
-                      : p.agent.empty()    ? p.kind
-                                           : absl::StrCat(p.kind, " on ", p.agent);
+      s.description = *kind == rollout::StepKind::kPinBack ? "put the pin back to 1.0.0"
+                      : p.agent.empty()                    ? p.kind
+                                                           : absl::StrCat(p.kind, " on ", p.agent);
       if (!p.agent.empty()) {
         const auto host = std::find(kHosts.begin(), kHosts.end(), p.agent);
-        s.action = Action(p.kind, static_cast<uint32_t>(host - kHosts.begin()));
+        s.action = Action(*kind, static_cast<uint32_t>(host - kHosts.begin()));
       }
       s.timeout = p.timeout;
       steps.push_back(std::move(s));

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "controller/rollout/step_kind.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -155,7 +156,7 @@ TEST(PlannerTest, PiprioPullsEveryNewImageOnEveryHostInOneBatch) {
                                         "pull-app-2-web"));
   for (const PlanStep& s : pull->steps) {
     EXPECT_EQ(s.batch, 0u) << s.id;
-    EXPECT_EQ(s.kind, "pull_image");
+    EXPECT_EQ(s.kind, StepKind::kPullImage);
     EXPECT_TRUE(s.action.has_pull_image());
     EXPECT_THAT(s.action.pull_image().image(), HasSubstr(":1.1.0"));
   }
@@ -171,7 +172,7 @@ TEST(PlannerTest, MigrationGateRunsFromTheNewApiImageBeforeApiMoves) {
   EXPECT_EQ(migrate->steps[0].agent_id, "db-1");
   const PlanStep& job = migrate->steps[1];
   EXPECT_GT(job.batch, migrate->steps[0].batch) << "the migration waits for the probe";
-  EXPECT_EQ(job.kind, "run_job");
+  EXPECT_EQ(job.kind, StepKind::kRunJob);
   EXPECT_EQ(job.agent_id, "app-1");
   ASSERT_TRUE(job.action.has_run_job());
   EXPECT_EQ(job.action.run_job().name(), "migrate");
@@ -194,7 +195,7 @@ TEST(PlannerTest, FailedGateIsUndoneByTheLastPhaseThatRunsOnlyThen) {
   EXPECT_THAT(SlugsWithBatches(undo),
               ElementsAre("pin-back@0", "restart-scheduler-0@1", "probe-scheduler-0@2"));
   const PlanStep& start = undo.steps.at(1);
-  EXPECT_EQ(start.kind, "start_instance");
+  EXPECT_EQ(start.kind, StepKind::kStartInstance);
   EXPECT_EQ(start.agent_id, "app-1");
   EXPECT_EQ(start.action.start_instance().version(), "1.0.0");
   EXPECT_EQ(start.action.start_instance().spec().image(), "registry.local:5000/piprio/scheduler:1.0.0");
@@ -247,12 +248,12 @@ TEST(PlannerTest, WorkersMoveOneAtATimeWithAPauseBetweenBatches) {
   const PlanPhase* workers = plan.FindPhase("replace-worker");
   ASSERT_NE(workers, nullptr);
   std::vector<std::string> kinds;
-  for (const PlanStep& s : workers->steps) kinds.push_back(s.kind);
+  for (const PlanStep& s : workers->steps) kinds.emplace_back(StepKindName(s.kind));
   EXPECT_THAT(kinds, ElementsAre("start_instance", "probe_health", "stop_instance", "remove_instance", "pause",
                                  "start_instance", "probe_health", "stop_instance", "remove_instance", "pause",
                                  "start_instance", "probe_health", "stop_instance", "remove_instance"));
   for (const PlanStep& s : workers->steps) {
-    if (s.kind == "pause") {
+    if (s.kind == StepKind::kPause) {
       EXPECT_EQ(s.timeout, absl::Seconds(10));
       EXPECT_TRUE(s.agent_id.empty());
     }
@@ -283,17 +284,17 @@ services:
   for (const PlanStep& s : ph->steps) {
     ASSERT_GE(s.batch, last_batch) << "steps are listed in batch order";
     last_batch = s.batch;
-    if (s.kind == "stop_instance") {
+    if (s.kind == StepKind::kStopInstance) {
       ++stopped;
       stop_batches.insert(s.batch);
     }
-    if (s.kind == "probe_health") --stopped;
+    if (s.kind == StepKind::kProbeHealth) --stopped;
     worst = std::max(worst, stopped);
   }
   EXPECT_EQ(worst, 2) << "never more than replicas - min_healthy down at once";
   EXPECT_EQ(stop_batches.size(), 3u) << "batches of 2, 2 and 1";
   int pauses = 0;
-  for (const PlanStep& s : ph->steps) pauses += s.kind == "pause" ? 1 : 0;
+  for (const PlanStep& s : ph->steps) pauses += s.kind == StepKind::kPause ? 1 : 0;
   EXPECT_EQ(pauses, 2);
   EXPECT_THAT(ph->reason, HasSubstr("2 at a time, at least 3 of 5 stay healthy"));
 }
@@ -311,8 +312,8 @@ TEST(PlannerTest, RatComponentsMoveTogetherStopFirst) {
   std::vector<std::string> start_order;
   for (size_t i = 0; i < group->steps.size(); ++i) {
     const PlanStep& s = group->steps[i];
-    if (s.kind == "stop_instance") last_stop = i;
-    if (s.kind == "start_instance") {
+    if (s.kind == StepKind::kStopInstance) last_stop = i;
+    if (s.kind == StepKind::kStartInstance) {
       first_start = std::min(first_start, i);
       start_order.push_back(s.instance->service() + "-" + std::to_string(s.instance->replica()));
     }
@@ -394,7 +395,7 @@ rules:
   ASSERT_NE(undo, nullptr) << ::testing::PrintToString(PhaseNames(plan));
   const PlanStep* back = nullptr;
   for (const PlanStep& st : undo->steps) {
-    if (st.kind == "proxy_update") back = &st;
+    if (st.kind == StepKind::kProxyUpdate) back = &st;
   }
   ASSERT_NE(back, nullptr) << ::testing::PrintToString(Slugs(*undo));
   ASSERT_EQ(back->action.proxy_update().routes_size(), 1);
@@ -448,7 +449,7 @@ std::vector<const PlanStep*> ProxyUpdates(const Plan& plan) {
   std::vector<const PlanStep*> out;
   for (const PlanPhase& ph : plan.phases) {
     for (const PlanStep& st : ph.steps) {
-      if (st.kind == "proxy_update") out.push_back(&st);
+      if (st.kind == StepKind::kProxyUpdate) out.push_back(&st);
     }
   }
   return out;
@@ -473,7 +474,7 @@ TEST(PlannerTest, BackendOnAnotherDockerHostIsPublishedOnItsHostsAddressAndAddre
   std::map<std::string, std::string> bound;  // step slug -> host_ip:host_port->container_port
   for (const PlanPhase& ph : plan.phases) {
     for (const PlanStep& st : ph.steps) {
-      if (st.kind != "start_instance" || st.instance->service() != "web") continue;
+      if (st.kind != StepKind::kStartInstance || st.instance->service() != "web") continue;
       ASSERT_EQ(st.action.start_instance().spec().ports_size(), 1) << st.description;
       const v1::PortMapping& p = st.action.start_instance().spec().ports(0);
       bound[Slug(st)] = absl::StrCat(p.host_ip(), ":", p.host_port(), "->", p.container_port());
@@ -584,7 +585,7 @@ services:
   const v1::ProxyUpdate* update = nullptr;
   for (const PlanPhase& ph : plan->phases) {
     for (const PlanStep& st : ph.steps) {
-      if (st.kind == "proxy_update") update = &st.action.proxy_update();
+      if (st.kind == StepKind::kProxyUpdate) update = &st.action.proxy_update();
     }
   }
   ASSERT_NE(update, nullptr);
@@ -598,7 +599,7 @@ services:
 std::map<std::string, const v1::ForwardUpdate*> Forwards(const PlanPhase& ph) {
   std::map<std::string, const v1::ForwardUpdate*> out;
   for (const PlanStep& st : ph.steps) {
-    if (st.kind == "forward_update") out[Slug(st)] = &st.action.forward_update();
+    if (st.kind == StepKind::kForwardUpdate) out[Slug(st)] = &st.action.forward_update();
   }
   return out;
 }
@@ -662,7 +663,7 @@ TEST(PlannerTest, ServicesOnOtherDockerHostsAreReachedByNameThroughForwarders) {
   }
   // Each new api instance publishes 8000 on its host's address.
   for (const PlanStep& st : replace.steps) {
-    if (st.kind != "start_instance") continue;
+    if (st.kind != StepKind::kStartInstance) continue;
     ASSERT_EQ(st.action.start_instance().spec().ports_size(), 1);
     EXPECT_EQ(st.action.start_instance().spec().ports(0).host_ip(), st.agent_id == "app-1" ? "10.0.0.11" : "10.0.0.12");
     EXPECT_EQ(st.action.start_instance().spec().ports(0).host_port(), 0u);
@@ -709,8 +710,8 @@ TEST(PlannerTest, InitialDeployStartsEverythingDatabaseFirst) {
   EXPECT_THAT(SlugsWithBatches(*plan.FindPhase("start-api")),
               ElementsAre("start-api-0@0", "start-api-1@0", "probe-api-0@1", "probe-api-1@1"));
   for (const PlanStep* s : plan.AllSteps()) {
-    EXPECT_NE(s->kind, "stop_instance") << s->id;
-    EXPECT_NE(s->kind, "backup") << s->id;
+    EXPECT_NE(s->kind, StepKind::kStopInstance) << s->id;
+    EXPECT_NE(s->kind, StepKind::kBackup) << s->id;
   }
   // The pinned database image is pulled too, and started under its tag.
   const PlanStep& pg = plan.FindPhase("start-postgres")->steps[0];
@@ -718,7 +719,7 @@ TEST(PlannerTest, InitialDeployStartsEverythingDatabaseFirst) {
   EXPECT_EQ(pg.action.start_instance().version(), "15.4");
   // The proxy gets its routes once it runs.
   const PlanPhase* proxy = plan.FindPhase("start-proxy");
-  ASSERT_EQ(proxy->steps.back().kind, "proxy_update");
+  ASSERT_EQ(proxy->steps.back().kind, StepKind::kProxyUpdate);
   EXPECT_EQ(proxy->steps.back().action.proxy_update().routes_size(), 2);
   // It names the proxy service, and the proxy starts with a frontend per route.
   EXPECT_EQ(proxy->steps.back().action.proxy_update().service(), "proxy");
@@ -752,13 +753,13 @@ TEST(PlannerTest, RollbackWithRestoreStopsAppRestoresThenStartsOldRelease) {
                           "start-scheduler", "start-web", "reload-proxy", "postcheck"));
   const PlanPhase* stop = plan->FindPhase("stop-app");
   for (const PlanStep& s : stop->steps) {
-    EXPECT_EQ(s.kind, "stop_instance");
+    EXPECT_EQ(s.kind, StepKind::kStopInstance);
     EXPECT_NE(s.instance->service(), "postgres");
     EXPECT_NE(s.instance->service(), "proxy");
     EXPECT_EQ(s.batch, s.instance->service() == "scheduler" ? 0u : 1u) << s.id;
   }
   const PlanStep& restore = plan->FindPhase("restore")->steps.at(0);
-  EXPECT_EQ(restore.kind, "restore");
+  EXPECT_EQ(restore.kind, StepKind::kRestore);
   EXPECT_EQ(restore.agent_id, "db-1");
   EXPECT_EQ(restore.action.restore().backup_id(), "piprio-pre-1.1.0");
   EXPECT_EQ(restore.action.restore().artifacts_size(), 1);
@@ -769,7 +770,7 @@ TEST(PlannerTest, RollbackWithRestoreStopsAppRestoresThenStartsOldRelease) {
   const PlanStep& start = plan->FindPhase("start-api")->steps.at(0);
   EXPECT_EQ(Slug(start), "remove-api-0");
   for (const PlanStep& s : plan->FindPhase("start-api")->steps) {
-    if (s.kind == "start_instance") {
+    if (s.kind == StepKind::kStartInstance) {
       EXPECT_EQ(s.action.start_instance().version(), "1.0.0");
     }
   }
@@ -834,7 +835,7 @@ TEST(PlannerTest, PreflightProbesEveryInstanceAndRefusesOneThatDoesNotRun) {
   ASSERT_EQ(plan->phases.front().name, "preflight");
   std::set<std::string> probed;
   for (const PlanStep& st : plan->phases.front().steps) {
-    if (st.kind != "probe_health") continue;
+    if (st.kind != StepKind::kProbeHealth) continue;
     EXPECT_EQ(st.batch, 0u) << st.id;
     ASSERT_TRUE(st.action.has_probe_health()) << st.id;
     EXPECT_FALSE(st.action.probe_health().version().empty()) << st.id;
@@ -921,12 +922,12 @@ TEST(PlannerTest, BlueGreenStartsASecondSlotThenSwitchesTheProxyInOneStep) {
   for (const PlanStep& s : start->steps) {
     ASSERT_TRUE(s.instance.has_value()) << s.id;
     EXPECT_EQ(s.instance->slot(), v1::SLOT_GREEN) << s.id;
-    if (s.kind == "start_instance") {
+    if (s.kind == StepKind::kStartInstance) {
       ++starts;
       EXPECT_EQ(s.batch, 0u) << s.id;
       EXPECT_NE(s.instance->service(), "scheduler");
     } else {
-      EXPECT_EQ(s.kind, "probe_health") << s.id;
+      EXPECT_EQ(s.kind, StepKind::kProbeHealth) << s.id;
       EXPECT_EQ(s.batch, 1u) << s.id;
     }
   }
@@ -943,9 +944,9 @@ TEST(PlannerTest, BlueGreenStartsASecondSlotThenSwitchesTheProxyInOneStep) {
   const PlanPhase* sw = plan.FindPhase("switch");
   ASSERT_NE(sw, nullptr);
   ASSERT_EQ(sw->steps.size(), 2u);
-  EXPECT_EQ(sw->steps[0].kind, "proxy_update");
+  EXPECT_EQ(sw->steps[0].kind, StepKind::kProxyUpdate);
   EXPECT_EQ(sw->steps[0].agent_id, "edge-1");
-  EXPECT_EQ(sw->steps[1].kind, "live_slot");
+  EXPECT_EQ(sw->steps[1].kind, StepKind::kLiveSlot);
   EXPECT_EQ(sw->steps[1].batch, 1u);
   const v1::ProxyUpdate& update = sw->steps[0].action.proxy_update();
   ASSERT_EQ(update.routes_size(), 2);
@@ -959,15 +960,15 @@ TEST(PlannerTest, BlueGreenStartsASecondSlotThenSwitchesTheProxyInOneStep) {
     }
   }
   // Pinned just before the switch, not before green is healthy.
-  EXPECT_EQ(plan.FindPhase("pin")->steps[0].kind, "pin");
+  EXPECT_EQ(plan.FindPhase("pin")->steps[0].kind, StepKind::kPin);
   const PlanPhase* grace = plan.FindPhase("grace");
   ASSERT_EQ(grace->steps.size(), 1u);
-  EXPECT_EQ(grace->steps[0].kind, "grace");
+  EXPECT_EQ(grace->steps[0].kind, StepKind::kGrace);
   EXPECT_EQ(grace->steps[0].timeout, absl::Minutes(5));
   // Retire: blue leaves the proxy first, then stops, then goes.
   const PlanPhase* retire = plan.FindPhase("retire-blue");
   ASSERT_NE(retire, nullptr);
-  EXPECT_EQ(retire->steps[0].kind, "proxy_update");
+  EXPECT_EQ(retire->steps[0].kind, StepKind::kProxyUpdate);
   EXPECT_EQ(retire->steps[0].batch, 0u);
   for (const v1::ProxyRoute& r : retire->steps[0].action.proxy_update().routes()) {
     for (const v1::ProxyBackend& b : r.backends()) {
@@ -977,17 +978,17 @@ TEST(PlannerTest, BlueGreenStartsASecondSlotThenSwitchesTheProxyInOneStep) {
   }
   int removes = 0;
   for (const PlanStep& s : retire->steps) {
-    if (s.kind == "proxy_update") continue;
+    if (s.kind == StepKind::kProxyUpdate) continue;
     EXPECT_EQ(s.instance->slot(), v1::SLOT_BLUE) << s.id;
     EXPECT_NE(s.instance->service(), "postgres") << s.id;
-    EXPECT_EQ(s.batch, s.kind == "stop_instance" ? 1u : 2u) << s.id;
-    removes += s.kind == "remove_instance";
+    EXPECT_EQ(s.batch, s.kind == StepKind::kStopInstance ? 1u : 2u) << s.id;
+    removes += s.kind == StepKind::kRemoveInstance;
   }
   EXPECT_EQ(removes, 2 + 3 + 1 + 2);
   for (const PlanStep& s : plan.FindPhase("postcheck")->steps) EXPECT_EQ(s.instance->slot(), v1::SLOT_GREEN);
   // The database and the proxy are shared by both slots.
   for (const PlanStep* s : plan.AllSteps()) {
-    if (s->kind == "start_instance") {
+    if (s->kind == StepKind::kStartInstance) {
       EXPECT_NE(s->instance->service(), "postgres");
       EXPECT_NE(s->instance->service(), "proxy");
     }
@@ -1036,7 +1037,7 @@ TEST(PlannerTest, BlueGreenClearsGreenLeftoversFirst) {
   ASSERT_NE(clear, nullptr);
   EXPECT_THAT(PhaseNames(plan)[2], "clear-green");
   ASSERT_EQ(clear->steps.size(), 1u);  // stopped already: removed only
-  EXPECT_EQ(clear->steps[0].kind, "remove_instance");
+  EXPECT_EQ(clear->steps[0].kind, StepKind::kRemoveInstance);
   EXPECT_EQ(clear->steps[0].instance->slot(), v1::SLOT_GREEN);
   EXPECT_EQ(clear->steps[0].action.remove_instance().version(), "1.1.0");
 }
@@ -1196,7 +1197,7 @@ TEST(PlannerTest, ReplicasStayOnTheHostTheyRunOn) {
   }
   Plan plan = MustPlan(in);
   for (const PlanStep& s : plan.FindPhase("replace-worker")->steps) {
-    if (s.kind == "start_instance" && s.instance->replica() == 0) {
+    if (s.kind == StepKind::kStartInstance && s.instance->replica() == 0) {
       EXPECT_EQ(s.agent_id, "app-2");
     }
   }
@@ -1207,7 +1208,8 @@ TEST(PlannerTest, DatabaseIsNeverReplaced) {
   for (const PlanStep* s : plan.AllSteps()) {
     if (s->instance.has_value() && s->instance->service() == "postgres") {
       // Probes only read its health.
-      EXPECT_TRUE(s->kind == "postcheck" || s->kind == "probe_health") << s->id << " touches the database";
+      EXPECT_TRUE(s->kind == StepKind::kPostcheck || s->kind == StepKind::kProbeHealth)
+          << s->id << " touches the database";
     }
   }
   const PlanStep& backup = plan.FindPhase("backup")->steps.at(0);
@@ -1241,12 +1243,60 @@ TEST(PlannerTest, StepIdsAreStableUniqueAndProtoKeepsBatches) {
     ASSERT_EQ(p.batches_size(), p.steps_size());
     for (int j = 0; j < p.steps_size(); ++j) {
       EXPECT_EQ(p.steps(j).step_id(), a.phases[i].steps[j].id);
+      EXPECT_EQ(p.steps(j).kind(), StepKindName(a.phases[i].steps[j].kind));
       EXPECT_EQ(p.batches(j), a.phases[i].steps[j].batch);
       EXPECT_EQ(p.steps(j).state(), v1::STEP_STATE_PENDING);
     }
   }
   ASSERT_EQ(proto.notes_size(), 1);
   EXPECT_EQ(proto.notes(0).version(), "1.1.0");
+}
+
+// The rules that read a stored step's phase (the executor's undo of a failed
+// gate, a cutover's switch) read its role from its name.
+TEST(PlannerTest, EveryPhaseNameReadsBackAsTheRoleThePlannerGaveIt) {
+  Plan rolling = MustPlan(UpgradeInput(Example("piprio.yaml"), "1.0.0", "1.1.0"));
+  Plan blue_green = MustPlan(BlueGreenInput());
+  for (const Plan* plan : {&rolling, &blue_green}) {
+    for (const PlanPhase& ph : plan->phases) EXPECT_EQ(PhaseRoleOf(ph.name), ph.role) << ph.name;
+  }
+  EXPECT_EQ(rolling.FindPhase("preflight")->role, PhaseRole::kPreflight);
+  EXPECT_EQ(rolling.FindPhase("pull")->role, PhaseRole::kPull);
+  EXPECT_EQ(rolling.FindPhase("migrate-api")->role, PhaseRole::kMigrationGate);
+  EXPECT_EQ(rolling.FindPhase("replace-api")->role, PhaseRole::kReplace);
+  EXPECT_EQ(rolling.FindPhase("start-scheduler")->role, PhaseRole::kStart);
+  EXPECT_EQ(rolling.FindPhase("stop-scheduler")->role, PhaseRole::kOther);
+  EXPECT_EQ(rolling.FindPhase(kUndoGatePhase)->role, PhaseRole::kUndoGate);
+  EXPECT_EQ(blue_green.FindPhase("start-green")->role, PhaseRole::kStart);
+  EXPECT_EQ(blue_green.FindPhase("switch")->role, PhaseRole::kSwitch);
+}
+
+TEST(StepKindTest, EveryKindReadsBackFromItsNameAndAnUnknownNameIsNone) {
+  for (int k = 0; k <= static_cast<int>(StepKind::kGrace); ++k) {
+    const auto kind = static_cast<StepKind>(k);
+    EXPECT_EQ(ParseStepKind(StepKindName(kind)), kind) << StepKindName(kind);
+  }
+  EXPECT_EQ(StepKindName(StepKind::kRunJob), "run_job");
+  EXPECT_FALSE(ParseStepKind("run-job").has_value());
+  EXPECT_FALSE(ParseStepKind("").has_value());
+}
+
+TEST(StepKindTest, PhaseNamesReadBackAsTheirRoles) {
+  for (PhaseRole role : {PhaseRole::kPreflight, PhaseRole::kPull, PhaseRole::kMigrationGate, PhaseRole::kOneShotJob,
+                         PhaseRole::kStart, PhaseRole::kReplace, PhaseRole::kSwitch, PhaseRole::kUndoGate}) {
+    EXPECT_EQ(PhaseRoleOf(PhaseName(role, "api")), role) << PhaseName(role, "api");
+  }
+  EXPECT_EQ(PhaseName(PhaseRole::kOneShotJob, "migrate"), "run-migrate");
+  EXPECT_EQ(PhaseName(PhaseRole::kSwitch), "switch");
+  EXPECT_EQ(PhaseRoleOf("stop-app"), PhaseRole::kOther);
+  EXPECT_EQ(PhaseRoleOf("reload-proxy"), PhaseRole::kOther);
+}
+
+TEST(StepKindTest, MigrationsAreGateJobsAndOneShotJobsNamedForThem) {
+  EXPECT_TRUE(RunsMigrations(StepKind::kRunJob, PhaseRole::kMigrationGate, "migrate"));
+  EXPECT_TRUE(RunsMigrations(StepKind::kRunJob, PhaseRole::kOneShotJob, "db-migrations"));
+  EXPECT_FALSE(RunsMigrations(StepKind::kRunJob, PhaseRole::kOneShotJob, "seed"));
+  EXPECT_FALSE(RunsMigrations(StepKind::kProbeHealth, PhaseRole::kMigrationGate, ""));
 }
 
 TEST(PlannerTest, NotesCoverEveryReleaseBetweenCurrentAndTarget) {

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "controller/rollout/step_kind.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "shared/protocol.h"
@@ -188,6 +189,33 @@ class RolloutManagerUnitTest : public ::testing::Test {
     auto h = store_.ListRollouts("shop", 100);
     EXPECT_TRUE(h.ok()) << h.status();
     return h.ok() ? *h : std::vector<StoredRollout>{};
+  }
+
+  // An upgrade shop-up-1 (1.0.0 -> 1.1.0, after backup shop-pre-1.1.0)
+  // whose one step, a job in phase `phase`, succeeded.
+  void UpgradeRanJob(const std::string& phase, const std::string& job_name) {
+    StoredRollout upgrade;
+    upgrade.id = "shop-up-1";
+    upgrade.deployment = "shop";
+    upgrade.kind = "upgrade";
+    upgrade.from_version = "1.0.0";
+    upgrade.to_version = "1.1.0";
+    upgrade.requested_by = "tester";
+    upgrade.backup_id = "shop-pre-1.1.0";
+    StoredStep job;
+    job.phase_name = phase;
+    job.step_id = absl::StrCat("shop-up-1/", job_name);
+    job.kind = rollout::StepKind::kRunJob;
+    job.agent_id = "host-1";
+    job.description = absl::StrCat("run ", job_name);
+    hoist::v1::Step action;
+    action.mutable_run_job()->set_deployment("shop");
+    action.mutable_run_job()->set_name(job_name);
+    job.action = action;
+    ASSERT_TRUE(store_.CreateRollout(epoch_, upgrade, {job}).ok());
+    ASSERT_TRUE(store_.MarkStepRunning(epoch_, upgrade.id, 0).ok());
+    ASSERT_TRUE(store_.FinishStep(epoch_, upgrade.id, 0, hoist::v1::STEP_STATE_SUCCEEDED, "", std::nullopt).ok());
+    ASSERT_TRUE(store_.SetRolloutState(epoch_, upgrade.id, hoist::v1::ROLLOUT_STATE_SUCCEEDED, "").ok());
   }
 
   std::vector<hoist::v1::Lock> Locks() {
@@ -402,25 +430,8 @@ TEST_F(RolloutManagerUnitTest, RollbackWithNoOlderReleaseIsRefused) {
 TEST_F(RolloutManagerUnitTest, RollbackAcrossAMigrationNamesTheBackupToRestoreAndStartsNothing) {
   ASSERT_NO_FATAL_FAILURE(Releases({"1.0.0", "1.1.0"}));
   ASSERT_NO_FATAL_FAILURE(Running("1.1.0"));
-  // The upgrade to 1.1.0 ran its migration, after a backup.
-  StoredRollout upgrade;
-  upgrade.id = "shop-up-1";
-  upgrade.deployment = "shop";
-  upgrade.kind = "upgrade";
-  upgrade.from_version = "1.0.0";
-  upgrade.to_version = "1.1.0";
-  upgrade.requested_by = "tester";
-  upgrade.backup_id = "shop-pre-1.1.0";
-  StoredStep job;
-  job.phase_name = "migrate-api";
-  job.step_id = "shop-up-1/migrate";
-  job.kind = "run_job";
-  job.agent_id = "host-1";
-  job.description = "migrate api";
-  ASSERT_TRUE(store_.CreateRollout(epoch_, upgrade, {job}).ok());
-  ASSERT_TRUE(store_.MarkStepRunning(epoch_, upgrade.id, 0).ok());
-  ASSERT_TRUE(store_.FinishStep(epoch_, upgrade.id, 0, hoist::v1::STEP_STATE_SUCCEEDED, "", std::nullopt).ok());
-  ASSERT_TRUE(store_.SetRolloutState(epoch_, upgrade.id, hoist::v1::ROLLOUT_STATE_SUCCEEDED, "").ok());
+  // The upgrade to 1.1.0 ran api's migration gate, after a backup.
+  ASSERT_NO_FATAL_FAILURE(UpgradeRanJob("migrate-api", "migrate"));
 
   hoist::v1::RollbackRequest request;
   request.set_deployment("shop");
@@ -431,6 +442,21 @@ TEST_F(RolloutManagerUnitTest, RollbackAcrossAMigrationNamesTheBackupToRestoreAn
   EXPECT_THAT(r.status().message(), HasSubstr("rollout shop-up-1 (1.0.0 -> 1.1.0) ran a migration since 1.0.0"));
   EXPECT_THAT(r.status().message(),
               HasSubstr("hoist rollback -d shop --to 1.0.0 --restore shop-pre-1.1.0 --confirm shop"));
+  EXPECT_EQ(History().size(), 1u) << "no rollback may be stored";
+}
+
+TEST_F(RolloutManagerUnitTest, RollbackAcrossAOneShotMigrationJobIsRefusedToo) {
+  ASSERT_NO_FATAL_FAILURE(Releases({"1.0.0", "1.1.0"}));
+  ASSERT_NO_FATAL_FAILURE(Running("1.1.0"));
+  // A stack may run its migrations as a job service (RyTask's `migrate`).
+  ASSERT_NO_FATAL_FAILURE(UpgradeRanJob("run-db-migrate", "db-migrate"));
+
+  hoist::v1::RollbackRequest request;
+  request.set_deployment("shop");
+  request.set_to_version("1.0.0");
+  auto r = manager_.Rollback(epoch_, request, "tester");
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("rollout shop-up-1 (1.0.0 -> 1.1.0) ran a migration since 1.0.0"));
   EXPECT_EQ(History().size(), 1u) << "no rollback may be stored";
 }
 
