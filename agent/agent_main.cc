@@ -149,9 +149,7 @@ absl::StatusOr<AgentServerOptions> Options(const FlagSet& flags) {
     o.controllers.push_back(hp->ToString());
   }
   if (o.controllers.empty()) return absl::InvalidArgumentError("--controller needs at least one host:port");
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  o.agent_id = flags.Get("agent-id").empty() ? std::string(host) : flags.Get("agent-id");
+  o.agent_id = flags.Get("agent-id");
   o.host_name = flags.Get("host-name");
   o.address = flags.Get("address");
   if (absl::Status s = ParseKeyValues("--labels", flags.Get("labels"), o.labels); !s.ok()) return s;

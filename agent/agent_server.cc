@@ -125,17 +125,15 @@ void AgentServer::Parts::Prune() {
 
 absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Create(AgentServerOptions options) {
   if (options.controllers.empty()) return absl::InvalidArgumentError("--controller needs at least one host:port");
-  if (options.agent_id.empty()) return absl::InvalidArgumentError("the agent id is required");
   if (options.state_dir.empty()) return absl::InvalidArgumentError("--state-dir is required");
   if (options.journal_keep < absl::Hours(1)) {
     return absl::InvalidArgumentError("--journal-keep must be at least 1h (example: 168h)");
   }
   if (options.clock == nullptr) options.clock = RealClock::Get();
-  if (options.host_name.empty()) {
-    char host[256] = {0};
-    gethostname(host, sizeof(host) - 1);
-    options.host_name = host;
-  }
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  if (options.agent_id.empty()) options.agent_id = host;
+  if (options.host_name.empty()) options.host_name = host;
   options.policy.agent_id = options.agent_id;
   options.policy.backup_dir = options.state_dir + "/backups";
   options.policy.docker_socket_path = options.docker_socket;

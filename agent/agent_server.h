@@ -31,8 +31,8 @@ struct AgentServerOptions {
   std::string tls_key;
   std::string tls_crl;
   bool insecure = false;
-  // Reported in the hello. agent_id is required; host_name defaults to the
-  // system's.
+  // Reported in the hello. agent_id and host_name default to the system's
+  // host name.
   std::string agent_id;
   std::string host_name;
   std::map<std::string, std::string> labels;

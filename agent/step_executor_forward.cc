@@ -143,6 +143,7 @@ absl::Status StepExecutor::ForwardUpdate(const StepContext& ctx) {
     if (absl::Status s = docker_->Remove(existing->id, /*force=*/true, /*remove_volumes=*/true); !s.ok()) return s;
   }
   if (absl::Status s = StartForwarder(ctx, name, *image, config.ports_label, tar); !s.ok()) return s;
+  spdlog::info("forwarder {} ({} on {}) relays {}", name, f.service(), f.network(), absl::StrJoin(config.summary, ", "));
   return absl::OkStatus();
 }
 

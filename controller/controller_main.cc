@@ -174,7 +174,7 @@ int ControllerMain(int argc, char** argv) {
   }
   auto level = ParseLogLevel(flags.Get("log-level"));
   auto format = ParseLogFormat(flags.Get("log-format"));
-  auto listen = ParseHostPort("--listen", flags.Get("listen"));
+  auto listen = ParseListenAddress("--listen", flags.Get("listen"));
   for (const absl::Status& s : {level.status(), format.status(), listen.status()}) {
     if (!s.ok()) {
       std::cerr << "hoistd: " << s.message() << "\n";

@@ -12,7 +12,6 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "controller/agent_hub.h"
 #include "controller/agent_service.h"
@@ -83,6 +82,9 @@ struct ControllerServer::Parts {
   PgPool pool;
   PgAgentStore agent_store;
   PgRolloutStore rollout_store;
+  // Before the hub and the executor: their step observer writes into it
+  // until they are gone.
+  prometheus::Registry metrics;
   AgentHub hub;
   rollout::Executor executor;
   rollout::RolloutManager manager;
@@ -91,7 +93,6 @@ struct ControllerServer::Parts {
   Authorizer authorizer;
   AgentServiceImpl agent_service;
   OperatorServiceImpl operator_service;
-  prometheus::Registry metrics;
   HttpServer http;
   // Declared last: shut down and destroyed first (the services must outlive it).
   std::unique_ptr<grpc::Server> grpc_server;
@@ -110,14 +111,6 @@ constexpr char kPrometheusContentType[] = "text/plain; version=0.0.4; charset=ut
 
 prometheus::Gauge& AddGauge(prometheus::Registry& registry, const std::string& name, const std::string& help) {
   return prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({});
-}
-
-// host:port, where port 0 picks a free port when the server binds.
-absl::StatusOr<HostPort> ParseListen(const std::string& listen) {
-  if (!absl::EndsWith(listen, ":0")) return ParseHostPort("--listen", listen);
-  auto parsed = ParseHostPort("--listen", listen.substr(0, listen.size() - 2) + ":1");
-  if (parsed.ok()) parsed->port = 0;
-  return parsed;
 }
 
 // TLS material, the revocation list and the secrets key, as the options name them.
@@ -179,7 +172,7 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Create(Contr
   auto pooled = WithConnectionDefaults(options.database_url);
   if (!pooled.ok()) return absl::InvalidArgumentError(absl::StrCat("--database-url: ", pooled.status().message()));
   loaded.pooled_url = *std::move(pooled);
-  auto listen = ParseListen(options.listen);
+  auto listen = ParseListenAddress("--listen", options.listen);
   if (!listen.ok()) return Invalid(listen.status());
   loaded.listen = *std::move(listen);
   if (absl::Status s = LoadFiles(options, loaded); !s.ok()) return s;
@@ -188,9 +181,9 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Create(Contr
   if (SecretBox* box = parts->loaded.secrets.get()) {
     auto sealed = parts->rollout_store.SealStoredSecrets();
     if (!sealed.ok()) {
-      return absl::Status(sealed.status().code(),
-                          absl::StrCat("cannot seal the env values stored in clear or under an older key: ",
-                                       sealed.status().message()));
+      // Not a bad option (INVALID_ARGUMENT is one): the stored data is.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot seal the env values stored in clear or under an older key: ", sealed.status().message()));
     }
     if (*sealed > 0) spdlog::info("sealed {} stored manifests and steps under key {}", *sealed, box->current_key_id());
   }
@@ -337,8 +330,6 @@ void ControllerServer::Stop() {
   if (p.stopped) return;
   p.stopped = true;
   p.elector.Stop();  // its observers hear the loss: the hub and executor let go
-  p.hub.OnLeadership(0);
-  p.executor.OnLeadership(0);
   p.hub.Stop();
   if (p.loaded.revocations) p.loaded.revocations->Stop();
   p.http.Stop();

@@ -15,7 +15,6 @@
 // interface and the Clock, so they run on a fake of each in unit tests; the
 // election thread only runs rounds and waits between them.
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>

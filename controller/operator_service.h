@@ -11,7 +11,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "controller/agent_hub.h"
 #include "controller/authorizer.h"
 #include "controller/leadership.h"
 #include "controller/rollout/rollout_manager.h"

@@ -1,5 +1,6 @@
 #include "controller/refusal_log.h"
 
+#include <optional>
 #include <utility>
 
 #include "shared/logging.h"
@@ -31,7 +32,7 @@ void RefusalLog::Stop() {
 
 void RefusalLog::Loop() {
   while (true) {
-    rollout::AuditEntry entry;
+    std::optional<rollout::AuditEntry> entry;
     size_t dropped;
     {
       absl::MutexLock lock(&mu_);
@@ -39,15 +40,14 @@ void RefusalLog::Loop() {
           +[](RefusalLog* log) ABSL_EXCLUSIVE_LOCKS_REQUIRED(log->mu_) { return log->stop_ || !log->queue_.empty(); },
           this));
       dropped = std::exchange(dropped_, 0);
-      if (queue_.empty()) {
-        if (dropped > 0) spdlog::error("{} refusals were not written to the audit log (too many at once)", dropped);
-        return;  // stopping, everything written
+      if (!queue_.empty()) {
+        entry = std::move(queue_.front());
+        queue_.pop_front();
       }
-      entry = std::move(queue_.front());
-      queue_.pop_front();
     }
     if (dropped > 0) spdlog::error("{} refusals were not written to the audit log (too many at once)", dropped);
-    if (absl::Status s = store_->Audit(entry); !s.ok()) {
+    if (!entry) return;  // stopping, everything written
+    if (absl::Status s = store_->Audit(*entry); !s.ok()) {
       spdlog::error("cannot write a refusal to the audit log: {}", std::string(s.message()));
     }
   }

@@ -49,7 +49,9 @@ std::string HostPort::ToString() const {
   return absl::StrCat(host, ":", port);
 }
 
-absl::StatusOr<HostPort> ParseHostPort(absl::string_view what, absl::string_view text) {
+namespace {
+
+absl::StatusOr<HostPort> ParseAddress(absl::string_view what, absl::string_view text, bool any_port) {
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(
         what, ": invalid address \"", text, "\" (", why,
@@ -77,10 +79,21 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view what, absl::string_view
       return bad(absl::StrCat("'", std::string(1, c), "' in the host"));
     }
   }
+  if (any_port && port_text == "0") return hp;  // port 0: picked when bound
   auto port = ParsePortSetting(what, port_text);
   if (!port.ok()) return bad(absl::StrCat("port \"", port_text, "\" is not 1 to 65535"));
   hp.port = *port;
   return hp;
+}
+
+}  // namespace
+
+absl::StatusOr<HostPort> ParseHostPort(absl::string_view what, absl::string_view text) {
+  return ParseAddress(what, text, /*any_port=*/false);
+}
+
+absl::StatusOr<HostPort> ParseListenAddress(absl::string_view what, absl::string_view text) {
+  return ParseAddress(what, text, /*any_port=*/true);
 }
 
 absl::StatusOr<std::map<std::string, ConfigValue>> ParseConfigText(

@@ -34,6 +34,8 @@ struct HostPort {
 
 // Parses "host:port", "1.2.3.4:port" or "[::1]:port".
 absl::StatusOr<HostPort> ParseHostPort(absl::string_view what, absl::string_view text);
+// The same for an address to listen on, where port 0 asks for any free port.
+absl::StatusOr<HostPort> ParseListenAddress(absl::string_view what, absl::string_view text);
 
 // ConfigValue is one scalar of a config file and where it was written.
 struct ConfigValue {

@@ -41,6 +41,9 @@ std::string Quote(const YAML::Node& node);
 
 // Lower-case letters, digits and '-', at most 63, not starting or ending with '-'.
 bool IsDnsLabel(absl::string_view s);
+// Letters, digits and _, not starting with a digit: an environment variable
+// name (manifests' env keys, release files' required and renamed env).
+bool IsEnvName(absl::string_view s);
 
 // Reads a whole file; NOT_FOUND when it cannot be read.
 absl::StatusOr<std::string> ReadTextFile(const std::string& path);

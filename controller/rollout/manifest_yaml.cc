@@ -13,8 +13,6 @@
 
 namespace hoist::rollout::internal {
 
-namespace {
-
 bool IsEnvName(absl::string_view s) {
   if (s.empty() || absl::ascii_isdigit(static_cast<unsigned char>(s.front()))) return false;
   for (char c : s) {
@@ -22,8 +20,6 @@ bool IsEnvName(absl::string_view s) {
   }
   return true;
 }
-
-}  // namespace
 
 SourcePos PosOf(const YAML::Node& node) {
   YAML::Mark m = node.Mark();

@@ -9,14 +9,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "controller/rollout/planner_internal.h"
+#include "shared/proto_time.h"
 
 namespace hoist::rollout::internal {
 
 google::protobuf::Duration DurationProto(absl::Duration d) {
   google::protobuf::Duration out;
-  int64_t seconds = absl::IDivDuration(d, absl::Seconds(1), &d);
-  out.set_seconds(seconds);
-  out.set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+  SetDuration(d, &out);
   return out;
 }
 

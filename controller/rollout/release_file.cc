@@ -49,9 +49,7 @@ class ReleaseParser {
   absl::Status EnvName(const YAML::Node& node, absl::string_view field) const {
     auto name = Scalar(node, field);
     if (!name.ok()) return name.status();
-    bool ok = !name->empty() && (absl::ascii_isalpha(static_cast<unsigned char>((*name)[0])) || (*name)[0] == '_');
-    for (char c : *name) ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_');
-    if (!ok) {
+    if (!internal::IsEnvName(*name)) {
       return Error(node, field,
                    absl::StrCat("\"", *name, "\" is not an environment variable name; use letters, digits and _, "
                                              "not starting with a digit"));

@@ -384,6 +384,15 @@ absl::StatusOr<hoist::v1::Rollout> RolloutManager::Rollback(uint64_t epoch, cons
         if (!(*target < *to)) break;  // from here back, the deployment ran the target or older
         if (r.kind != "upgrade") continue;
         auto steps = store_->GetSteps(r.id);
+        if (absl::IsFailedPrecondition(steps.status())) {
+          // Steps this hoistd cannot read (a kind from a newer release): whether
+          // that upgrade migrated is unknown, so nothing is rolled back past it.
+          absl::Status s = absl::FailedPreconditionError(absl::StrCat(
+              "cannot tell whether rollout ", r.id, " ran a migration: ", steps.status().message(),
+              "; roll back with the hoistd that ran it, or restore a backup taken before it"));
+          Audit(actor, "rollback", request.deployment(), "", s, "");
+          return s;
+        }
         if (!steps.ok()) continue;
         for (const StoredStep& st : *steps) {
           const std::string job = st.action.has_value() ? st.action->run_job().name() : "";

@@ -11,51 +11,10 @@ namespace hoist::testing {
 
 InMemoryAgentStore::InMemoryAgentStore(Clock* clock) : clock_(clock != nullptr ? clock : RealClock::Get()) {}
 
-void InMemoryAgentStore::SetEpoch(uint64_t epoch) {
-  absl::MutexLock lock(&mu_);
-  epoch_ = epoch;
-}
-
-uint64_t InMemoryAgentStore::BumpEpoch() {
-  absl::MutexLock lock(&mu_);
-  return ++epoch_;
-}
-
-void InMemoryAgentStore::SetUnavailable(bool unavailable) {
-  absl::MutexLock lock(&mu_);
-  unavailable_ = unavailable;
-}
-
-int InMemoryAgentStore::writes() const {
-  absl::MutexLock lock(&mu_);
-  return writes_;
-}
-
-int InMemoryAgentStore::fenced_writes() const {
-  absl::MutexLock lock(&mu_);
-  return fenced_writes_;
-}
-
 std::string InMemoryAgentStore::ControllerOf(const std::string& agent_id) const {
   absl::MutexLock lock(&mu_);
   auto it = agents_.find(agent_id);
   return it == agents_.end() ? "" : it->second.controller_id;
-}
-
-absl::Status InMemoryAgentStore::Reachable() const {
-  if (unavailable_) return absl::UnavailableError("lost the database connection: the server is down");
-  return absl::OkStatus();
-}
-
-absl::Status InMemoryAgentStore::Fence(uint64_t epoch) {
-  if (absl::Status s = Reachable(); !s.ok()) return s;
-  if (epoch != epoch_ || epoch == 0) {
-    ++fenced_writes_;
-    return absl::FailedPreconditionError(absl::StrCat("fenced: this replica acted for leader epoch ", epoch,
-                                                      " but the current epoch is ", epoch_, "; it no longer leads"));
-  }
-  ++writes_;
-  return absl::OkStatus();
 }
 
 absl::Status InMemoryAgentStore::RecordHello(uint64_t epoch, const hoist::v1::Hello& hello,
@@ -172,7 +131,6 @@ absl::StatusOr<std::vector<std::string>> InMemoryAgentStore::MarkLost(uint64_t e
 
 absl::StatusOr<std::vector<hoist::v1::Agent>> InMemoryAgentStore::ListAgents() {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   std::vector<hoist::v1::Agent> out;
   for (const auto& [id, row] : agents_) {  // ordered by id
     hoist::v1::Agent a = row.agent;
@@ -184,7 +142,6 @@ absl::StatusOr<std::vector<hoist::v1::Agent>> InMemoryAgentStore::ListAgents() {
 
 absl::StatusOr<std::vector<ObservedContainer>> InMemoryAgentStore::ListContainers(const std::string& deployment) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   std::vector<ObservedContainer> out;
   for (const auto& [agent_id, rows] : containers_) {
     const hoist::v1::Agent& agent = agents_.at(agent_id).agent;

@@ -20,11 +20,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "controller/store/agent_store.h"
+#include "tests/fakes/epoch_fence.h"
 #include "shared/clock.h"
 
 namespace hoist::testing {
 
-class InMemoryAgentStore final : public AgentStore {
+class InMemoryAgentStore final : public AgentStore, public EpochFence {
  public:
   // Heartbeat times are read from clock (the real clock when null). The
   // current epoch starts at 0: nobody leads.
@@ -32,16 +33,7 @@ class InMemoryAgentStore final : public AgentStore {
   InMemoryAgentStore(const InMemoryAgentStore&) = delete;
   InMemoryAgentStore& operator=(const InMemoryAgentStore&) = delete;
 
-  // The leader epoch writes are checked against, as hoist_leader holds it.
-  void SetEpoch(uint64_t epoch);
-  // A new leader won: the epoch grows by one; returns it.
-  uint64_t BumpEpoch();
-  // While true every call fails UNAVAILABLE, as with Postgres down.
-  void SetUnavailable(bool unavailable);
-
-  // Writes that passed the epoch fence, and those it refused.
-  int writes() const;
-  int fenced_writes() const;
+  // The epoch and the count of fenced writes: EpochFence.
   // The controller the agent's last hello was recorded for ("" when unknown).
   std::string ControllerOf(const std::string& agent_id) const;
 
@@ -64,9 +56,6 @@ class InMemoryAgentStore final : public AgentStore {
     absl::Time last_heartbeat = absl::InfinitePast();
   };
 
-  absl::Status Reachable() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Reachable, then the epoch check every write makes first.
-  absl::Status Fence(uint64_t epoch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The containers as the table keeps them; INTERNAL (a foreign key) for an
   // agent never recorded.
   absl::StatusOr<std::vector<hoist::v1::ContainerInfo>> Rows(const std::string& agent_id,
@@ -74,11 +63,6 @@ class InMemoryAgentStore final : public AgentStore {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   Clock* const clock_;
-  mutable absl::Mutex mu_;
-  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
-  bool unavailable_ ABSL_GUARDED_BY(mu_) = false;
-  int writes_ ABSL_GUARDED_BY(mu_) = 0;
-  int fenced_writes_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, AgentRow> agents_ ABSL_GUARDED_BY(mu_);  // by id
   std::map<std::string, std::vector<hoist::v1::ContainerInfo>> containers_ ABSL_GUARDED_BY(mu_);  // by agent id
 };

@@ -21,57 +21,6 @@ absl::Status DatabaseError(absl::string_view what) { return absl::InternalError(
 
 InMemoryRolloutStore::InMemoryRolloutStore(Clock* clock) : clock_(clock != nullptr ? clock : RealClock::Get()) {}
 
-void InMemoryRolloutStore::SetEpoch(uint64_t epoch) {
-  absl::MutexLock lock(&mu_);
-  epoch_ = epoch;
-}
-
-uint64_t InMemoryRolloutStore::BumpEpoch() {
-  absl::MutexLock lock(&mu_);
-  return ++epoch_;
-}
-
-uint64_t InMemoryRolloutStore::epoch() const {
-  absl::MutexLock lock(&mu_);
-  return epoch_;
-}
-
-void InMemoryRolloutStore::SetUnavailable(bool unavailable) {
-  absl::MutexLock lock(&mu_);
-  unavailable_ = unavailable;
-}
-
-void InMemoryRolloutStore::AfterFinishStep(std::function<void(const std::string&, int)> hook) {
-  absl::MutexLock lock(&mu_);
-  after_finish_ = std::move(hook);
-}
-
-int InMemoryRolloutStore::writes() const {
-  absl::MutexLock lock(&mu_);
-  return writes_;
-}
-
-int InMemoryRolloutStore::fenced_writes() const {
-  absl::MutexLock lock(&mu_);
-  return fenced_writes_;
-}
-
-absl::Status InMemoryRolloutStore::Reachable() const {
-  if (unavailable_) return absl::UnavailableError("lost the database connection: the server is down");
-  return absl::OkStatus();
-}
-
-absl::Status InMemoryRolloutStore::Fence(uint64_t epoch) {
-  if (absl::Status s = Reachable(); !s.ok()) return s;
-  if (epoch != epoch_ || epoch == 0) {
-    ++fenced_writes_;
-    return absl::FailedPreconditionError(absl::StrCat("fenced: this replica acted for leader epoch ", epoch,
-                                                      " but the current epoch is ", epoch_, "; it no longer leads"));
-  }
-  ++writes_;
-  return absl::OkStatus();
-}
-
 absl::Status InMemoryRolloutStore::PutDeployment(uint64_t epoch, const StoredDeployment& d) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = Fence(epoch); !s.ok()) return s;
@@ -92,7 +41,6 @@ absl::Status InMemoryRolloutStore::PutDeployment(uint64_t epoch, const StoredDep
 
 absl::StatusOr<StoredDeployment> InMemoryRolloutStore::GetDeployment(const std::string& name) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   auto it = deployments_.find(name);
   if (it == deployments_.end()) {
     return absl::NotFoundError(absl::StrCat("no deployment named \"", name, "\"; apply its stack first"));
@@ -102,7 +50,6 @@ absl::StatusOr<StoredDeployment> InMemoryRolloutStore::GetDeployment(const std::
 
 absl::StatusOr<std::vector<StoredDeployment>> InMemoryRolloutStore::ListDeployments() {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   std::vector<StoredDeployment> out;
   for (const auto& [name, d] : deployments_) out.push_back(d);  // ordered by name
   return out;
@@ -139,7 +86,6 @@ absl::Status InMemoryRolloutStore::PutRelease(uint64_t epoch, const hoist::v1::R
 absl::StatusOr<hoist::v1::Release> InMemoryRolloutStore::GetRelease(const std::string& deployment,
                                                                     const std::string& version) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   auto it = releases_.find({deployment, version});
   if (it == releases_.end()) {
     return absl::NotFoundError(absl::StrCat("deployment ", deployment, " has no release ", version,
@@ -166,7 +112,6 @@ absl::StatusOr<std::map<std::string, std::string>> InMemoryRolloutStore::RecordD
 
 absl::StatusOr<std::vector<hoist::v1::Release>> InMemoryRolloutStore::ListReleases(const std::string& deployment) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   std::vector<hoist::v1::Release> out;
   for (const auto& [key, r] : releases_) {
     if (key.first == deployment) out.push_back(r);
@@ -259,7 +204,6 @@ absl::Status InMemoryRolloutStore::CreateRollout(uint64_t epoch, const StoredRol
 
 absl::StatusOr<StoredRollout> InMemoryRolloutStore::GetRollout(const std::string& id) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   auto it = rollouts_.find(id);
   if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("no rollout with id \"", id, "\""));
   return it->second.rollout;
@@ -267,7 +211,6 @@ absl::StatusOr<StoredRollout> InMemoryRolloutStore::GetRollout(const std::string
 
 absl::StatusOr<rollout::RolloutStatus> InMemoryRolloutStore::GetRolloutStatus(const std::string& id) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   auto it = rollouts_.find(id);
   if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("no rollout with id \"", id, "\""));
   const StoredRollout& r = it->second.rollout;
@@ -276,7 +219,6 @@ absl::StatusOr<rollout::RolloutStatus> InMemoryRolloutStore::GetRolloutStatus(co
 
 absl::StatusOr<std::vector<StoredStep>> InMemoryRolloutStore::GetSteps(const std::string& rollout_id) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   auto it = rollouts_.find(rollout_id);
   if (it == rollouts_.end()) return std::vector<StoredStep>{};  // a SELECT of no row
   return it->second.steps;
@@ -285,7 +227,6 @@ absl::StatusOr<std::vector<StoredStep>> InMemoryRolloutStore::GetSteps(const std
 absl::StatusOr<std::vector<StoredRollout>> InMemoryRolloutStore::ListRollouts(const std::string& deployment,
                                                                              int limit) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   std::vector<const RolloutRow*> rows;
   for (const auto& [id, row] : rollouts_) {
     if (row.rollout.deployment == deployment) rows.push_back(&row);
@@ -305,7 +246,6 @@ absl::StatusOr<std::vector<StoredRollout>> InMemoryRolloutStore::ListRollouts(co
 
 absl::StatusOr<std::vector<std::string>> InMemoryRolloutStore::UnfinishedRollouts() {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   std::vector<const RolloutRow*> rows;
   for (const auto& [id, row] : rollouts_) {
     const hoist::v1::RolloutState state = row.rollout.state;
@@ -370,26 +310,14 @@ void InMemoryRolloutStore::Finish(StoredStep* step, hoist::v1::StepState state, 
   step->finished_at = clock_->Now();
 }
 
-void InMemoryRolloutStore::RunFinishHook(const std::string& rollout_id, int seq) {
-  std::function<void(const std::string&, int)> hook;
-  {
-    absl::MutexLock lock(&mu_);
-    hook = after_finish_;
-  }
-  if (hook) hook(rollout_id, seq);
-}
-
 absl::Status InMemoryRolloutStore::FinishStep(uint64_t epoch, const std::string& rollout_id, int seq,
                                               hoist::v1::StepState state, const std::string& error,
                                               const std::optional<hoist::v1::StepResult>& result) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (absl::Status s = Fence(epoch); !s.ok()) return s;
-    absl::StatusOr<StoredStep*> step = FindStep(rollout_id, seq);
-    if (!step.ok()) return step.status();
-    Finish(*step, state, error, result);
-  }
-  RunFinishHook(rollout_id, seq);
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = Fence(epoch); !s.ok()) return s;
+  absl::StatusOr<StoredStep*> step = FindStep(rollout_id, seq);
+  if (!step.ok()) return step.status();
+  Finish(*step, state, error, result);
   return absl::OkStatus();
 }
 
@@ -397,15 +325,12 @@ absl::Status InMemoryRolloutStore::FinishStepWithEvent(uint64_t epoch, const std
                                                        hoist::v1::StepState state, const std::string& error,
                                                        const std::optional<hoist::v1::StepResult>& result,
                                                        const hoist::v1::RolloutEvent& event) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (absl::Status s = Fence(epoch); !s.ok()) return s;
-    absl::StatusOr<StoredStep*> step = FindStep(rollout_id, seq);
-    if (!step.ok()) return step.status();
-    Finish(*step, state, error, result);
-    Append(event);
-  }
-  RunFinishHook(rollout_id, seq);
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = Fence(epoch); !s.ok()) return s;
+  absl::StatusOr<StoredStep*> step = FindStep(rollout_id, seq);
+  if (!step.ok()) return step.status();
+  Finish(*step, state, error, result);
+  Append(event);
   return absl::OkStatus();
 }
 
@@ -434,7 +359,6 @@ absl::Status InMemoryRolloutStore::SetRolloutState(uint64_t epoch, const std::st
 
 absl::Status InMemoryRolloutStore::RequestCancel(const std::string& id) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   auto it = rollouts_.find(id);
   if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("no rollout with id \"", id, "\""));
   it->second.rollout.cancel_requested = true;
@@ -443,7 +367,6 @@ absl::Status InMemoryRolloutStore::RequestCancel(const std::string& id) {
 
 absl::Status InMemoryRolloutStore::RequestFinish(const std::string& id) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   auto it = rollouts_.find(id);
   if (it == rollouts_.end()) return absl::NotFoundError(absl::StrCat("no rollout with id \"", id, "\""));
   it->second.rollout.finish_requested = true;
@@ -452,7 +375,6 @@ absl::Status InMemoryRolloutStore::RequestFinish(const std::string& id) {
 
 absl::StatusOr<std::vector<hoist::v1::Lock>> InMemoryRolloutStore::ListLocks() {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   std::vector<hoist::v1::Lock> out;
   for (const auto& [deployment, l] : locks_) out.push_back(l);  // ordered by deployment
   return out;
@@ -472,7 +394,6 @@ absl::Status InMemoryRolloutStore::AppendEvent(uint64_t epoch, const hoist::v1::
 absl::StatusOr<std::vector<hoist::v1::RolloutEvent>> InMemoryRolloutStore::EventsAfter(const std::string& rollout_id,
                                                                                        uint64_t after_sequence) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   std::vector<hoist::v1::RolloutEvent> out;
   auto it = events_.find(rollout_id);
   if (it == events_.end()) return out;
@@ -513,7 +434,6 @@ absl::Status InMemoryRolloutStore::ForgetBackups(uint64_t epoch, const std::stri
 
 absl::StatusOr<std::vector<hoist::v1::BackupRecord>> InMemoryRolloutStore::ListBackups(const std::string& deployment) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   std::vector<hoist::v1::BackupRecord> out;
   for (auto it = backups_.rbegin(); it != backups_.rend(); ++it) {  // newest first
     if (it->record.deployment() != deployment) continue;
@@ -526,7 +446,6 @@ absl::StatusOr<std::vector<hoist::v1::BackupRecord>> InMemoryRolloutStore::ListB
 
 absl::StatusOr<hoist::v1::BackupRecord> InMemoryRolloutStore::GetBackup(const std::string& id) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   for (const BackupRow& row : backups_) {
     if (row.record.id() != id) continue;
     hoist::v1::BackupRecord b = row.record;
@@ -538,7 +457,6 @@ absl::StatusOr<hoist::v1::BackupRecord> InMemoryRolloutStore::GetBackup(const st
 
 absl::Status InMemoryRolloutStore::Audit(const rollout::AuditEntry& e) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   if (e.outcome != "ok" && e.outcome != "failed" && e.outcome != "refused") {
     return DatabaseError(absl::StrCat("audit outcome \"", e.outcome, "\" violates check constraint"));
   }
@@ -558,7 +476,6 @@ absl::Status InMemoryRolloutStore::Audit(const rollout::AuditEntry& e) {
 absl::StatusOr<std::vector<hoist::v1::AuditEvent>> InMemoryRolloutStore::ListAudit(const std::string& deployment,
                                                                                    int limit, uint64_t before_id) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reachable(); !s.ok()) return s;
   std::vector<hoist::v1::AuditEvent> out;
   for (auto it = audit_.rbegin(); it != audit_.rend() && static_cast<int>(out.size()) < limit; ++it) {
     if (!deployment.empty() && it->deployment() != deployment) continue;

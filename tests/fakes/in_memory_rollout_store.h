@@ -24,11 +24,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "controller/rollout/rollout_store.h"
+#include "tests/fakes/epoch_fence.h"
 #include "shared/clock.h"
 
 namespace hoist::testing {
 
-class InMemoryRolloutStore final : public rollout::RolloutStore {
+class InMemoryRolloutStore final : public rollout::RolloutStore, public EpochFence {
  public:
   // Times (updated_at, started_at, event times, ...) are read from clock
   // (the real clock when null). The current epoch starts at 0: nobody leads.
@@ -36,22 +37,8 @@ class InMemoryRolloutStore final : public rollout::RolloutStore {
   InMemoryRolloutStore(const InMemoryRolloutStore&) = delete;
   InMemoryRolloutStore& operator=(const InMemoryRolloutStore&) = delete;
 
-  // The leader epoch writes are checked against, as hoist_leader holds it.
-  void SetEpoch(uint64_t epoch);
-  // A new leader won: the epoch grows by one; returns it.
-  uint64_t BumpEpoch();
-  uint64_t epoch() const;
+  // The epoch and the count of fenced writes: EpochFence.
 
-  // While true every call fails UNAVAILABLE, as with Postgres down.
-  void SetUnavailable(bool unavailable);
-  // Called after each step finish that was written (FinishStep and
-  // FinishStepWithEvent), outside the store's lock: the exact point "step
-  // seq finished" at which a test makes its leader go away.
-  void AfterFinishStep(std::function<void(const std::string& rollout_id, int seq)> hook);
-
-  // Leader-only writes that passed the epoch fence, and those it refused.
-  int writes() const;
-  int fenced_writes() const;
 
   absl::Status PutDeployment(uint64_t epoch, const rollout::StoredDeployment& deployment) override;
   absl::StatusOr<rollout::StoredDeployment> GetDeployment(const std::string& name) override;
@@ -115,25 +102,13 @@ class InMemoryRolloutStore final : public rollout::RolloutStore {
     absl::Time created_at;
   };
 
-  // UNAVAILABLE while the database is "down".
-  absl::Status Reachable() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Reachable, then the epoch check every leader-only write makes first;
-  // counts the write as refused when it fails.
-  absl::Status Fence(uint64_t epoch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<rollout::StoredStep*> FindStep(const std::string& rollout_id, int seq)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(rollout::StoredStep* step, hoist::v1::StepState state, const std::string& error,
               const std::optional<hoist::v1::StepResult>& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Append(const hoist::v1::RolloutEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RunFinishHook(const std::string& rollout_id, int seq);
 
   Clock* const clock_;
-  mutable absl::Mutex mu_;
-  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
-  bool unavailable_ ABSL_GUARDED_BY(mu_) = false;
-  int writes_ ABSL_GUARDED_BY(mu_) = 0;
-  int fenced_writes_ ABSL_GUARDED_BY(mu_) = 0;
-  std::function<void(const std::string&, int)> after_finish_ ABSL_GUARDED_BY(mu_);
 
   std::map<std::string, rollout::StoredDeployment> deployments_ ABSL_GUARDED_BY(mu_);
   // (deployment, version) -> release, created_at included.

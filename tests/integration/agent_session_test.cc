@@ -27,6 +27,7 @@
 #include "shared/ca.h"
 #include "shared/pg.h"
 #include "shared/tls.h"
+#include "tests/fakes/fake_leadership.h"
 #include "tests/fixtures/eventually.h"
 #include "tests/fixtures/migrated_postgres_test.h"
 #include "tests/fixtures/temp_dir.h"
@@ -60,8 +61,10 @@ struct Replica {
     if (lead) {
       elector = std::make_unique<LeaderElector>(
           url, LeaderElectionOptions{.replica_id = id, .advertise_address = address}, RealClock::Get());
-      leadership.elector = elector.get();
-      elector->Start([this](uint64_t epoch) { hub.OnLeadership(epoch); });
+      elector->Start([this, id](uint64_t epoch) {
+        hub.OnLeadership(epoch);
+        leadership.Set(epoch, epoch != 0 ? LeaderInfo{id, address, epoch} : LeaderInfo{});
+      });
       elector->WaitForLeadership(absl::Seconds(10));
       // The hub hears of it from the election thread's callback, just after.
       Eventually(kWait, [this] { return hub.epoch() != 0; });
@@ -69,7 +72,6 @@ struct Replica {
   }
   ~Replica() {
     if (elector) elector->Stop();
-    leadership.elector = nullptr;
     hub.Stop();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   }
@@ -77,15 +79,9 @@ struct Replica {
   PgPool pool;
   PgAgentStore store;
   AgentHub hub;
-  // What the service asks: the elector when this replica runs one, else
-  // the leader the test names.
-  struct TestLeadership final : Leadership {
-    uint64_t epoch() const override { return elector != nullptr ? elector->epoch() : 0; }
-    LeaderInfo CurrentLeader() const override { return elector != nullptr ? elector->CurrentLeader() : leader_info; }
-    void Observe(Observer) override {}
-    LeaderElector* elector = nullptr;
-    LeaderInfo leader_info;
-  } leadership;
+  // What the service asks: set from the elector's changes when this replica
+  // runs one, else the leader the test names.
+  FakeLeadership leadership;
   Authorizer authorizer;
   AgentServiceImpl service;
   int port = 0;
@@ -188,7 +184,7 @@ TEST_F(AgentSessionTest, AgentIsRecordedWithItsInventoryAndRunsAStepWithTheLeade
 TEST_F(AgentSessionTest, AgentDiallingAFollowerIsRedirectedToTheLeader) {
   Replica leader(url_, "r1", true);
   Replica follower(url_, "r2", false);
-  follower.leadership.leader_info = LeaderInfo{"r1", leader.address, leader.hub.epoch()};
+  follower.leadership.Set(0, LeaderInfo{"r1", leader.address, leader.hub.epoch()});
   AgentLog log;
   auto agent = Agent("host-b", {follower.address}, &log);
   ASSERT_TRUE(Eventually(kWait, [&] { return leader.hub.IsConnected("host-b"); }))

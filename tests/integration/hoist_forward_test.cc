@@ -121,7 +121,7 @@ class HoistForwardTest : public ::testing::Test {
     ASSERT_TRUE(pid.ok()) << pid.status();
     pid_ = *pid;
     const bool listens = Eventually(
-        absl::Seconds(2),
+        absl::Seconds(20),
         [&] {
           int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
           sockaddr_in addr{};

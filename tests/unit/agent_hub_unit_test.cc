@@ -25,6 +25,7 @@
 #include "shared/protocol.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/in_memory_agent_store.h"
+#include "tests/fixtures/eventually.h"
 
 namespace hoist::testing {
 namespace {
@@ -94,15 +95,9 @@ hoist::v1::SessionRequest ResultOf(const std::string& step_id, const std::string
   return m;
 }
 
-// Polls cond until it holds or kWait passes (for the hub's own threads).
-bool Eventually(const std::function<bool()>& cond) {
-  const absl::Time end = absl::Now() + kWait;
-  while (!cond()) {
-    if (absl::Now() > end) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
-}
+// The hub's own threads are waited for with Eventually (eventually.h),
+// asked every 5 ms.
+constexpr absl::Duration kPoll = absl::Milliseconds(5);
 
 class AgentHubUnitTest : public ::testing::Test {
  protected:
@@ -385,21 +380,29 @@ TEST_F(AgentHubUnitTest, InventoryIsRecordedByTheHubsWriter) {
   c->mutable_instance()->set_service("api");
   c->set_version("1.1.0");
   hub_.OnMessage("host-1", conn, inventory);
-  EXPECT_TRUE(Eventually([&] {
-    auto containers = store_.ListContainers("shop");
-    return containers.ok() && containers->size() == 1 && (*containers)[0].agent_id == "host-1";
-  })) << "the inventory was not written";
+  EXPECT_TRUE(Eventually(
+      kWait,
+      [&] {
+        auto containers = store_.ListContainers("shop");
+        return containers.ok() && containers->size() == 1 && (*containers)[0].agent_id == "host-1";
+      },
+      kPoll))
+      << "the inventory was not written";
 }
 
 TEST_F(AgentHubUnitTest, SilentAgentsSessionIsClosedAndTheAgentMarkedLost) {
   hub_.Start();
   FakeConnection* conn = Connect("host-1");
   clock_.Advance(absl::Seconds(1));  // many heartbeat intervals without a word
-  EXPECT_TRUE(Eventually([&] { return conn->closed(); })) << "the silent session was not closed";
-  EXPECT_TRUE(Eventually([&] {
-    const std::vector<hoist::v1::Agent> agents = Agents();
-    return agents.size() == 1 && agents[0].lost() && !agents[0].connected();
-  })) << "the silent agent was not marked lost";
+  EXPECT_TRUE(Eventually(kWait, [&] { return conn->closed(); }, kPoll)) << "the silent session was not closed";
+  EXPECT_TRUE(Eventually(
+      kWait,
+      [&] {
+        const std::vector<hoist::v1::Agent> agents = Agents();
+        return agents.size() == 1 && agents[0].lost() && !agents[0].connected();
+      },
+      kPoll))
+      << "the silent agent was not marked lost";
 }
 
 }  // namespace

@@ -51,6 +51,19 @@ TEST(HostPortTest, ParsesIpv4NamesAndBracketedIpv6) {
   EXPECT_EQ(ParseHostPort("x", "hoistd-1:7443")->host, "hoistd-1");
 }
 
+TEST(HostPortTest, AListenAddressMayAskForAnyFreePort) {
+  auto any = ParseListenAddress("--listen", "127.0.0.1:0");
+  ASSERT_TRUE(any.ok()) << any.status();
+  EXPECT_EQ(any->host, "127.0.0.1");
+  EXPECT_EQ(any->port, 0);
+  EXPECT_EQ(ParseListenAddress("--listen", "[::1]:7443")->port, 7443);
+  for (const char* bad : {"localhost", ":0", "host:http", "host:70000"}) {
+    auto hp = ParseListenAddress("--listen", bad);
+    ASSERT_FALSE(hp.ok()) << "accepted \"" << bad << "\"";
+    EXPECT_THAT(Msg(hp.status()), HasSubstr("--listen"));
+  }
+}
+
 TEST(HostPortTest, RefusesGarbage) {
   for (const char* bad : {"", "localhost", ":80", "::1:80", "[::1]80", "host:0", "host:http", "a b:80"}) {
     auto hp = ParseHostPort("--controller", bad);
