@@ -578,7 +578,12 @@ TEST_F(RolloutE2eTest, FailedMigrationStopsTheUpgradeAndTheOldReleaseKeepsRunnin
 
   // Nothing moved: api and workers run 1.0.0, per the matrix and per Docker;
   // the scheduler, stopped before the gate, runs 1.0.0 again; 1.0.0 is pinned.
-  auto versions = MatrixVersions(Matrix());
+  // The matrix is the agents' inventories, which follow the steps by up to an
+  // inventory interval: the scheduler started again at the very end shows
+  // once its host has reported (the assertions below say what, if not).
+  hoist::v1::GetVersionMatrixResponse matrix;
+  WaitMatrixAt("1.0.0", &matrix);
+  auto versions = MatrixVersions(matrix);
   for (const std::string service : {"api", "worker", "scheduler"}) {
     EXPECT_EQ(versions[service], (std::map<std::string, int>{{"1.0.0", kReplicas.at(service)}})) << service;
     EXPECT_EQ(RunningContainers(service, "1.0.0").size(), static_cast<size_t>(kReplicas.at(service))) << service;
